@@ -1,0 +1,205 @@
+"""Search results in scikit-learn's cv_results_ form: one job's rows, the sweep's aggregate, and their files.
+
+A job folder holds its own rows (cv_results.json), its folds' training histories (history.json)
+and what makes it reproducible (environment.json). The results folder (the sweep folder, or the
+run folder of a single run) holds the aggregate of every finished job, with ranks recomputed over
+all of them, as cv_results.{csv,json,pt}. The aggregate is rebuilt from the job files after every
+job, under a file lock, and each file is written to a temporary name and then renamed, so a reader
+or a crash never sees half a file.
+"""
+import contextlib
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from filelock import FileLock
+from scipy.stats import rankdata
+
+CV_RESULTS = "cv_results"
+HISTORY = "history.json"
+ENVIRONMENT = "environment.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+PACKAGES = ("torch", "skorch", "scikit-learn", "hydra-core", "numpy", "pandas", "hiplot", "mlxtend")
+
+
+def plain(value):
+    """A JSON- and weights_only-safe Python value: numpy scalars unboxed, classes named, masked -> None."""
+    if value is np.ma.masked:
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def job_results(cv_results: dict, extra_params: dict | None = None) -> pd.DataFrame:
+    """A GridSearchCV's cv_results_ as a DataFrame of plain values, one row per candidate.
+
+    extra_params are job-level settings that vary across a sweep but are not estimator params
+    (seed, dataset.limit, a config-group choice ...): they get param_<name> columns and join `params`.
+    """
+    columns = {k: [plain(v) for v in vals] for k, vals in cv_results.items()}
+    for name, value in (extra_params or {}).items():
+        columns[f"param_{name}"] = [plain(value)] * len(columns["params"])
+        columns["params"] = [{**p, name: plain(value)} for p in columns["params"]]
+    return pd.DataFrame(columns)
+
+
+def metric_names(df: pd.DataFrame) -> list[str]:
+    """The scoring names, from the mean_test_<metric> columns, in column order."""
+    return [c.removeprefix("mean_test_") for c in df.columns if c.startswith("mean_test_")]
+
+
+def rank(df: pd.DataFrame) -> pd.DataFrame:
+    """Recompute rank_test_<metric> over all rows exactly as GridSearchCV does (min rank, NaN last)."""
+    df = df.copy()
+    for metric in metric_names(df):
+        means = df[f"mean_test_{metric}"].to_numpy(dtype=float)
+        if np.isnan(means).all():
+            ranks = np.ones(len(means), dtype=np.int32)
+        else:
+            means = np.nan_to_num(means, nan=np.nanmin(means) - 1)
+            ranks = rankdata(-means, method="min").astype(np.int32)
+        df[f"rank_test_{metric}"] = ranks
+    return _order_columns(df)
+
+
+def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """scikit-learn's order: times, param_* (sorted), params, then the scores as they came."""
+    times = [c for c in ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time") if c in df]
+    params = sorted(c for c in df.columns if c.startswith("param_"))
+    rest = [c for c in df.columns if c not in times and c not in params and c != "params"]
+    return df[times + params + ["params"] + rest]
+
+
+def to_columns(df: pd.DataFrame, nan=float("nan")) -> dict[str, list]:
+    """The DataFrame as cv_results_'s dict of columns, with plain Python values (NaN -> `nan`)."""
+    def cell(v):
+        if isinstance(v, float) and math.isnan(v):
+            return nan
+        return plain(v)
+    return {c: [cell(v) for v in df[c].tolist()] for c in df.columns}
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomically write `obj` as indented, standard JSON (no NaN literals)."""
+    atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_cv_results(df: pd.DataFrame, directory: Path) -> None:
+    """cv_results.json (null for NaN), cv_results.csv (params as JSON) and cv_results.pt (torch.save)."""
+    directory = Path(directory)
+    write_json(directory / f"{CV_RESULTS}.json", to_columns(df, nan=None))
+    csv = df.assign(params=[json.dumps(p, sort_keys=True) for p in df["params"]])
+    atomic_write(directory / f"{CV_RESULTS}.csv", csv.to_csv(index=False))
+    buffer = io.BytesIO()
+    torch.save(to_columns(df), buffer)  # plain lists, dicts and floats: loads with weights_only=True
+    atomic_write(directory / f"{CV_RESULTS}.pt", buffer.getvalue())
+
+
+def read_cv_results(directory: Path) -> pd.DataFrame:
+    """The cv_results.json in `directory` as a DataFrame (null -> NaN in score columns)."""
+    with open(Path(directory) / f"{CV_RESULTS}.json") as f:
+        return pd.DataFrame(json.load(f))
+
+
+def job_dirs(results_dir: Path) -> list[Path]:
+    """The job folders under a sweep folder that hold finished results, in job-number order."""
+    found = [p.parent for p in Path(results_dir).glob(f"*/{CV_RESULTS}.json")]
+    return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def update_aggregate(results_dir: Path) -> pd.DataFrame:
+    """Rebuild the sweep folder's aggregate from every finished job's rows; safe under concurrent jobs."""
+    results_dir = Path(results_dir)
+    with FileLock(str(results_dir / ".cv_results.lock")):
+        frames = [read_cv_results(d) for d in job_dirs(results_dir)]
+        df = rank(pd.concat(frames, ignore_index=True))
+        write_cv_results(df, results_dir)
+    return df
+
+
+def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
+    """The candidates best first, like the tutorial's results.head(): params, split and mean scores, fit time."""
+    metric = metric or metric_names(df)[0]
+    cols = sorted(c for c in df.columns if c.startswith("param_"))
+    cols += [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
+    cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}", "mean_fit_time"]
+    table = df.sort_values(f"rank_test_{metric}", kind="stable")[cols]
+    table.columns = [c.removeprefix("param_") for c in cols]
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
+        return table.to_string(index=False)
+
+
+def environment(device: str, seed: int) -> dict:
+    """What makes a job reproducible: package versions, Python, device, seed and git commit."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "seed": seed,
+        "git": _git_state(),
+    }
+
+
+def _git_state() -> dict:
+    """The commit of the code that ran and whether the work tree had uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def fold_histories(path: Path, params: dict) -> list[dict]:
+    """The per-epoch histories that estimator.HistoryToFile appended, one line per fit, as fold records.
+
+    Each job searches one candidate with GridSearchCV's sequential loop, so line k is fold k.
+    """
+    lines = Path(path).read_text().splitlines() if Path(path).is_file() else []
+    return [{"fold": k, "params": plain(params), "epochs": json.loads(line)} for k, line in enumerate(lines)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
@@ -112,10 +113,11 @@ def user_errors():
     """A configuration mistake ends the job with one line and exit status 2 (full trace with HYDRA_FULL_ERROR=1)."""
     try:
         yield
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, InstantiationException) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"Error: {e}", file=sys.stderr)
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        print(f"Error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -1,0 +1,91 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.layers import Linear, LinearFunction
+
+
+def tensors(requires=(True, True, True), bias=True, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(7, 5, generator=g, dtype=dtype).requires_grad_(requires[0])
+    w = torch.randn(5, 3, generator=g, dtype=dtype).requires_grad_(requires[1])  # (in_dim, out_dim)
+    b = torch.randn(3, generator=g, dtype=dtype).requires_grad_(requires[2]) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck(bias):
+    assert torch.autograd.gradcheck(LinearFunction.apply, tensors(bias=bias))
+
+
+def grads_of(fn, x, w, b):
+    out = fn(x, w, b)
+    out.backward(torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).cos())
+    return out.detach(), [None if t is None else t.grad for t in (x, w, b)]
+
+
+@pytest.mark.parametrize(
+    "requires, bias",
+    [
+        ((True, True, True), True),
+        ((True, False, True), True),   # frozen weight: the tutorial transposed a None here
+        ((True, False, False), True),  # frozen weight and bias
+        ((False, True, True), True),   # input without grad (the first layer)
+        ((True, True, False), False),  # bias None
+        ((False, True, False), False),
+    ],
+)
+def test_matches_F_linear(requires, bias):
+    ours = grads_of(LinearFunction.apply, *tensors(requires, bias))
+    ref = grads_of(lambda x, w, b: F.linear(x, w.t(), b), *tensors(requires, bias))
+    torch.testing.assert_close(ours[0], ref[0])
+    for got, want in zip(ours[1], ref[1]):
+        assert (got is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(got, want)
+
+
+def test_non_contiguous_input():
+    x, w, b = tensors()
+    xt = x.detach().t().contiguous().t().requires_grad_()  # same values, transposed strides
+    assert not xt.is_contiguous()
+    ours = grads_of(LinearFunction.apply, xt, w, b)
+    ref = grads_of(lambda x, w, b: F.linear(x, w.t(), b), *tensors())
+    torch.testing.assert_close(ours[0], ref[0])
+    for got, want in zip(ours[1], ref[1]):
+        torch.testing.assert_close(got, want)
+
+
+def test_unneeded_gradients_are_none():
+    x, w, b = tensors(requires=(False, True, False))
+    LinearFunction.apply(x, w, b).sum().backward()
+    assert x.grad is None and b.grad is None and w.grad is not None
+
+
+def test_module_default_init_matches_nn_linear_bounds():
+    torch.manual_seed(0)
+    layer = Linear(400, 300)
+    ref = torch.nn.Linear(400, 300)
+    assert layer.weight.shape == (400, 300) and layer.bias.shape == (300,)
+    for ours, theirs in ((layer.weight, ref.weight), (layer.bias, ref.bias)):
+        assert ours.abs().max() <= 1 / 400**0.5
+        torch.testing.assert_close(ours.std(), theirs.std(), rtol=0.05, atol=0)
+
+
+def test_module_randn_init_and_repr():
+    torch.manual_seed(0)
+    layer = Linear(400, 300, init="randn", bias=False)
+    assert layer.bias is None
+    torch.testing.assert_close(layer.weight.std(), torch.tensor(1.0), rtol=0.02, atol=0)
+    assert "in_dim=400, out_dim=300, bias=False, init=randn" in repr(layer)
+
+
+def test_module_forward_equals_F_linear():
+    layer = Linear(6, 4)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight.t(), layer.bias))
+
+
+def test_unknown_init_is_a_clear_error():
+    with pytest.raises(ValueError, match="module.init='xavier'.*default, randn"):
+        Linear(3, 2, init="xavier")

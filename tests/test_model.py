@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from src.layers import Linear
+from src.model import NeuralNet
+
+
+@pytest.mark.parametrize("num_units", [2, 32, 64, 128, 256])
+def test_shapes(num_units):
+    net = NeuralNet(num_units)
+    linears = [m for m in net.modules() if isinstance(m, Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(784, num_units), (num_units, num_units // 2), (num_units // 2, 10)]
+    assert net(torch.randn(5, 784)).shape == (5, 10)
+
+
+def test_parameter_count_matches_torch_mlp():
+    ref = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    assert sum(p.numel() for p in NeuralNet(64).parameters()) == sum(p.numel() for p in ref.parameters())
+
+
+def test_options():
+    net = NeuralNet(16, input_dim=20, num_classes=3, activation="tanh", init="randn")
+    assert isinstance(net.layers[1], torch.nn.Tanh)
+    assert net(torch.randn(4, 20)).shape == (4, 3)
+
+
+@pytest.mark.parametrize("bad", [1, 0, -4, 2.5, True])
+def test_num_units_below_two_is_rejected(bad):
+    with pytest.raises(ValueError, match="module.num_units"):
+        NeuralNet(bad)
+
+
+def test_unknown_activation():
+    with pytest.raises(ValueError, match="module.activation='swish'.*relu"):
+        NeuralNet(8, activation="swish")

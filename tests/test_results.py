@@ -1,0 +1,78 @@
+import json
+import multiprocessing
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+
+from src import results
+
+
+@pytest.fixture(scope="module")
+def search():
+    """scikit-learn's own cv_results_, with a failing candidate (C<0) that gets NaN scores."""
+    X, y = load_iris(return_X_y=True)
+    grid = {"C": [0.01, 0.1, 1.0, -1.0, 10.0]}
+    with pytest.warns(Warning):
+        return GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, scoring=["accuracy", "f1_macro"],
+                            refit=False, return_train_score=True, error_score=np.nan).fit(X, y)
+
+
+def test_rank_recomputes_sklearns_ranks(search):
+    df = results.job_results(search.cv_results_)
+    shuffled = df.sample(frac=1, random_state=0).assign(rank_test_accuracy=0, rank_test_f1_macro=0)
+    ranked = results.rank(shuffled).sort_index()
+    for metric in ("accuracy", "f1_macro"):
+        assert ranked[f"rank_test_{metric}"].tolist() == search.cv_results_[f"rank_test_{metric}"].tolist()
+
+
+def test_files_keep_the_schema_and_values(search, tmp_path):
+    df = results.rank(results.job_results(search.cv_results_, {"seed": 3}))
+    results.write_cv_results(df, tmp_path)
+    expected = set(search.cv_results_) | {"param_seed"}
+    as_json = json.loads((tmp_path / "cv_results.json").read_text())
+    as_pt = torch.load(tmp_path / "cv_results.pt", weights_only=True)
+    as_csv = pd.read_csv(tmp_path / "cv_results.csv")
+    assert set(as_json) == set(as_pt) == set(as_csv.columns) == expected
+    assert as_json["params"][0] == {"C": 0.01, "seed": 3}
+    assert as_json["mean_test_accuracy"][3] is None and math.isnan(as_pt["mean_test_accuracy"][3])
+    np.testing.assert_allclose(as_pt["mean_test_accuracy"], search.cv_results_["mean_test_accuracy"])
+    np.testing.assert_allclose(as_csv["split1_test_f1_macro"], search.cv_results_["split1_test_f1_macro"])
+    assert results.read_cv_results(tmp_path)["rank_test_accuracy"].tolist() == search.cv_results_["rank_test_accuracy"].tolist()
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "f.json"
+    results.atomic_write(target, "old")
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        results.atomic_write(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def _job(args):
+    """One fake job: write its own rows, then update the shared aggregate (as sweep.main does)."""
+    sweep_dir, k, cv_results = args
+    job_dir = sweep_dir / str(k)
+    job_dir.mkdir()
+    results.write_cv_results(results.rank(results.job_results(cv_results, {"job": k})), job_dir)
+    results.update_aggregate(sweep_dir)
+
+
+def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path):
+    rows = [{key: vals[i : i + 1] for key, vals in search.cv_results_.items()} for i in range(5)]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_job, [(tmp_path, k, rows[k % 5]) for k in range(12)])
+    agg = results.read_cv_results(tmp_path)
+    assert sorted(agg["param_job"]) == list(range(12))
+    assert sorted(agg["rank_test_accuracy"].tolist()) == sorted(results.rank(agg)["rank_test_accuracy"].tolist())
+    assert not list(tmp_path.glob(".*.tmp"))

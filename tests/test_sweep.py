@@ -1,0 +1,132 @@
+"""The main job end to end, through the real CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+
+from conftest import TINY, run_cli
+from src import results
+from src.sweep import prepare
+
+SIZES = [8, 16, 32]
+
+
+@pytest.fixture(scope="module")
+def reference(compose_cfg_module):
+    """scikit-learn's own GridSearchCV over the whole grid, on the same data and estimator."""
+    cfg = compose_cfg_module(*TINY)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    X, y, search, _ = prepare(cfg, ["module.num_units=8", *TINY], choices)
+    search.param_grid = {"max_epochs": [2], "module__num_units": SIZES}
+    return search.fit(X, y).cv_results_
+
+
+@pytest.fixture(scope="module")
+def compose_cfg_module():
+    from hydra import compose, initialize_config_dir
+    from conftest import ROOT
+
+    def _compose(*overrides):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return _compose
+
+
+def test_aggregate_equals_gridsearchcv_over_the_whole_grid(tiny_sweep, reference):
+    agg = results.read_cv_results(tiny_sweep)
+    assert set(agg.columns) == set(reference) | {"param_dataset__limit"}
+    order = np.argsort(reference["param_module__num_units"].data.astype(int))
+    agg = agg.sort_values("param_module__num_units").reset_index(drop=True)
+    assert agg["param_module__num_units"].tolist() == SIZES
+    for key in reference:
+        if key.startswith(("split", "mean_test", "std_test", "mean_train", "std_train")):
+            np.testing.assert_allclose(agg[key], reference[key][order], err_msg=key)
+    assert agg["rank_test_accuracy"].tolist() == reference["rank_test_accuracy"][order].tolist()
+    assert agg["params"].tolist() == [{**reference["params"][i], "dataset__limit": 150} for i in order]
+
+
+def test_aggregate_files_agree(tiny_sweep):
+    as_json = json.loads((tiny_sweep / "cv_results.json").read_text())
+    as_pt = torch.load(tiny_sweep / "cv_results.pt", weights_only=True)
+    csv = (tiny_sweep / "cv_results.csv").read_text().splitlines()
+    assert as_json.keys() == as_pt.keys() and csv[0].split(",") == list(as_json)
+    assert len(csv) == 1 + len(SIZES) and len(as_json["params"]) == len(SIZES)
+    np.testing.assert_allclose(as_pt["mean_test_accuracy"], as_json["mean_test_accuracy"])
+    assert sorted(as_json["rank_test_accuracy"]) == sorted(results.rank(results.read_cv_results(tiny_sweep))["rank_test_accuracy"])
+    assert not list(tiny_sweep.rglob("*.tmp")) and not list(tiny_sweep.rglob("history.jsonl"))
+
+
+def test_job_folders_record_rows_history_and_environment(tiny_sweep):
+    for job, size in enumerate(SIZES):
+        job_dir = tiny_sweep / str(job)
+        assert results.read_cv_results(job_dir)["param_module__num_units"].tolist() == [size]
+        history = json.loads((job_dir / "history.json").read_text())
+        assert [h["fold"] for h in history] == [0, 1, 2]
+        assert [e["epoch"] for e in history[0]["epochs"]] == [1, 2]
+        assert all(np.isfinite(e["train_loss"]) and e["dur"] > 0 for h in history for e in h["epochs"])
+        env = json.loads((job_dir / "environment.json").read_text())
+        assert env["device"] == "cpu" and env["seed"] == 0 and env["packages"]["skorch"]
+        assert env["git"]["commit"] is None or len(env["git"]["commit"]) == 40
+
+
+def test_prints_ranked_table_and_report(tiny_sweep):
+    out = (tiny_sweep / "stdout.txt").read_text()
+    table = out[out.index("3 candidates, ranked"):].splitlines()
+    assert "module__num_units" in table[1] and "mean_test_accuracy" in table[1]
+    ranks = [int(line.split()[-2]) for line in table[2:5]]
+    assert ranks == sorted(ranks)
+    assert f"report: {tiny_sweep / 'hiplot.html'}" in out
+    page = (tiny_sweep / "hiplot.html").read_text()
+    assert 'href="hiplot_curves.html"' in page and (tiny_sweep / "hiplot_curves.html").is_file()
+
+
+def test_single_run_writes_the_same_files(tmp_path):
+    proc = run_cli(*TINY, "module.num_units=8", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("cv_results.csv", "cv_results.json", "cv_results.pt", "history.json", "environment.json", "hiplot.html"):
+        assert (tmp_path / name).is_file(), name
+    df = results.read_cv_results(tmp_path)
+    assert len(df) == 1 and df["rank_test_accuracy"].tolist() == [1]
+    assert "mean_test_accuracy" in proc.stdout
+
+
+def test_named_sweep_runs_the_four_architectures(tmp_path):
+    proc = run_cli("+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [32, 64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("device=cuda", "device=cuda: no CUDA device is available here"),
+        ("module.num_units=1", "module.num_units=1 must be an integer >= 2"),
+        ("dataset.limit=0", "dataset.limit=0 must be a positive integer"),
+        ("module.init=xavier", "module.init='xavier' is not known"),
+    ],
+)
+def test_bad_value_is_one_line_and_exit_2(tmp_path, override, message):
+    if override.startswith("device=cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli(*TINY, override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"Error: {proc.stderr.strip()[7:]}"] and message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "cv_results.json").exists()
+
+
+def test_full_error_shows_the_trace(tmp_path):
+    proc = run_cli(*TINY, "module.num_units=1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.slow
+def test_defaults_reach_the_accuracy_the_readme_promises(tmp_path):
+    """num_units=256 at full defaults (5,000 digits, 25 epochs, 3 folds) scores at least 0.88."""
+    proc = run_cli("module.num_units=256", "train.verbose=quiet", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert results.read_cv_results(tmp_path)["mean_test_accuracy"][0] >= 0.88

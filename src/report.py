@@ -29,7 +29,8 @@ def candidates_experiment(df: pd.DataFrame) -> hip.Experiment:
         exp.datapoints.append(hip.Datapoint(uid=str(i), values={k: results.plain(v) for k, v in row.items()}))
     metric = results.metric_names(df)[0]
     exp.colorby = f"mean_test_{metric}"
-    exp.display_data(hip.Displays.TABLE).update({"order_by": [[f"rank_test_{metric}", "asc"]]})
+    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"order": keep[::-1], "hide": ["uid", "from_uid"]})  # HiPlot lays `order` out right to left
+    exp.display_data(hip.Displays.TABLE).update({"order_by": [[f"rank_test_{metric}", "asc"]], "hide": ["uid", "from_uid"]})
     return exp
 
 
@@ -47,6 +48,9 @@ def curves_experiment(histories: list[dict]) -> hip.Experiment:
             exp.datapoints.append(hip.Datapoint(uid=uid, from_uid=previous, values=values))
             previous = uid
     exp.colorby = "job"
+    bookkeeping = ["uid", "from_uid", "train_batch_count", "valid_batch_count", "train_loss_best", "valid_loss_best", "valid_acc_best"]
+    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": bookkeeping})
+    exp.display_data(hip.Displays.TABLE).update({"hide": bookkeeping})
     exp.display_data(hip.Displays.XY).update({"axis_x": "epoch", "axis_y": "train_loss", "lines_thickness": 1.4, "dots_thickness": 2.0})
     return exp
 

@@ -1,4 +1,5 @@
-"""Hydra callbacks: at the end of a multirun, print the sweep's ranked table."""
+"""Hydra callbacks: at the end of a multirun, print the sweep's ranked table and any failures."""
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -8,10 +9,11 @@ from src import results
 
 
 class PrintRankedTable(Callback):
-    """Prints the aggregate that the jobs kept up to date, best candidate first.
+    """Prints the aggregate that the jobs kept up to date, best candidate first, then a paragraph on
+    failed jobs, and then exits with status 1 if any failed.
 
-    Hydra skips on_multirun_end when a job raises, which is why the jobs themselves, not this
-    hook, write the aggregate.
+    Jobs record their own failures instead of raising (Hydra's sweeper would stop at the first
+    raise and skip this hook); this hook is also not the only writer of the aggregate: every job is.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -20,3 +22,7 @@ class PrintRankedTable(Callback):
             df = results.read_cv_results(sweep_dir)
             print(f"\n{len(df)} candidates, ranked ({sweep_dir}):\n{results.ranked_table(df)}")
             print(f"report: {sweep_dir / 'hiplot.html'}")
+        summary = results.failure_summary(sweep_dir)
+        if summary:
+            print(f"\n{summary}", file=sys.stderr)
+            sys.exit(1)

@@ -1,5 +1,6 @@
 """The skorch estimator the search cross-validates: NeuralNet wrapped in a NeuralNetClassifier."""
 import json
+import math
 
 import torch
 from skorch import NeuralNetClassifier
@@ -39,6 +40,29 @@ class HistoryToFile(Callback):
             f.write(json.dumps(epochs) + "\n")
 
 
+class Diverged(Exception):
+    """A fit's training loss became NaN or infinite; its candidate is a result (status=diverged), not a crash."""
+
+    def __init__(self, message: str, epochs: list[dict]):
+        super().__init__(message)
+        self.epochs = epochs  # the per-epoch history up to the divergence
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, by raising Diverged.
+
+    It reads the loss skorch has already recorded as a Python float, so it adds no device sync.
+    """
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        if not training:
+            return
+        loss = net.history[-1, "batches", -1, "train_loss"]
+        if not math.isfinite(loss):
+            epochs = [{k: v for k, v in row.items() if k != "batches"} for row in net.history.to_list()]
+            raise Diverged(f"training loss became {loss} at epoch {len(net.history)}, batch {len(net.history[-1, 'batches'])}", epochs)
+
+
 def resolve_device(device: str) -> str:
     """"auto" -> "cuda" when torch sees a GPU, else "cpu"; a CUDA device with no GPU is an error."""
     if device == "auto":
@@ -69,7 +93,7 @@ def build_estimator(
     """A NeuralNetClassifier over NeuralNet, with skorch's `__` routing for module and optimizer params."""
     if verbose not in VERBOSITY:
         raise ValueError(f"train.verbose={verbose!r} is not known; choose one of {', '.join(VERBOSITY)}")
-    callbacks = [ProgressBar()] if verbose == "bar" else []
+    callbacks = [StopOnNonFiniteLoss()] + ([ProgressBar()] if verbose == "bar" else [])
     if history_path is not None:
         callbacks.append(HistoryToFile(history_path))
     return SeededNeuralNetClassifier(

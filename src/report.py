@@ -6,10 +6,12 @@ re-renders the report of one results folder (a sweep folder or a single run's fo
 several into one comparison page, with a `sweep` column that tells them apart.
 """
 import argparse
+import html
 import json
 import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import hiplot as hip
 import pandas as pd
@@ -19,17 +21,30 @@ from src import results
 REPORT = "hiplot.html"
 
 
+def shown(values: dict) -> dict:
+    """A datapoint's values made safe for HiPlot: plain Python, and every string HTML-escaped.
+
+    HiPlot's table renders cells as HTML, so a param value or an error message holding markup would
+    run in the reader's browser; escaped, it shows as the text it is.
+    """
+    def one(v):
+        v = results.plain(v)
+        return html.escape(v) if isinstance(v, str) else v
+    return {html.escape(str(k)): one(v) for k, v in values.items()}
+
+
 def candidates_experiment(df: pd.DataFrame) -> hip.Experiment:
     """One datapoint per candidate: swept params, split/mean/std/rank test scores, train mean, fit time."""
     keep = [c for c in df.columns if c == "sweep" or c.startswith("param_")]
     keep += [c for c in df.columns if c.startswith(("split", "mean_test_", "std_test_", "rank_test_")) and "_train_" not in c]
     keep += [c for c in df.columns if c.startswith("mean_train_")] + ["mean_fit_time"]
+    keep += [c for c in ("status", "error") if c in df]
     exp = hip.Experiment()
     for i, row in enumerate(df[keep].to_dict(orient="records")):
-        exp.datapoints.append(hip.Datapoint(uid=str(i), values={k: results.plain(v) for k, v in row.items()}))
+        exp.datapoints.append(hip.Datapoint(uid=str(i), values=shown(row)))
     metric = results.metric_names(df)[0]
     exp.colorby = f"mean_test_{metric}"
-    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"order": keep[::-1], "hide": ["uid", "from_uid"]})  # HiPlot lays `order` out right to left
+    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"order": keep[::-1], "hide": ["uid", "from_uid", "error"]})  # HiPlot lays `order` out right to left
     exp.display_data(hip.Displays.TABLE).update({"order_by": [[f"rank_test_{metric}", "asc"]], "hide": ["uid", "from_uid"]})
     return exp
 
@@ -43,9 +58,9 @@ def curves_experiment(histories: list[dict]) -> hip.Experiment:
         for row in h["epochs"]:
             uid = f"{prefix}/{row['epoch']}"
             values = {**({"sweep": h["sweep"]} if "sweep" in h else {}), "job": h["job"], "fold": h["fold"]}
-            values.update({f"param_{k}": results.plain(v) for k, v in h["params"].items()})
-            values.update({k: results.plain(v) for k, v in row.items()})
-            exp.datapoints.append(hip.Datapoint(uid=uid, from_uid=previous, values=values))
+            values.update({f"param_{k}": v for k, v in h["params"].items()})
+            values.update(row)
+            exp.datapoints.append(hip.Datapoint(uid=uid, from_uid=previous, values=shown(values)))
             previous = uid
     exp.colorby = "job"
     bookkeeping = ["uid", "from_uid", "train_batch_count", "valid_batch_count", "train_loss_best", "valid_loss_best", "valid_acc_best"]
@@ -88,11 +103,12 @@ def write_report(results_dirs: list[Path], out: Path) -> Path:
         df = results.rank(df)
     out = Path(out)
     curves = curves_path(out)
-    results.atomic_write(curves, curves_experiment(histories).to_html())
     page = candidates_experiment(df).to_html()
-    link = (f'<p style="margin:8px;font-family:sans-serif"><a href="{curves.name}">'
-            f"Learning curves: per-epoch training history of every candidate and fold</a></p>")
-    page = re.sub(r"<body[^>]*>", lambda m: m.group(0) + link, page, count=1)
+    if any(h["epochs"] for h in histories):  # none when every job failed before its first epoch
+        results.atomic_write(curves, curves_experiment(histories).to_html())
+        link = (f'<p style="margin:8px;font-family:sans-serif"><a href="{html.escape(quote(curves.name))}">'
+                f"Learning curves: per-epoch training history of every candidate and fold</a></p>")
+        page = re.sub(r"<body[^>]*>", lambda m: m.group(0) + link, page, count=1)
     results.atomic_write(out, page)
     return out
 

@@ -25,6 +25,8 @@ from filelock import FileLock
 from scipy.stats import rankdata
 
 CV_RESULTS = "cv_results"
+JOB = "job.json"  # written last: a job folder holds a finished job only once this file is there
+ERROR_LOG = "error.log"
 HISTORY = "history.json"
 ENVIRONMENT = "environment.json"
 _UMASK = os.umask(0)
@@ -47,17 +49,35 @@ def plain(value):
     return value
 
 
-def job_results(cv_results: dict, extra_params: dict | None = None) -> pd.DataFrame:
+def job_results(cv_results: dict, extra_params: dict | None = None, status: str = "ok", error: str | None = None) -> pd.DataFrame:
     """A GridSearchCV's cv_results_ as a DataFrame of plain values, one row per candidate.
 
     extra_params are job-level settings that vary across a sweep but are not estimator params
     (seed, dataset.limit, a config-group choice ...): they get param_<name> columns and join `params`.
+    Two columns follow scikit-learn's: `status` (ok, diverged or failed) and `error` (the message).
     """
     columns = {k: [plain(v) for v in vals] for k, vals in cv_results.items()}
     for name, value in (extra_params or {}).items():
         columns[f"param_{name}"] = [plain(value)] * len(columns["params"])
         columns["params"] = [{**p, name: plain(value)} for p in columns["params"]]
+    columns["status"] = [status] * len(columns["params"])
+    columns["error"] = [error] * len(columns["params"])
     return pd.DataFrame(columns)
+
+
+def unscored_results(param_grid: dict[str, list], n_splits: int, metrics: list[str]) -> dict:
+    """cv_results_ for one candidate that has no scores (it failed or diverged): GridSearchCV's keys, NaN values."""
+    params = {k: values[0] for k, values in param_grid.items()}
+    nan = [float("nan")]
+    out = {k: nan for k in ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time")}
+    out |= {f"param_{k}": [v] for k, v in params.items()} | {"params": [params]}
+    for metric in metrics:  # scikit-learn's order: per metric, test columns then train columns
+        for split in ("test", "train"):
+            out |= {f"split{k}_{split}_{metric}": nan for k in range(n_splits)}
+            out |= {f"mean_{split}_{metric}": nan, f"std_{split}_{metric}": nan}
+            if split == "test":
+                out[f"rank_test_{metric}"] = [1]
+    return out
 
 
 def metric_names(df: pd.DataFrame) -> list[str]:
@@ -132,23 +152,52 @@ def write_cv_results(df: pd.DataFrame, directory: Path) -> None:
 def read_cv_results(directory: Path) -> pd.DataFrame:
     """The cv_results.json in `directory` as a DataFrame (null -> NaN in score columns)."""
     with open(Path(directory) / f"{CV_RESULTS}.json") as f:
-        return pd.DataFrame(json.load(f))
+        df = pd.DataFrame(json.load(f))
+    numeric = [c for c in df.columns if c.startswith(("split", "mean_", "std_"))]
+    return df.astype({c: float for c in numeric})
 
 
 def job_dirs(results_dir: Path) -> list[Path]:
-    """The job folders under a sweep folder that hold finished results, in job-number order."""
-    found = [p.parent for p in Path(results_dir).glob(f"*/{CV_RESULTS}.json")]
+    """The job folders under a sweep folder that hold finished jobs, in job-number order."""
+    found = [p.parent for p in Path(results_dir).glob(f"*/{JOB}")]
     return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
-def update_aggregate(results_dir: Path) -> pd.DataFrame:
-    """Rebuild the sweep folder's aggregate from every finished job's rows; safe under concurrent jobs."""
+def lock(results_dir: Path) -> FileLock:
+    """The lock every job holds while it rewrites a results folder's aggregate and report."""
+    return FileLock(str(Path(results_dir) / ".cv_results.lock"))
+
+
+def aggregate(results_dir: Path) -> pd.DataFrame:
+    """Rebuild a sweep folder's aggregate from every finished job's rows (hold `lock` around it)."""
     results_dir = Path(results_dir)
-    with FileLock(str(results_dir / ".cv_results.lock")):
-        frames = [read_cv_results(d) for d in job_dirs(results_dir)]
-        df = rank(pd.concat(frames, ignore_index=True))
-        write_cv_results(df, results_dir)
+    for stale in results_dir.glob(".*.tmp"):  # left by a writer that was killed; writers hold the lock
+        stale.unlink(missing_ok=True)
+    df = rank(pd.concat([read_cv_results(d) for d in job_dirs(results_dir)], ignore_index=True))
+    write_cv_results(df, results_dir)
     return df
+
+
+def completed_job(job_dir: Path, identity: dict) -> dict | None:
+    """The record of job_dir if it holds a finished (ok or diverged) job with exactly this config identity."""
+    path = Path(job_dir) / JOB
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record["status"] != "failed" and record["config"] == identity else None
+
+
+def failure_summary(results_dir: Path) -> str | None:
+    """One paragraph naming the failed jobs of a results folder and where their logs are (None if none failed)."""
+    results_dir = Path(results_dir)
+    dirs = [results_dir] if (results_dir / JOB).is_file() else job_dirs(results_dir)
+    records = [(d, json.loads((d / JOB).read_text())) for d in dirs]
+    failed = [(d, r) for d, r in records if r["status"] == "failed"]
+    if not failed:
+        return None
+    named = "; ".join(f"job {d.name} ({' '.join(r['overrides']) or 'defaults'}): {r['error']} [traceback: {d / ERROR_LOG}]" for d, r in failed)
+    return (f"{len(failed)} of {len(records)} jobs failed: {named}. Their rows are in {results_dir / CV_RESULTS}.csv "
+            "with status=failed and NaN scores; rerun the same command to retry them (finished jobs are not trained again).")
 
 
 def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
@@ -157,6 +206,7 @@ def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
     cols = sorted(c for c in df.columns if c.startswith("param_"))
     cols += [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
     cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}", "mean_fit_time"]
+    cols += ["status"] if "status" in df else []
     table = df.sort_values(f"rank_test_{metric}", kind="stable")[cols]
     table.columns = [c.removeprefix("param_") for c in cols]
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):

@@ -3,23 +3,27 @@
 Each Hydra job cross-validates one candidate with GridSearchCV, so its row comes straight from
 scikit-learn, then rebuilds the results folder's aggregate and HiPlot report. With -m, Hydra's
 sweeper launches one job per grid point (and its launchers can run them in parallel or on a cluster).
+Before any job starts, every job's configuration is checked (src.config.preflight).
 """
 import contextlib
+import json
 import logging
 import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import report, results
-from src.estimator import build_estimator, resolve_device
+from src import config, report, results
+from src.estimator import Diverged, build_estimator, resolve_device
 from src.search import build_search
 
 log = logging.getLogger(__name__)
@@ -31,28 +35,38 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    history = job_dir / "history.jsonl"
-    history.unlink(missing_ok=True)
-    with user_errors():
-        X, y, search, extras = prepare(cfg, list(hc.overrides.task), dict(hc.runtime.choices), history)
-
-    search.fit(X, y)
-
-    job = results.rank(results.job_results(search.cv_results_, extras))
-    results.write_cv_results(job, job_dir)
-    results.write_json(job_dir / results.HISTORY, results.fold_histories(history, job["params"][0]))
-    history.unlink()
-    results.write_json(job_dir / results.ENVIRONMENT, results.environment(search.estimator.device, cfg.seed))
     results_dir = Path(hc.sweep.dir) if multirun else job_dir
-    table = results.update_aggregate(results_dir) if multirun else job
-    report.write_report([results_dir], results_dir / report.REPORT)
+    overrides = list(hc.overrides.task)
+    label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    identity = config.identity(settings)
+    history = job_dir / "history.jsonl"  # estimator.HistoryToFile appends one line per finished fit
 
+    with user_errors():
+        config.check(settings)
+        done = results.completed_job(job_dir, identity) if settings["resume"] else None
+        if not done:
+            X, y, search, extras = prepare(cfg, overrides, dict(hc.runtime.choices), history)
+    if done:
+        log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
+    else:
+        fit_and_record(search, X, y, extras, job_dir, history, identity, overrides)
+
+    with results.lock(results_dir):
+        table = results.aggregate(results_dir) if multirun else results.read_cv_results(job_dir)
+        report.write_report([results_dir], results_dir / report.REPORT)
+
+    job = results.read_cv_results(job_dir)
     metric = results.metric_names(job)[0]
-    score, spread = job[f"mean_test_{metric}"][0], job[f"std_test_{metric}"][0]
-    log.info(f"job {hc.job.num if multirun else 0} ({' '.join(hc.overrides.task) or 'defaults'}): "
-             f"mean_test_{metric} {score:.4f} ± {spread:.4f}, fit {job['mean_fit_time'][0]:.1f} s/fold -> {job_dir}")
+    score = job[f"mean_test_{metric}"][0]
+    log.info(f"{label}: {job['status'][0]}, mean_test_{metric} {score:.4f} ± {job[f'std_test_{metric}'][0]:.4f}, "
+             f"fit {job['mean_fit_time'][0]:.1f} s/fold -> {job_dir}")
     if not multirun:
         print(f"\n{results.ranked_table(table)}\nreport: {results_dir / report.REPORT}")
+        summary = results.failure_summary(job_dir)
+        if summary:
+            print(f"\n{summary}", file=sys.stderr)
+            sys.exit(1)
     return float(score)
 
 
@@ -77,10 +91,42 @@ def prepare(cfg: DictConfig, overrides: list[str], choices: dict, history_path: 
     return X, y, search, extras
 
 
+def fit_and_record(search, X, y, extras: dict, job_dir: Path, history: Path, identity: dict, overrides: list[str]) -> str:
+    """Run the search and write the job folder; a raising or diverging fit is recorded, not re-raised.
+
+    Files are written atomically and job.json last, so a killed job leaves no finished-looking folder.
+    """
+    history.unlink(missing_ok=True)
+    (job_dir / results.ERROR_LOG).unlink(missing_ok=True)
+    status, error = "ok", None
+    try:
+        search.fit(X, y)
+        job = results.job_results(search.cv_results_, extras)
+    except Diverged as e:
+        with open(history, "a") as f:
+            f.write(json.dumps(e.epochs) + "\n")
+        status, error = "diverged", f"fold {sum(1 for _ in open(history)) - 1}: {e}"
+        log.warning(f"diverged: {error}")
+    except Exception as e:  # any failure of this grid point: recorded, and the sweep goes on
+        status, error = "failed", f"{type(e).__name__}: {e}".strip().splitlines()[0]
+        results.atomic_write(job_dir / results.ERROR_LOG, traceback.format_exc())
+        log.error(f"failed: {error} (traceback in {job_dir / results.ERROR_LOG})")
+    if status != "ok":
+        metrics = list(search.scoring)
+        job = results.job_results(results.unscored_results(search.param_grid, search.cv.get_n_splits(), metrics), extras, status, error)
+    job = results.rank(job)
+    results.write_cv_results(job, job_dir)
+    results.write_json(job_dir / results.HISTORY, results.fold_histories(history, job["params"][0]))
+    history.unlink(missing_ok=True)
+    results.write_json(job_dir / results.ENVIRONMENT, results.environment(search.estimator.device, identity["seed"]))
+    results.write_json(job_dir / results.JOB, {"status": status, "error": error, "overrides": overrides, "config": identity})
+    return status
+
+
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
 # overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
 ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
-NOT_PARAMS = {"train.verbose", "sweeps"}  # presentation, and the named-sweep group itself
+NOT_PARAMS = {"train.verbose", "resume", "sweeps"}  # presentation, resuming, and the named-sweep group itself
 
 
 def swept_params(task_overrides: list[str], cfg: DictConfig, choices: dict) -> tuple[dict[str, list], dict]:
@@ -110,7 +156,7 @@ def swept_params(task_overrides: list[str], cfg: DictConfig, choices: dict) -> t
 
 @contextlib.contextmanager
 def user_errors():
-    """A configuration mistake ends the job with one line and exit status 2 (full trace with HYDRA_FULL_ERROR=1)."""
+    """A configuration mistake ends the command with one line and exit status 2 (full trace with HYDRA_FULL_ERROR=1)."""
     try:
         yield
     except (ValueError, TypeError, InstantiationException) as e:
@@ -121,5 +167,28 @@ def user_errors():
         sys.exit(2)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM. A BaseException, so that neither skorch (which swallows KeyboardInterrupt
+    to end one fit early) nor scikit-learn's error handling keeps the sweep going."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def cli() -> None:
+    """Check every job's config, then run Hydra; an interruption leaves only complete files behind."""
+    with user_errors():
+        config.preflight(sys.argv[1:])
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        main()
+    except Interrupted as e:
+        print(f"\nInterrupted ({e}). Finished jobs and their files are complete; run the same command with the "
+              "same hydra.sweep.dir to resume.", file=sys.stderr)
+        sys.exit(130 if str(e) == "SIGINT" else 143)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -45,3 +45,15 @@ def test_report_shows_one_row_per_candidate(tiny_sweep, tmp_path):
 def test_learning_curves_page_renders(tiny_sweep, tmp_path):
     dom = rendered_dom(tiny_sweep / "hiplot_curves.html", tmp_path)
     assert "train_loss" in dom and "sample-rows-table" in dom
+
+
+def test_markup_in_results_shows_as_text(tiny_sweep, tmp_path):
+    from src import report
+
+    evil = '</script><img src=x onerror="document.title=1">'
+    df = results.read_cv_results(tiny_sweep).assign(error=evil)
+    results.write_cv_results(df, tmp_path)
+    dom = rendered_dom(report.write_report([tmp_path], tmp_path / "hiplot.html"), tmp_path)
+    assert table_rows(dom) == len(df)
+    assert '<img src="x"' not in dom and "&lt;/script&gt;&lt;img src=x" in dom
+    assert "<title>HiPlot" in dom

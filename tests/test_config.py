@@ -5,6 +5,7 @@ import torch
 from omegaconf import open_dict
 
 from conftest import ROOT, run_cli
+from src.config import ConfigError, preflight
 from src.sweep import prepare, swept_params
 
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir() if group.is_dir()}
@@ -66,3 +67,60 @@ def test_cfg_job_and_help():
     assert cfg.returncode == 0 and "num_units: 64" in cfg.stdout and "max_epochs: 25" in cfg.stdout
     help_ = run_cli("--help")
     assert help_.returncode == 0 and "module.num_units=32,64,128,256 -m" in help_.stdout and "optimizer: adam, sgd" in help_.stdout
+
+
+# Item 4 of the reliability issue: every invalid value is rejected before any training, with one line and exit 2.
+INVALID = [
+    (["module.num_units=1"], "module.num_units=1: Input should be greater than or equal to 2"),
+    (["module.num_units=2.5"], "module.num_units=2.5: Input should be a valid integer"),
+    (["module.num_units=abc"], "module.num_units='abc': Input should be a valid integer"),
+    (["cv.folds=1"], "cv.folds=1: Input should be greater than or equal to 2"),
+    (["train.max_epochs=0"], "train.max_epochs=0: Input should be greater than or equal to 1"),
+    (["train.batch_size=-8"], "train.batch_size=-8: Input should be greater than or equal to 1"),
+    (["optimizer.lr=0"], "optimizer.lr=0: Input should be greater than 0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1: Input should be greater than 0"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf: Input should be a finite number"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan: Input should be a finite number"),
+    (["optimizer=adamw"], "optimizer=adamw is not known; choose one of adam, sgd"),
+    (["dataset=imagenet"], "dataset=imagenet is not known; choose one of"),
+    (["module=cnn"], "module=cnn is not known; choose one of mlp"),
+    (["cv=loo"], "cv=loo is not known; choose one of stratified_kfold"),
+    (["+sweeps=nope", "-m"], "sweeps=nope is not known; choose one of hidden_sizes, seed_reproduction"),
+    (["module.activation=swish"], "module.activation='swish': Input should be 'relu', 'tanh', 'sigmoid' or 'gelu'"),
+    (["cv.scoring=[acc]"], "cv.scoring=['acc']: unknown scorer 'acc'"),
+    (["hydra.run.dir=/etc/hostname/runs"], "hydra.run.dir=/etc/hostname/runs: this output folder cannot be written"),
+    (["module.num_units=32,1", "-m"], "module.num_units=1: Input should be greater than or equal to 2"),
+    (["module.num_units=32,64", "optimizer.lr=0.1,0", "-m"], "optimizer.lr=0: Input should be greater than 0"),
+]
+
+
+@pytest.mark.parametrize("args, message", INVALID, ids=[" ".join(a) for a, _ in INVALID])
+def test_preflight_names_key_value_and_what_is_allowed(args, message):
+    with pytest.raises(ConfigError) as err:
+        preflight(args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19)]  # a range, a group option, a named sweep, a folder, a grid point
+
+
+@pytest.mark.parametrize("args, message", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
+def test_invalid_configuration_is_one_line_exit_2_and_nothing_runs(tmp_path, args, message):
+    out = [] if any(a.startswith("hydra.run.dir") for a in args) else [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = run_cli(*args, *out)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("Error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_rejected_before_anything_runs(tmp_path):
+    proc = run_cli("device=cuda", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and proc.stderr.strip() == "Error: device=cuda: no CUDA device is available here; use device=auto or device=cpu"
+    assert not (tmp_path / "run").exists()
+
+
+def test_schema_accepts_every_shipped_config(compose_cfg):
+    from src.config import _settings, check
+    for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS]:
+        check(_settings(compose_cfg(option)))

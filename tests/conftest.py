@@ -36,3 +36,34 @@ def tiny_sweep(tmp_path_factory) -> Path:
     assert proc.returncode == 0, proc.stderr
     sweep_dir.joinpath("stdout.txt").write_text(proc.stdout)
     return sweep_dir
+
+
+def write_idx(path: Path, array, gz: bool = False) -> None:
+    """An unsigned-byte IDX file (MNIST's raw format): magic 0x0000080<ndim>, big-endian dims, then the bytes."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    data = struct.pack(f">I{array.ndim}I", 0x800 + array.ndim, *array.shape) + array.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def write_mnist_raw(root: Path, folder: str = "MNIST", n_train: int = 60, n_test: int = 30, gz: bool = False, seed: int = 0):
+    """Tiny data sets in torchvision's layout root/<folder>/raw/; returns {split: (images, labels)}."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    for part, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", labels, gz)
+        written[part] = (images, labels)
+    return written

@@ -22,11 +22,28 @@ def prepared(compose_cfg, *overrides):
     return prepare(cfg, [*overrides, "dataset.limit=60"], choices)
 
 
+@pytest.fixture(scope="module")
+def data_for(tmp_path_factory):
+    """Overrides that give each dataset option tiny data of its own."""
+    import numpy as np
+
+    from conftest import write_mnist_raw
+
+    root = tmp_path_factory.mktemp("data")
+    for folder in ("MNIST", "FashionMNIST", "KMNIST"):
+        write_mnist_raw(root, folder, n_train=80)
+    np.savez(root / "mine.npz", X=np.random.default_rng(0).normal(size=(90, 784)), y=np.arange(90) % 10)
+    tv = [f"dataset.root={root}"]
+    return {"dataset=mnist": tv, "dataset=fashion_mnist": tv, "dataset=kmnist": tv,
+            "dataset=synthetic": ["dataset.n_samples=300"], "dataset=file": [f"dataset.path={root / 'mine.npz'}"]}
+
+
 @pytest.mark.parametrize("option", OPTIONS)
-def test_every_group_option_builds_a_search(compose_cfg, option):
-    X, y, search, extras = prepared(compose_cfg, option)
+def test_every_group_option_builds_a_search(compose_cfg, data_for, option):
+    X, y, search, extras = prepared(compose_cfg, option, *data_for.get(option, []))
     assert len(X) == len(y) == 60
-    assert search.estimator.initialized_
+    search.estimator.initialize()
+    assert search.estimator.module_ is not None and search.estimator.optimizer_ is not None
     assert extras[option.split("=")[0]] == option.split("=")[1]
 
 
@@ -45,7 +62,7 @@ def test_public_cli_keys_reach_the_search(compose_cfg):
     overrides = ["module.num_units=64", "module.init=randn", "optimizer.lr=0.1", "train.max_epochs=3",
                  "train.batch_size=32", "cv.folds=4", "device=cpu", "seed=5"]
     X, y, search, extras = prepared(compose_cfg, *overrides)
-    net = search.estimator
+    net = search.estimator.initialize()
     assert net.module_.layers[0].weight.shape == (784, 64) and net.module_.layers[0].init == "randn"
     assert net.optimizer_.param_groups[0]["lr"] == 0.1
     assert (net.max_epochs, net.batch_size, net.device, net.seed) == (3, 32, "cpu", 5)
@@ -120,7 +137,7 @@ def test_cuda_without_a_gpu_is_rejected_before_anything_runs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_schema_accepts_every_shipped_config(compose_cfg):
+def test_schema_accepts_every_shipped_config(compose_cfg, data_for):
     from src.config import _settings, check
     for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS]:
-        check(_settings(compose_cfg(option)))
+        check(_settings(compose_cfg(option, *data_for.get(option, []))))

@@ -36,3 +36,159 @@ def test_limit_is_stratified_and_seeded():
 def test_bad_limit(bad):
     with pytest.raises(ValueError, match="dataset.limit"):
         mnist_sample(limit=bad)
+
+
+# ---- The MNIST family from disk (torchvision), synthetic data, the user's files --------------------
+
+import functools
+
+from conftest import TINY, run_cli, write_idx, write_mnist_raw
+from src import data, results
+from src.data import check_data, from_file, synthetic, torchvision_mnist
+
+
+def scaled(images):
+    return (images.reshape(len(images), -1) / 255 - MNIST_MEAN) / MNIST_STD
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    for loader in (data._torchvision_mnist, data._synthetic, data._from_file):
+        loader.cache_clear()
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+def test_torchvision_layout(tmp_path, name, folder, gz):
+    written = write_mnist_raw(tmp_path, folder, gz=gz)
+    for split in ("train", "test"):
+        X, y = torchvision_mnist(name, str(tmp_path), split)
+        np.testing.assert_allclose(X, scaled(written[split][0]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(y, written[split][1])
+        assert X.dtype == np.float32 and y.dtype == np.int64
+    X, y = torchvision_mnist(name, str(tmp_path), "all")
+    assert X.shape == (90, 784)
+    np.testing.assert_array_equal(y, np.concatenate([written["train"][1], written["test"][1]]))
+
+
+def test_loaded_once_per_process(tmp_path):
+    write_mnist_raw(tmp_path)
+    first = torchvision_mnist("mnist", str(tmp_path), "train")
+    second = torchvision_mnist("mnist", str(tmp_path), "train")
+    assert first[0] is second[0] and not first[0].flags.writeable
+    assert data._torchvision_mnist.cache_info().hits == 1
+    subset, _ = torchvision_mnist("mnist", str(tmp_path), "train", limit=30)
+    assert len(subset) == 30 and data._torchvision_mnist.cache_info().hits == 2
+
+
+def test_missing_files_say_which_where_and_how_to_fix(tmp_path):
+    with pytest.raises(ValueError) as err:
+        torchvision_mnist("kmnist", str(tmp_path), "test")
+    message = str(err.value)
+    assert "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] in" in message
+    assert str(tmp_path / "KMNIST" / "raw") in message and "dataset.download=true" in message and "copy the files" in message
+
+
+def test_corrupted_idx_files(tmp_path):
+    write_mnist_raw(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    good = images.read_bytes()
+    images.write_bytes(b"\x00\x00\x08\x01" + good[4:])  # a labels magic number on an images file
+    with pytest.raises(ValueError, match="magic number 0x00000801, expected 0x00000803"):
+        torchvision_mnist("mnist", str(tmp_path), "train")
+    images.write_bytes(good[:-100])
+    with pytest.raises(ValueError, match="header promises 47056 for shape .60, 28, 28.; the file is truncated"):
+        torchvision_mnist("mnist", str(tmp_path), "train")
+    images.write_bytes(good)
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(59, dtype=np.uint8))
+    with pytest.raises(ValueError, match="has 60 images but train-labels-idx1-ubyte has 59 labels"):
+        torchvision_mnist("mnist", str(tmp_path), "train")
+
+
+def test_unknown_name_and_split(tmp_path):
+    with pytest.raises(ValueError, match="dataset.split='val'"):
+        torchvision_mnist("mnist", str(tmp_path), "val")
+    with pytest.raises(ValueError, match="dataset.name='emnist'"):
+        torchvision_mnist("emnist", str(tmp_path))
+
+
+def test_synthetic_is_mnist_shaped_balanced_and_seeded():
+    X, y = synthetic(n_samples=1000)
+    assert X.shape == (1000, 784) and X.dtype == np.float32 and np.bincount(y).tolist() == [100] * 10
+    np.testing.assert_array_equal(synthetic(n_samples=1000)[0], X)
+    assert not np.array_equal(synthetic(n_samples=1000, seed=1)[0], X)
+    with pytest.raises(ValueError, match="dataset.n_classes=1"):
+        synthetic(n_classes=1)
+
+
+def test_npz_and_csv_files(tmp_path):
+    X = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    got_X, got_y = from_file(str(tmp_path / "d.npz"))
+    np.testing.assert_array_equal(got_X, X) and np.testing.assert_array_equal(got_y, y)
+    import pandas as pd
+
+    pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).assign(digit=y).to_csv(tmp_path / "d.csv", index=False)
+    got_X, got_y = from_file(str(tmp_path / "d.csv"), label_column="digit")
+    np.testing.assert_allclose(got_X, X, rtol=1e-6) and np.testing.assert_array_equal(got_y, y)
+    with pytest.raises(ValueError, match="dataset.label_column='label' is not a column"):
+        from_file(str(tmp_path / "d.csv"))
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"X": np.zeros((4, 2)), "labels": np.zeros(4)}, "has arrays X, labels; expected X and y"),
+        ({"X": np.zeros((4, 2)), "y": np.zeros(3)}, "X has 4 rows but y has 3 labels"),
+        ({"X": np.zeros((4, 2)), "y": np.array([0.5, 1, 2, 3])}, "labels must be integers"),
+        ({"X": np.array([None, 1], dtype=object), "y": np.zeros(2)}, "Object arrays cannot be loaded"),  # no pickles
+    ],
+)
+def test_bad_npz_files(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        from_file(str(tmp_path / "bad.npz"))
+
+
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        (np.array([[0.0, np.nan], [1, 1], [2, 2]]), np.array([0, 0, 0]), "1 features are NaN or infinite .the first in sample 0"),
+        (np.array([[0.0, np.inf], [1, 1], [2, 2]]), np.array([0, 0, 0]), "NaN or infinite"),
+        (np.zeros((3, 2)), np.array([0, 1, 2]), "label 2 is outside 0..1 .module.num_classes=2"),
+        (np.zeros((3, 2)), np.array([0, -1, 1]), "label -1 is outside"),
+        (np.zeros((5, 2)), np.array([0, 0, 0, 1, 1]), "class 1 has 2 samples, fewer than cv.folds=3"),
+        (np.zeros((3, 4)), np.array([0, 0, 0]), "4 features but module.input_dim=2; set module.input_dim=4"),
+    ],
+)
+def test_check_data(X, y, message):
+    with pytest.raises(ValueError, match=message):
+        check_data(X, y, input_dim=2, num_classes=2 if "label" in message or "class" in message else 1, folds=3)
+
+
+def test_sweep_over_idx_files_end_to_end(tmp_path):
+    write_mnist_raw(tmp_path / "data", gz=True)
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.split=all", "module.num_units=8,16",
+                   "train.max_epochs=1", "train.verbose=quiet", f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    agg = results.read_cv_results(sweep_dir)
+    assert sorted(agg["param_module__num_units"]) == [8, 16] and agg["status"].tolist() == ["ok", "ok"]
+    assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()  # unpacked beside the .gz
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["dataset=mnist"], "expected train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images"),
+        (["dataset=file"], "dataset.path is required"),
+        (["dataset=synthetic", "dataset.n_samples=200", "dataset.limit=500"], "dataset.limit=500 is larger than the data set (200 samples)"),
+        (["dataset.limit=-3"], "dataset.limit=-3: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_data_is_one_line_exit_2_before_anything_runs(tmp_path, args, message):
+    proc = run_cli(*args, f"dataset.root={tmp_path}" if args[0] == "dataset=mnist" else "seed=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()

@@ -14,30 +14,33 @@ import torch
 from conftest import ROOT, TINY, run_cli
 from src import results
 
+HUGE = 10**12  # a first weight of 784 x 10**12 floats: more than any address space, so allocation fails
+
 # Long enough per job (about a second) that a kill lands between jobs.
+BROKEN = [f"module.num_units=8,{HUGE}", "optimizer.lr=0.01,1e30", *TINY, "train.max_epochs=3"]
 SLOW = ["module.num_units=8,16,32,64", "dataset.limit=1500", "train.max_epochs=4", "train.verbose=quiet"]
 
 
 @pytest.fixture(scope="module")
 def broken_sweep(tmp_path_factory):
-    """A sweep where input_dim=100 raises (shape mismatch) and lr=1e6 diverges."""
+    """A sweep where num_units=10**12 runs out of memory (3.1 PB for one weight) and lr=1e30 diverges."""
     sweep_dir = tmp_path_factory.mktemp("broken") / "s"
-    proc = run_cli("module.input_dim=784,100", "optimizer.lr=0.01,1e6", *TINY, "train.max_epochs=3", f"hydra.sweep.dir={sweep_dir}", "-m")
+    proc = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
     return sweep_dir, proc
 
 
 def test_failed_and_diverged_jobs_are_recorded_and_the_rest_still_run(broken_sweep):
     sweep_dir, proc = broken_sweep
     agg = results.read_cv_results(sweep_dir)
-    by_point = {(r["param_module__input_dim"], r["param_optimizer__lr"]): r for r in agg.to_dict(orient="records")}
+    by_point = {(r["param_module__num_units"], r["param_optimizer__lr"]): r for r in agg.to_dict(orient="records")}
     assert {k: r["status"] for k, r in by_point.items()} == {
-        (784, 0.01): "ok", (784, 1e6): "diverged", (100, 0.01): "failed", (100, 1e6): "failed"}
-    assert math.isfinite(by_point[784, 0.01]["mean_test_accuracy"]) and by_point[784, 0.01]["rank_test_accuracy"] == 1
-    for key in [(784, 1e6), (100, 0.01), (100, 1e6)]:
+        (8, 0.01): "ok", (8, 1e30): "diverged", (HUGE, 0.01): "failed", (HUGE, 1e30): "failed"}
+    assert math.isfinite(by_point[8, 0.01]["mean_test_accuracy"]) and by_point[8, 0.01]["rank_test_accuracy"] == 1
+    for key in [(8, 1e30), (HUGE, 0.01), (HUGE, 1e30)]:
         assert math.isnan(by_point[key]["mean_test_accuracy"]) and math.isnan(by_point[key]["split0_test_accuracy"])
         assert by_point[key]["rank_test_accuracy"] == 2  # NaN ranks last, as in scikit-learn
-    assert "mat1 and mat2 shapes cannot be multiplied" in by_point[100, 0.01]["error"]
-    assert "training loss became" in by_point[784, 1e6]["error"]
+    assert "can't allocate memory" in by_point[HUGE, 0.01]["error"]
+    assert "training loss became" in by_point[8, 1e30]["error"]
     for job in ("2", "3"):
         assert "Traceback" in (sweep_dir / job / "error.log").read_text()
     assert not (sweep_dir / "0" / "error.log").exists() and not (sweep_dir / "1" / "error.log").exists()
@@ -48,7 +51,7 @@ def test_failures_exit_non_zero_with_a_summary(broken_sweep):
     sweep_dir, proc = broken_sweep
     assert proc.returncode == 1
     summary = proc.stderr.strip().splitlines()[-1]
-    assert summary.startswith("2 of 4 jobs failed: job 2 (module.input_dim=100 optimizer.lr=0.01")
+    assert summary.startswith(f"2 of 4 jobs failed: job 2 (module.num_units={HUGE} optimizer.lr=0.01")
     assert str(sweep_dir / "2" / "error.log") in summary and str(sweep_dir / "3" / "error.log") in summary
     assert "Traceback" not in proc.stderr
 
@@ -139,7 +142,7 @@ def test_resume_false_retrains(tmp_path):
 
 def test_a_failed_job_is_retried_on_resume(broken_sweep, tmp_path):
     sweep_dir, _ = broken_sweep
-    again = run_cli("module.input_dim=784,100", "optimizer.lr=0.01,1e6", *TINY, "train.max_epochs=3", f"hydra.sweep.dir={sweep_dir}", "-m")
+    again = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
     assert again.stdout.count("not trained again") == 2  # the ok and the diverged job; the failed ones run again
     assert again.returncode == 1
 

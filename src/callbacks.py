@@ -5,7 +5,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import results
+from src import report, results
 
 
 class PrintRankedTable(Callback):
@@ -18,11 +18,5 @@ class PrintRankedTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if (sweep_dir / f"{results.CV_RESULTS}.json").is_file():
-            df = results.read_cv_results(sweep_dir)
-            print(f"\n{len(df)} candidates, ranked ({sweep_dir}):\n{results.ranked_table(df)}")
-            print(f"report: {sweep_dir / 'hiplot.html'}")
-        summary = results.failure_summary(sweep_dir)
-        if summary:
-            print(f"\n{summary}", file=sys.stderr)
+        if (sweep_dir / f"{results.CV_RESULTS}.json").is_file() and report.print_outcome(sweep_dir):
             sys.exit(1)

@@ -113,6 +113,18 @@ def write_report(results_dirs: list[Path], out: Path) -> Path:
     return out
 
 
+def print_outcome(results_dir: Path) -> bool:
+    """Print a results folder's ranked table, its report's path and any failures; True if a job failed."""
+    results_dir = Path(results_dir)
+    df = results.read_cv_results(results_dir)
+    print(f"\n{len(df)} candidate{'s' * (len(df) != 1)}, ranked ({results_dir}):\n{results.ranked_table(df)}")
+    print(f"report: {results_dir / REPORT}")
+    summary = results.failure_summary(results_dir)
+    if summary:
+        print(f"\n{summary}", file=sys.stderr)
+    return summary is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: re-render or merge reports from saved results folders."""
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])

@@ -134,8 +134,16 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    """Atomically write `obj` as indented, standard JSON (no NaN literals)."""
-    atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    """Atomically write `obj` as indented, standard JSON: NaN and infinities become null."""
+    def finite(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: finite(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [finite(v) for v in o]
+        return o
+    atomic_write(path, json.dumps(finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_cv_results(df: pd.DataFrame, directory: Path) -> None:

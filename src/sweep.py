@@ -54,7 +54,8 @@ def main(cfg: DictConfig) -> float:
         fit_and_record(search, X, y, extras, job_dir, history, identity, overrides)
 
     with results.lock(results_dir):
-        table = results.aggregate(results_dir) if multirun else results.read_cv_results(job_dir)
+        if multirun:
+            results.aggregate(results_dir)
         report.write_report([results_dir], results_dir / report.REPORT)
 
     job = results.read_cv_results(job_dir)
@@ -62,12 +63,8 @@ def main(cfg: DictConfig) -> float:
     score = job[f"mean_test_{metric}"][0]
     log.info(f"{label}: {job['status'][0]}, mean_test_{metric} {score:.4f} ± {job[f'std_test_{metric}'][0]:.4f}, "
              f"fit {job['mean_fit_time'][0]:.1f} s/fold -> {job_dir}")
-    if not multirun:
-        print(f"\n{results.ranked_table(table)}\nreport: {results_dir / report.REPORT}")
-        summary = results.failure_summary(job_dir)
-        if summary:
-            print(f"\n{summary}", file=sys.stderr)
-            sys.exit(1)
+    if not multirun and report.print_outcome(job_dir):
+        sys.exit(1)
     return float(score)
 
 

@@ -71,3 +71,27 @@ def test_devices():
 def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="device=cuda: no CUDA device"):
         resolve_device("cuda")
+
+
+def test_batch_iterator_covers_every_sample_once_per_pass():
+    from skorch.dataset import Dataset
+
+    from src.estimator import BatchIterator
+
+    X = np.arange(200, dtype=np.float32)[:, None]
+    it = BatchIterator(Dataset(X, np.arange(200)), batch_size=64, shuffle=True)
+    passes = [torch.cat([xb.ravel() for xb, _ in it]) for _ in range(2)]
+    assert len(it) == 4 and [len(xb) for xb, _ in it] == [64, 64, 64, 8]
+    for seen in passes:
+        assert sorted(seen.tolist()) == list(range(200))
+    assert not torch.equal(passes[0], passes[1])  # a new order every epoch
+    for xb, yb in it:
+        torch.testing.assert_close(xb.ravel().long(), yb)  # features and labels stay paired
+    ordered = BatchIterator(Dataset(X, None), batch_size=64)
+    assert torch.equal(torch.cat([xb for xb, yb in ordered]).ravel(), torch.arange(200.0)) and all(yb is None for _, yb in ordered)
+
+
+def test_epoch_loss_is_recorded_once_per_epoch(data):
+    net = make(max_epochs=2).fit(*data)
+    assert all(np.isfinite(row["train_loss"]) for row in net.history)
+    assert "train_loss" not in net.history[-1, "batches", 0]  # no per-batch loss read back

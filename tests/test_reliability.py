@@ -60,8 +60,9 @@ def test_divergence_stops_the_fold_at_the_first_non_finite_loss(broken_sweep):
     sweep_dir, _ = broken_sweep
     history = json.loads((sweep_dir / "1" / "history.json").read_text())
     assert len(history) == 1  # the first fold diverged; the candidate stops there
-    losses = [e["train_loss"] for e in history[0]["epochs"] if "train_loss" in e]
-    assert all(math.isfinite(x) for x in losses) and len(history[0]["epochs"]) <= 3
+    losses = [e["train_loss"] for e in history[0]["epochs"]]
+    assert losses[-1] is None and all(math.isfinite(x) for x in losses[:-1])  # stopped after the first non-finite epoch
+    assert len(losses) < 3
 
 
 def valid_files(sweep_dir):

@@ -5,9 +5,11 @@ sets (pydantic gives per-key messages such as "module.num_units=1: Input should 
 equal to 2"). OmegaConf's structured configs would check the types but not the ranges.
 
 preflight() composes the config of every job of the command line (expanding the sweep as Hydra's
-BasicSweeper does) and checks each one, so that one bad grid point stops the command before anything
-trains, with one line and exit status 2.
+BasicSweeper does) and checks each one against the schema, loads and checks its data set (load_data;
+the jobs that follow reuse the loaded copy) and checks that a resumed sweep folder holds no other
+job, so that one bad grid point stops the command before anything trains, with one line and exit status 2.
 """
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,14 +19,16 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src.data import SCALINGS
+from src.data import SCALINGS, check_data
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
 from src.model import ACTIVATIONS
+from src.results import JOB
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -184,10 +188,15 @@ def preflight(argv: list[str]) -> None:
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
 
 
-def _check_data(settings: dict) -> None:
-    """Load the job's data set (cached for the jobs that follow in this process) and check it."""
-    from src.sweep import load_data
+def load_data(settings: dict):
+    """The configured data set (loaded once per process), checked against the network and the folds it is for."""
+    X, y = instantiate(settings["dataset"])
+    check_data(X, y, input_dim=settings["module"]["input_dim"], num_classes=settings["module"]["num_classes"], folds=settings["cv"]["folds"])
+    return X, y
 
+
+def _check_data(settings: dict) -> None:
+    """Load the job's data set (the jobs that follow in this process reuse it) and check it."""
     try:
         load_data(settings)
     except InstantiationException as e:
@@ -198,10 +207,8 @@ def _check_data(settings: dict) -> None:
 
 def _check_resumable(job_dir: Path, job_identity: dict, job: list[str]) -> None:
     """A rerun into a sweep folder must not replace a finished job that had another configuration."""
-    record = job_dir / "job.json"
+    record = job_dir / JOB
     if record.is_file():
-        import json
-
         done = json.loads(record.read_text())
         if done["status"] != "failed" and done["config"] != job_identity:
             raise ConfigError(

@@ -19,11 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from src import config, report, results
-from src.data import check_data
 from src.estimator import Diverged, build_estimator, resolve_device
 from src.search import build_search
 
@@ -76,7 +75,7 @@ def prepare(cfg: DictConfig, overrides: list[str], choices: dict, history_path: 
     """
     c = OmegaConf.to_container(cfg, resolve=True)  # plain Python from here on
     device = resolve_device(c["device"])
-    X, y = load_data(c)
+    X, y = config.load_data(c)
     param_grid, extras = swept_params(overrides, cfg, choices)
     opt = dict(c["optimizer"])
     estimator = build_estimator(
@@ -86,13 +85,6 @@ def prepare(cfg: DictConfig, overrides: list[str], choices: dict, history_path: 
     verbose = 0 if c["train"]["verbose"] == "quiet" else 3
     search = build_search(estimator, param_grid, **c["cv"], seed=c["seed"], verbose=verbose)
     return X, y, search, extras
-
-
-def load_data(settings: dict):
-    """The configured data set, checked against the network and the folds it is meant for."""
-    X, y = instantiate(settings["dataset"])
-    check_data(X, y, input_dim=settings["module"]["input_dim"], num_classes=settings["module"]["num_classes"], folds=settings["cv"]["folds"])
-    return X, y
 
 
 def fit_and_record(search, X, y, extras: dict, job_dir: Path, history: Path, identity: dict, overrides: list[str]) -> str:

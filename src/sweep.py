@@ -92,8 +92,8 @@ def fit_and_record(search, X, y, extras: dict, job_dir: Path, history: Path, ide
 
     Files are written atomically and job.json last, so a killed job leaves no finished-looking folder.
     """
-    history.unlink(missing_ok=True)
-    (job_dir / results.ERROR_LOG).unlink(missing_ok=True)
+    for stale in [history, job_dir / results.ERROR_LOG, *job_dir.glob(".*.tmp")]:  # left by an earlier, killed try
+        stale.unlink(missing_ok=True)
     status, error = "ok", None
     try:
         search.fit(X, y)

@@ -127,12 +127,14 @@ def test_npz_and_csv_files(tmp_path):
     y = np.arange(30) % 3
     np.savez(tmp_path / "d.npz", X=X, y=y)
     got_X, got_y = from_file(str(tmp_path / "d.npz"))
-    np.testing.assert_array_equal(got_X, X) and np.testing.assert_array_equal(got_y, y)
+    np.testing.assert_array_equal(got_X, X)
+    np.testing.assert_array_equal(got_y, y)
     import pandas as pd
 
     pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).assign(digit=y).to_csv(tmp_path / "d.csv", index=False)
     got_X, got_y = from_file(str(tmp_path / "d.csv"), label_column="digit")
-    np.testing.assert_allclose(got_X, X, rtol=1e-6) and np.testing.assert_array_equal(got_y, y)
+    np.testing.assert_allclose(got_X, X, rtol=1e-6)
+    np.testing.assert_array_equal(got_y, y)
     with pytest.raises(ValueError, match="dataset.label_column='label' is not a column"):
         from_file(str(tmp_path / "d.csv"))
 

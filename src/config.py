@@ -9,8 +9,6 @@ BasicSweeper does) and checks each one against the schema, loads and checks its 
 the jobs that follow reuse the loaded copy) and checks that a resumed sweep folder holds no other
 job, so that one bad grid point stops the command before anything trains, with one line and exit status 2.
 """
-import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -28,7 +26,7 @@ from src.data import SCALINGS, check_data
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
 from src.model import ACTIVATIONS
-from src.results import JOB
+from src.results import finished_job
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -127,18 +125,13 @@ def check_writable(folder: str, key: str) -> None:
         raise ConfigError(f"{key}={folder}: this output folder cannot be written ({e.strerror})") from None
 
 
-# Keys that change what a run prints or whether it resumes, not what it computes.
-RUN_ONLY_KEYS = (("train", "verbose"), ("resume",))
-
-
 def identity(settings: dict) -> dict:
-    """The part of a resolved config that decides a job's results: two jobs with equal identities agree."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in settings.items()}
-    for path in RUN_ONLY_KEYS:
-        parent = out
-        for part in path[:-1]:
-            parent = parent.get(part, {})
-        parent.pop(path[-1], None)
+    """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
+
+    train.verbose and resume change what a run prints and whether it resumes, not what it computes.
+    """
+    out = {**settings, "train": {k: v for k, v in settings["train"].items() if k != "verbose"}}
+    out.pop("resume", None)
     return out
 
 
@@ -207,16 +200,14 @@ def _check_data(settings: dict) -> None:
 
 def _check_resumable(job_dir: Path, job_identity: dict, job: list[str]) -> None:
     """A rerun into a sweep folder must not replace a finished job that had another configuration."""
-    record = job_dir / JOB
-    if record.is_file():
-        done = json.loads(record.read_text())
-        if done["status"] != "failed" and done["config"] != job_identity:
-            raise ConfigError(
-                f"hydra.sweep.dir={job_dir.parent}: job {job_dir.name} there finished with another configuration "
-                f"({' '.join(done['overrides']) or 'defaults'}) than this command's "
-                f"({' '.join(o for o in job if not o.startswith('hydra')) or 'defaults'}); "
-                "use a new hydra.sweep.dir, or resume=false to train and replace it"
-            )
+    done = finished_job(job_dir)
+    if done and done["config"] != job_identity:
+        raise ConfigError(
+            f"hydra.sweep.dir={job_dir.parent}: job {job_dir.name} there finished with another configuration "
+            f"({' '.join(done['overrides']) or 'defaults'}) than this command's "
+            f"({' '.join(o for o in job if not o.startswith('hydra')) or 'defaults'}); "
+            "use a new hydra.sweep.dir, or resume=false to train and replace it"
+        )
 
 
 def _settings(cfg) -> dict:

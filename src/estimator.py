@@ -44,14 +44,10 @@ class BatchIterator:
             yield from self._loader
             return
         n, bs = len(self.X), self.batch_size
-        if self.shuffle:
-            order = torch.randperm(n, device=self.X.device)
-            for i in range(0, n, bs):
-                idx = order[i : i + bs]
-                yield self.X[idx], None if self.y is None else self.y[idx]
-        else:
-            for i in range(0, n, bs):
-                yield self.X[i : i + bs], None if self.y is None else self.y[i : i + bs]
+        order = torch.randperm(n, device=self.X.device) if self.shuffle else None
+        for i in range(0, n, bs):
+            idx = slice(i, i + bs) if order is None else order[i : i + bs]  # a view when unshuffled
+            yield self.X[idx], None if self.y is None else self.y[idx]
 
 
 def _arrays(dataset) -> tuple | None:
@@ -106,6 +102,11 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
         self.history.record(f"{prefix}_loss", (total / max(count, 1)).item())
 
 
+def epoch_history(net) -> list[dict]:
+    """The net's per-epoch history (epoch, train_loss, dur, valid metrics), without the per-batch entries."""
+    return [{k: v for k, v in row.items() if k != "batches"} for row in net.history.to_list()]
+
+
 class HistoryToFile(Callback):
     """Appends each finished fit's per-epoch history as one JSON line to `path`."""
 
@@ -113,9 +114,8 @@ class HistoryToFile(Callback):
         self.path = path
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
-        epochs = [{k: v for k, v in row.items() if k != "batches"} for row in net.history.to_list()]
         with open(self.path, "a") as f:
-            f.write(json.dumps(epochs) + "\n")
+            f.write(json.dumps(epoch_history(net)) + "\n")
 
 
 class Diverged(Exception):
@@ -136,8 +136,7 @@ class StopOnNonFiniteLoss(Callback):
     def on_epoch_end(self, net, **kwargs):
         loss = net.history[-1, "train_loss"]
         if not math.isfinite(loss):
-            epochs = [{k: v for k, v in row.items() if k != "batches"} for row in net.history.to_list()]
-            raise Diverged(f"training loss became {loss} in epoch {len(net.history)}", epochs)
+            raise Diverged(f"training loss became {loss} in epoch {len(net.history)}", epoch_history(net))
 
 
 def resolve_device(device: str) -> str:

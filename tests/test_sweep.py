@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from conftest import TINY, run_cli
 from src import results
@@ -21,7 +21,7 @@ def reference(compose_cfg_module):
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    X, y, search, _ = prepare(cfg, ["module.num_units=8", *TINY], choices)
+    X, y, search, _ = prepare(OmegaConf.to_container(cfg, resolve=True), ["module.num_units=8", *TINY], choices)
     search.param_grid = {"max_epochs": [2], "module__num_units": SIZES}
     return search.fit(X, y).cv_results_
 

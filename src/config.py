@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sklearn.metrics import get_scorer_names
 
 from src.data import SCALINGS, check_data
+from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
 from src.model import ACTIVATIONS
@@ -91,6 +92,7 @@ class ConfigSchema(_Group):
     train: TrainSchema
     seed: int = Field(ge=0)
     device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    engine: Literal[ENGINES]
     resume: bool
 
 
@@ -128,10 +130,12 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    train.verbose and resume change what a run prints and whether it resumes, not what it computes.
+    train.verbose and resume change what a run prints and whether it resumes, and engine how it
+    computes (both engines train the same fits), not what it computes.
     """
     out = {**settings, "train": {k: v for k, v in settings["train"].items() if k != "verbose"}}
     out.pop("resume", None)
+    out.pop("engine", None)
     return out
 
 
@@ -167,7 +171,7 @@ def preflight(argv: list[str]) -> None:
                 out_key = "hydra.sweep.dir"
             for num, job in enumerate(jobs):
                 cfg = compose("config", overrides=job, return_hydra_config=True)
-                settings = _settings(cfg)
+                settings = settings_of(cfg)
                 check(settings)
                 _check_data(settings)
                 if multirun and settings["resume"]:
@@ -210,7 +214,7 @@ def _check_resumable(job_dir: Path, job_identity: dict, job: list[str]) -> None:
         )
 
 
-def _settings(cfg) -> dict:
+def settings_of(cfg) -> dict:
     """The composed config without Hydra's own node (it resolves only inside a run), as plain Python."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)

@@ -1,5 +1,4 @@
 """The skorch estimator the search cross-validates: NeuralNet wrapped in a NeuralNetClassifier."""
-import json
 import math
 import warnings
 
@@ -9,8 +8,10 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, ProgressBar
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import ValidSplit, get_len
+from skorch.history import History
 
 from src.model import NeuralNet
+from src.seeding import fit_generator, fold_of
 
 VERBOSITY = ("quiet", "fold", "epoch", "bar")
 
@@ -20,16 +21,18 @@ class BatchIterator:
 
     Used in place of torch's DataLoader, which fetches samples one __getitem__ at a time and stacks
     them. skorch builds the training iterator once per fit, so the data move to the device once per
-    fit. Shuffling draws a new permutation from torch's generator on every pass, so seeding torch
-    keeps it repeatable. Datasets that are not plain arrays fall back to a DataLoader.
+    fit. Shuffling draws a new permutation on the CPU on every pass, from `generator` (the fit's own,
+    which SeededNeuralNetClassifier hands it) or else torch's global one. Datasets that are not plain
+    arrays fall back to a DataLoader.
     """
 
-    def __init__(self, dataset, batch_size: int = 64, shuffle: bool = False, device: str = "cpu"):
-        self.batch_size, self.shuffle = batch_size, shuffle
+    def __init__(self, dataset, batch_size: int = 64, shuffle: bool = False, device: str = "cpu",
+                 generator: torch.Generator | None = None):
+        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
         arrays = _arrays(dataset)
         if arrays is None:
             self.X = self.y = None
-            self._loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
+            self._dataset = dataset
             return
         with warnings.catch_warnings():  # the cached data sets are read-only numpy arrays; nothing writes to them
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -37,14 +40,15 @@ class BatchIterator:
             self.y = None if arrays[1] is None else torch.as_tensor(arrays[1], device=device)
 
     def __len__(self) -> int:
-        return len(self._loader) if self.X is None else math.ceil(len(self.X) / self.batch_size)
+        return math.ceil(len(self._dataset if self.X is None else self.X) / self.batch_size)
 
     def __iter__(self):
         if self.X is None:
-            yield from self._loader
+            yield from torch.utils.data.DataLoader(self._dataset, batch_size=self.batch_size, shuffle=self.shuffle, generator=self.generator)
             return
         n, bs = len(self.X), self.batch_size
-        order = torch.randperm(n, device=self.X.device) if self.shuffle else None
+        # drawn on the CPU, so that a fit's order does not depend on the device it trains on
+        order = torch.randperm(n, generator=self.generator).to(self.X.device) if self.shuffle else None
         for i in range(0, n, bs):
             idx = slice(i, i + bs) if order is None else order[i : i + bs]  # a view when unshuffled
             yield self.X[idx], None if self.y is None else self.y[idx]
@@ -64,19 +68,36 @@ def _arrays(dataset) -> tuple | None:
 
 
 class SeededNeuralNetClassifier(NeuralNetClassifier):
-    """NeuralNetClassifier that seeds torch at the start of every fit, and trains without per-batch host syncs.
+    """NeuralNetClassifier whose every fit draws from its own generator, and trains without per-batch host syncs.
 
-    Module init and the per-epoch shuffling both draw from torch's global generator, so seeding in
-    initialize() makes each fold, and so the whole search, repeatable.
+    A fit's initial weights and then its per-epoch shuffling come from a torch.Generator seeded from
+    (seed, fold) (src.seeding). The fold is found from the `test_fold` fit parameter that the search
+    passes (GridSearchCV hands each fit the slice of it for its training rows); without it, from seed alone.
     """
 
     def __init__(self, module, *args, seed: int = 0, **kwargs):
         super().__init__(module, *args, **kwargs)
         self.seed = seed
 
+    def fit(self, X, y, test_fold=None, **fit_params):
+        """Fit on (X, y); `test_fold` (per row, as scikit-learn's PredefinedSplit has it) names the fold."""
+        self.fold_ = None if test_fold is None else fold_of(test_fold)
+        return super().fit(X, y, **fit_params)
+
     def initialize(self):
-        torch.manual_seed(self.seed)
+        self.generator_ = fit_generator(self.seed, getattr(self, "fold_", None))
         return super().initialize()
+
+    def initialize_module(self):
+        kwargs = self.get_params_for("module")
+        self.module_ = self.initialized_instance(self.module, {**kwargs, "generator": self.generator_})
+        return self
+
+    def get_iterator(self, dataset, training=False):
+        iterator = super().get_iterator(dataset, training=training)
+        if training and isinstance(iterator, BatchIterator):
+            iterator.generator = self.generator_  # the per-epoch permutations follow the initial weights
+        return iterator
 
     def get_default_callbacks(self):
         # run_single_epoch below records train_loss / valid_loss itself; skorch's default callbacks for
@@ -102,28 +123,78 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
         self.history.record(f"{prefix}_loss", (total / max(count, 1)).item())
 
 
+class PretrainedNet(SeededNeuralNetClassifier):
+    """The estimator whose fits were trained elsewhere (the fused engine): fit() loads the fit of its fold.
+
+    GridSearchCV then scores and records it exactly as it does a net it trained itself, and a fit
+    that diverged raises Diverged here as it did in training, so both engines share one search path.
+    """
+
+    def __init__(self, module, *args, fitted: "FittedFolds | None" = None, **kwargs):
+        super().__init__(module, *args, **kwargs)
+        self.fitted = fitted
+
+    def fit(self, X, y, test_fold=None, **fit_params):
+        self.fold_ = fold_of(test_fold)
+        fit = self.fitted.fits[self.fold_]
+        self.check_data(X, y)  # as NeuralNetClassifier.fit does: learns classes_ from y
+        self.initialize()
+        self.history_ = History(fit.epochs)
+        if fit.diverged is not None:
+            raise Diverged(fit.diverged, fit.epochs, self.fold_)
+        self.module_.load_state_dict(fit.state_dict)
+        self.notify("on_train_end", X=X, y=y)  # as a fit ends: RecordHistory stores its history
+        return self
+
+
 def epoch_history(net) -> list[dict]:
     """The net's per-epoch history (epoch, train_loss, dur, valid metrics), without the per-batch entries."""
     return [{k: v for k, v in row.items() if k != "batches"} for row in net.history.to_list()]
 
 
-class HistoryToFile(Callback):
-    """Appends each finished fit's per-epoch history as one JSON line to `path`."""
+class Shared:
+    """An object every clone of an estimator shares: scikit-learn's clone() deep-copies parameters, and
+    a deep copy of this is itself (a search's store of histories, or of fits trained elsewhere)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __deepcopy__(self, memo):
+        return self
+
+
+class FitHistories(Shared):
+    """The per-epoch histories of a search's fits, as {"fold", "epochs"} records in the order the fits ended."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def add(self, fold: int | None, epochs: list[dict]) -> None:
+        self.records.append({"fold": fold, "epochs": epochs})
+
+
+class RecordHistory(Callback):
+    """Adds each finished fit's per-epoch history to a FitHistories store."""
+
+    def __init__(self, store: FitHistories):
+        self.store = store
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(epoch_history(net)) + "\n")
+        self.store.add(getattr(net, "fold_", None), epoch_history(net))
+
+
+class FittedFolds(Shared):
+    """Fits trained elsewhere (src.fused), by fold: each has a state_dict, its per-epoch history
+    (`epochs`) and `diverged` (None, or the message of its non-finite training loss)."""
+
+    def __init__(self, fits: dict):
+        self.fits = fits
 
 
 class Diverged(Exception):
     """A fit's training loss became NaN or infinite; its candidate is a result (status=diverged), not a crash."""
 
-    def __init__(self, message: str, epochs: list[dict]):
+    def __init__(self, message: str, epochs: list[dict], fold: int | None = None):
         super().__init__(message)
         self.epochs = epochs  # the per-epoch history up to the divergence
+        self.fold = fold
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -136,7 +207,7 @@ class StopOnNonFiniteLoss(Callback):
     def on_epoch_end(self, net, **kwargs):
         loss = net.history[-1, "train_loss"]
         if not math.isfinite(loss):
-            raise Diverged(f"training loss became {loss} in epoch {len(net.history)}", epoch_history(net))
+            raise Diverged(f"training loss became {loss} in epoch {len(net.history)}", epoch_history(net), getattr(net, "fold_", None))
 
 
 def resolve_device(device: str) -> str:
@@ -162,16 +233,15 @@ def build_estimator(
     shuffle: bool = True,
     valid_split: float | None = None,
     verbose: str = "fold",
-    history_path: str | None = None,
     device: str = "cpu",
     seed: int = 0,
 ) -> SeededNeuralNetClassifier:
     """A NeuralNetClassifier over NeuralNet, with skorch's `__` routing for module and optimizer params."""
     if verbose not in VERBOSITY:
         raise ValueError(f"train.verbose={verbose!r} is not known; choose one of {', '.join(VERBOSITY)}")
-    callbacks = [StopOnNonFiniteLoss()] + ([ProgressBar()] if verbose == "bar" else [])
-    if history_path is not None:
-        callbacks.append(HistoryToFile(history_path))
+    # run_search hands the "history" callback the store its fits' histories go to
+    callbacks = [("diverged", StopOnNonFiniteLoss()), ("history", RecordHistory(FitHistories()))]
+    callbacks += [("progress", ProgressBar())] if verbose == "bar" else []
     return SeededNeuralNetClassifier(
         NeuralNet,
         criterion=torch.nn.CrossEntropyLoss,

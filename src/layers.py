@@ -9,6 +9,11 @@ The backward pass has the tutorial's two parts:
 
 Each is computed only when autograd asks for it (``ctx.needs_input_grad``), so a frozen weight
 or an input that needs no gradient costs nothing and returns ``None``.
+
+``BatchedLinearFunction`` is the same layer for M models at once (src/fused.py trains a whole grid
+x folds with it): input (M, B, in_dim), weight (M, in_dim, out_dim), bias (M, out_dim), and each
+pass is one batched matrix product. Its passes are also static methods (``outputs``, ``intermediate``
+and ``receivers``), so that the fused engine's hand-written training step runs the very same code.
 """
 import math
 
@@ -16,6 +21,14 @@ import torch
 from torch import nn
 
 INITS = ("default", "randn")
+
+
+def draw_init(tensor: torch.Tensor, in_dim: int, init: str = "default", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill `tensor` in place with a layer's initial values: U(+-1/sqrt(in_dim)) ("default") or N(0, 1) ("randn")."""
+    if init == "randn":
+        return tensor.normal_(generator=generator)
+    bound = 1.0 / math.sqrt(in_dim)
+    return tensor.uniform_(-bound, bound, generator=generator)
 
 
 class LinearFunction(torch.autograd.Function):
@@ -44,6 +57,53 @@ class LinearFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias
 
 
+class BatchedLinearFunction(torch.autograd.Function):
+    """y[m] = input[m] @ weight[m] + bias[m] for M models at once, with the same hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        # input (M, B, in_dim), weight (M, in_dim, out_dim), bias (M, out_dim) -> (M, B, out_dim)
+        ctx.save_for_backward(input, weight)
+        ctx.has_bias = bias is not None
+        return BatchedLinearFunction.outputs(input, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        # grad_output (M, B, out_dim)
+        input, weight = ctx.saved_tensors
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = BatchedLinearFunction.intermediate(grad_output, weight)
+        grad_weight, grad_bias = BatchedLinearFunction.receivers(
+            input, grad_output, weight=ctx.needs_input_grad[1], bias=ctx.has_bias and ctx.needs_input_grad[2])
+        return grad_input, grad_weight, grad_bias
+
+    @staticmethod
+    def outputs(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The forward pass: input @ weight + bias per model, (M, B, out_dim)."""
+        if bias is None:
+            return torch.bmm(input, weight)
+        return torch.baddbmm(bias.unsqueeze(1), input, weight)  # bias fused into the batched product
+
+    @staticmethod
+    def intermediate(grad_output: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The gradient sent back to the previous layer: grad_output @ weight.T, (M, B, in_dim)."""
+        return torch.bmm(grad_output, weight.mT, out=out)
+
+    @staticmethod
+    def receivers(input: torch.Tensor, grad_output: torch.Tensor, *, weight: bool = True, bias: bool = True,
+                  out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The gradients this layer keeps, each only if asked for: input.T @ grad_output (M, in_dim, out_dim)
+        for the weight and the sum over the batch (M, out_dim) for the bias.
+
+        `out` = (weight's, bias's) lets the caller receive them in place (the fused engine's flat gradient buffer).
+        """
+        out_w, out_b = out if out is not None else (None, None)
+        grad_weight = torch.bmm(input.mT, grad_output, out=out_w) if weight else None
+        grad_bias = torch.sum(grad_output, 1, out=out_b) if bias else None
+        return grad_weight, grad_bias
+
+
 class Linear(nn.Module):
     """Fully connected layer over LinearFunction; weight is (in_dim, out_dim).
 
@@ -51,26 +111,22 @@ class Linear(nn.Module):
     init="randn" is the tutorial's standard-normal init, kept so its results can be reproduced.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, init: str = "default"):
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, init: str = "default",
+                 generator: torch.Generator | None = None):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"module.init={init!r} is not known; choose one of {', '.join(INITS)}")
         self.in_dim, self.out_dim, self.init = in_dim, out_dim, init
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
         self.bias = nn.Parameter(torch.empty(out_dim)) if bias else None
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
-    def reset_parameters(self) -> None:
-        """Draw the weights again with this layer's init."""
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw the weights again with this layer's init: weight, then bias, from `generator` (torch's global one if None)."""
         with torch.no_grad():
             for p in (self.weight, self.bias):
-                if p is None:
-                    continue
-                if self.init == "randn":
-                    p.normal_()
-                else:
-                    bound = 1.0 / math.sqrt(self.in_dim)
-                    p.uniform_(-bound, bound)
+                if p is not None:
+                    draw_init(p, self.in_dim, self.init, generator)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return LinearFunction.apply(input, self.weight, self.bias)

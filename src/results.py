@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,35 @@ def job_results(cv_results: dict, extra_params: dict | None = None, status: str 
     columns["status"] = [status] * len(columns["params"])
     columns["error"] = [error] * len(columns["params"])
     return pd.DataFrame(columns)
+
+
+@dataclass
+class SearchResult:
+    """What a job's search computed (src.search.run_search), ready for record() to write."""
+    cv_results: pd.DataFrame   # one row per candidate in cv_results_ form, with status and error, ranked
+    histories: list[dict]      # {"fold", "params", "epochs"} for every fit that ended or diverged
+    status: str = "ok"         # ok | diverged | failed
+    error: str | None = None   # one line
+    traceback: str | None = None
+    engine: str = "gridsearch"
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+def record(job_dir: Path, result: SearchResult, overrides: list[str], identity: dict) -> None:
+    """Write a job folder: cv_results.*, history.json, environment.json, error.log if it failed, job.json last.
+
+    Every file is written atomically and job.json last, so a killed job leaves no finished-looking folder.
+    """
+    job_dir = Path(job_dir)
+    for stale in [job_dir / ERROR_LOG, *job_dir.glob(".*.tmp")]:  # left by an earlier, killed try
+        stale.unlink(missing_ok=True)
+    if result.traceback:
+        atomic_write(job_dir / ERROR_LOG, result.traceback)
+    write_cv_results(result.cv_results, job_dir)
+    write_json(job_dir / HISTORY, result.histories)
+    write_json(job_dir / ENVIRONMENT, environment(result.device, identity["seed"], result.engine))
+    write_json(job_dir / JOB, {"status": result.status, "error": result.error, "overrides": overrides, "config": identity})
 
 
 def unscored_results(param_grid: dict[str, list], n_splits: int, metrics: list[str]) -> dict:
@@ -217,8 +247,8 @@ def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
         return table.to_string(index=False)
 
 
-def environment(device: str, seed: int) -> dict:
-    """What makes a job reproducible: package versions, Python, device, seed and git commit."""
+def environment(device: str, seed: int, engine: str = "gridsearch") -> dict:
+    """What makes a job reproducible: package versions, Python, device, engine, seed and git commit."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -231,6 +261,7 @@ def environment(device: str, seed: int) -> dict:
         "packages": versions,
         "device": device,
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "engine": engine,
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
         "git": _git_state(),
@@ -248,12 +279,3 @@ def _git_state() -> dict:
     if commit.returncode != 0:
         return {"commit": None, "dirty": None}
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def fold_histories(path: Path, params: dict) -> list[dict]:
-    """The per-epoch histories that estimator.HistoryToFile appended, one line per fit, as fold records.
-
-    Each job searches one candidate with GridSearchCV's sequential loop, so line k is fold k.
-    """
-    lines = Path(path).read_text().splitlines() if Path(path).is_file() else []
-    return [{"fold": k, "params": plain(params), "epochs": json.loads(line)} for k, line in enumerate(lines)]

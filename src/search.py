@@ -1,5 +1,19 @@
-"""The cross-validated grid search: scikit-learn's GridSearchCV over the skorch estimator."""
+"""The cross-validated grid search: scikit-learn's GridSearchCV over the skorch estimator, and its run.
+
+run_search() computes a job's result (src.results.SearchResult) and raises nothing a grid point can
+cause; src.results.record() writes it. Both engines run through it: the GridSearchCV path trains the
+estimator, the fused engine hands it fits it trained (src.estimator.PretrainedNet) to score.
+"""
+import time
+import traceback
+from collections.abc import Callable
+
+import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+from src import results
+from src.estimator import Diverged, FitHistories, FittedFolds, PretrainedNet
+from src.seeding import split_test_fold
 
 
 def build_search(
@@ -29,3 +43,40 @@ def build_search(
         error_score="raise",
         verbose=verbose,
     )
+
+
+def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict | None = None, *,
+               fitted: Callable[[], dict] | None = None, engine: str = "gridsearch") -> results.SearchResult:
+    """Cross-validate `search` on (X, y) and return its result; a raising or diverging fit is recorded, not raised.
+
+    Every fit gets the `test_fold` of its rows, so that it draws from its own (seed, fold) generator.
+    With `fitted` (a function returning {fold: fit} from the fused engine), the estimator scores those
+    fits instead of training, and the fit times are the fused engine's.
+    """
+    store = FitHistories()
+    search.estimator.set_params(callbacks__history__store=store)
+    status, error, trace = "ok", None, None
+    start = time.perf_counter()
+    try:
+        test_fold = split_test_fold(search.cv, X, y)
+        fits = None
+        if fitted is not None:
+            fits = fitted()
+            search.estimator = PretrainedNet(**search.estimator.get_params(deep=False), fitted=FittedFolds(fits))
+        search.fit(X, y, test_fold=test_fold)
+        job = results.job_results(search.cv_results_, extras)
+        if fits is not None:  # the fits trained together: each one's share of their training time
+            seconds = [fit.seconds for fit in fits.values()]
+            job["mean_fit_time"], job["std_fit_time"] = float(np.mean(seconds)), float(np.std(seconds))
+    except Diverged as e:
+        store.add(e.fold, e.epochs)
+        status, error = "diverged", f"fold {e.fold}: {e}"
+    except Exception as e:  # any failure of this grid point: recorded, and the sweep goes on
+        status, error, trace = "failed", f"{type(e).__name__}: {e}".strip().splitlines()[0], traceback.format_exc()
+    if status != "ok":
+        unscored = results.unscored_results(search.param_grid, search.cv.get_n_splits(), list(search.scoring))
+        job = results.job_results(unscored, extras, status, error)
+    params = results.plain(job["params"][0])
+    histories = [{"fold": r["fold"], "params": params, "epochs": r["epochs"]} for r in store.records]
+    return results.SearchResult(results.rank(job), histories, status, error, trace, engine, search.estimator.device,
+                                time.perf_counter() - start)

@@ -4,7 +4,7 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, run_cli
 from src.config import ConfigError, preflight
-from src.sweep import prepare, swept_params
+from src.job import prepare, swept_params
 
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir() if group.is_dir()}
 OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
@@ -136,6 +136,6 @@ def test_cuda_without_a_gpu_is_rejected_before_anything_runs(tmp_path):
 
 
 def test_schema_accepts_every_shipped_config(compose_cfg, data_for):
-    from src.config import _settings, check
+    from src.config import settings_of, check
     for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS]:
-        check(_settings(compose_cfg(option, *data_for.get(option, []))))
+        check(settings_of(compose_cfg(option, *data_for.get(option, []))))

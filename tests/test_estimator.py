@@ -50,12 +50,38 @@ def test_routing_reaches_module_and_optimizer():
     assert net.get_params()["module__num_units"] == 12
 
 
-def test_history_is_appended_per_fit(tmp_path, data):
-    path = tmp_path / "h.jsonl"
-    make(history_path=str(path)).fit(*data)
-    make(history_path=str(path)).fit(*data)
-    lines = path.read_text().splitlines()
-    assert len(lines) == 2 and '"train_loss"' in lines[0] and '"batches"' not in lines[0]
+def test_histories_are_recorded_per_fit_with_their_fold(data):
+    from src.estimator import FitHistories
+
+    X, y = data
+    test_fold = np.arange(len(y)) % 3
+    store = FitHistories()
+    net = make().set_params(callbacks__history__store=store)
+    net.fit(X[test_fold != 1], y[test_fold != 1], test_fold=test_fold[test_fold != 1])
+    clone(net).fit(X, y)  # clones share the store, as GridSearchCV's clones of the estimator do
+    assert [r["fold"] for r in store.records] == [1, None]
+    assert [row["epoch"] for row in store.records[0]["epochs"]] == [1, 2]
+    assert all("batches" not in row and np.isfinite(row["train_loss"]) for r in store.records for row in r["epochs"])
+
+
+def test_each_fit_draws_from_its_own_seed_and_fold_generator(data):
+    """The initial weights are NeuralNet's, drawn from fit_generator(seed, fold); the fold comes from test_fold."""
+    from src.model import NeuralNet
+    from src.seeding import fit_generator
+
+    X, y = data
+    test_fold = np.arange(len(y)) % 3
+    for fold in (0, 2):
+        train = test_fold != fold
+        net = make(seed=7, max_epochs=1).initialize()
+        net.fold_ = fold
+        net.initialize()
+        reference = NeuralNet(16, generator=fit_generator(7, fold))
+        for p, q in zip(net.module_.parameters(), reference.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+        a = make(seed=7).fit(X[train], y[train], test_fold=test_fold[train])
+        b = make(seed=7).fit(X[train], y[train], test_fold=test_fold[train])
+        assert a.fold_ == fold and all(torch.equal(p, q) for p, q in zip(weights(a), weights(b)))
 
 
 def test_devices():

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import TINY, run_cli
 from src import results
-from src.sweep import prepare
+from src.job import prepare
+from src.seeding import split_test_fold
 
 SIZES = [8, 16, 32]
 
@@ -23,7 +24,8 @@ def reference(compose_cfg_module):
         del cfg["hydra"]
     X, y, search, _ = prepare(OmegaConf.to_container(cfg, resolve=True), ["module.num_units=8", *TINY], choices)
     search.param_grid = {"max_epochs": [2], "module__num_units": SIZES}
-    return search.fit(X, y).cv_results_
+    # each fit gets the test_fold of its rows, which names its fold and so its (seed, fold) generator
+    return search.fit(X, y, test_fold=split_test_fold(search.cv, X, y)).cv_results_
 
 
 @pytest.fixture(scope="module")

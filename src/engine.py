@@ -1,0 +1,124 @@
+"""Which engine trains a job, and the fused engine's side of a job: its fits, grouped with other jobs'.
+
+Two engines compute the same search (src.search.run_search):
+- "gridsearch": GridSearchCV trains the skorch estimator, one fold after another;
+- "fused": src.fused trains every fold of a job, or of a group of jobs, at once; GridSearchCV then
+  scores those fits (src.estimator.PretrainedNet), so the job's files are the same either way.
+
+engine=auto picks fused on CUDA and gridsearch on the CPU. Jobs can be fused together when they
+differ only in the per-fit keys (module.num_units, module.init and the optimizer's numbers); a
+launcher (hydra_plugins/fused_launcher) trains each such group once, and the jobs then pick up their
+fits here (take_fits) instead of training.
+"""
+import json
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from src import fused
+from src.estimator import resolve_device
+from src.seeding import split_test_fold
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "fused", "gridsearch")
+PER_FIT = {"module": ("num_units", "init")}  # and every optimizer key but _target_
+
+_trained: dict[str, dict | BaseException] = {}  # fits a launcher trained, by job identity, until the job takes them
+
+
+def key(identity: dict) -> str:
+    """A job identity as a dictionary key."""
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def choose(settings: dict) -> str:
+    """The engine that trains this job: `engine`, with auto resolved (fused on CUDA) and a job the fused
+    engine cannot train sent to gridsearch (with a log line saying why)."""
+    wanted = settings.get("engine", "auto")
+    if wanted == "gridsearch" or (wanted == "auto" and not resolve_device(settings["device"]).startswith("cuda")):
+        return "gridsearch"
+    reason = cannot_fuse(settings)
+    if reason:
+        log.info(f"engine=fused cannot train {reason}; this job runs through GridSearchCV")
+        return "gridsearch"
+    return "fused"
+
+
+def cannot_fuse(settings: dict) -> str | None:
+    """Why the fused engine cannot train this job, or None."""
+    opt = dict(settings["optimizer"])
+    return fused.unsupported(opt.pop("_target_"), opt)
+
+
+def group_key(settings: dict) -> str:
+    """Jobs with equal group keys can train as one fused program: all but the per-fit keys agree."""
+    shared = {k: v for k, v in settings.items() if k not in ("optimizer", "module", "resume")}
+    shared["module"] = {k: v for k, v in settings["module"].items() if k not in PER_FIT["module"]}
+    shared["optimizer"] = settings["optimizer"]["_target_"]
+    shared["train"] = {k: v for k, v in settings["train"].items() if k != "verbose"}
+    return key(shared)
+
+
+def shared_settings(settings: dict) -> fused.Shared:
+    """What the fits of a job's group share, in the fused engine's terms."""
+    m, t = settings["module"], settings["train"]
+    return fused.Shared(optimizer=settings["optimizer"]["_target_"], activation=m["activation"], input_dim=m["input_dim"],
+                        num_classes=m["num_classes"], max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"])
+
+
+def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fused.FitSpec]:
+    """The job's fits, one per fold, with the training (and internal validation) rows the estimator would see."""
+    test_fold = split_test_fold(search.cv, X, y)
+    train_split = search.estimator.train_split  # skorch's ValidSplit when train.valid_split is set
+    opt = {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
+    specs = []
+    for fold in range(search.cv.get_n_splits()):
+        train, valid = np.flatnonzero(test_fold != fold), None
+        if train_split is not None:  # the same split skorch makes of the fold's training rows
+            inner_train, inner_valid = train_split(train, y[train])
+            train, valid = train[np.asarray(inner_train.indices)], train[np.asarray(inner_valid.indices)]
+        specs.append(fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid))
+    return specs
+
+
+def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray) -> dict[str, dict]:
+    """Train the fits of several jobs (settings, identity, search) that share a group key, as one program.
+
+    Returns the fits by job key, each a {fold: FitOutcome} dict.
+    """
+    settings = jobs[0][0]
+    specs, owners = [], []
+    for job_settings, identity, search in jobs:
+        for spec in fit_specs(job_settings, search, X, y):
+            specs.append(spec)
+            owners.append(key(identity))
+    outcomes = fused.train(X, y, specs, shared_settings(settings), device=resolve_device(settings["device"]))
+    fits: dict[str, dict] = {}
+    for owner, spec, outcome in zip(owners, specs, outcomes):
+        fits.setdefault(owner, {})[spec.fold] = outcome
+    return fits
+
+
+def keep_fits(fits: dict[str, dict | BaseException]) -> None:
+    """Hold fits a launcher trained (or the error that stopped their training) until their jobs take them."""
+    _trained.update(fits)
+
+
+def take_fits(identity: dict) -> dict | BaseException | None:
+    """The fits kept for this job, once; None if none were trained for it."""
+    return _trained.pop(key(identity), None)
+
+
+def fits_for(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarray) -> Callable[[], dict]:
+    """A function that returns this job's fused fits: those a launcher kept, or else trains the job's folds now."""
+    kept = take_fits(identity)
+
+    def fits() -> dict:
+        if isinstance(kept, BaseException):
+            raise kept
+        if kept is not None:
+            return kept
+        return train_group([(settings, identity, search)], X, y)[key(identity)]
+    return fits

@@ -1,0 +1,472 @@
+"""The fused engine: train many (candidate, fold) fits of NeuralNet at once, as one batched program.
+
+Each fit is the one the GridSearchCV path trains (src.estimator): the same initial weights and the
+same per-epoch order, drawn from its (seed, fold) generator (src.seeding); the same batches; the same
+loss and optimizer arithmetic. The fits of a group share the data, batch size, epochs, optimizer class
+and activation; each has its own width, init, optimizer hyper-parameters and training rows.
+
+Fits are laid out in stacks: M models padded to the stack's widest layers, with all parameters in
+one flat buffer. A layer is then one batched matrix product (src.layers.BatchedLinearFunction) and an
+optimizer step a few operations over the whole buffer, whatever M. Zero padding stays exactly zero
+(padded units have zero weights in and out, so they get zero gradients), except under an activation
+with f(0) != 0, which is masked. On the CPU the stacks are one per width (no work is wasted on
+padding); on CUDA one stack holds the group and its training step is captured in a CUDA graph.
+
+The training step is written out by hand: the forward pass, the softmax cross-entropy gradient, then
+each layer's receiver passes (straight into the flat gradient buffer) and intermediate pass, which
+are BatchedLinearFunction's own. It computes what autograd through BatchedLinearFunction computes
+(tests/test_fused.py checks it against autograd), in fewer operations and without the autograd
+engine's per-step bookkeeping.
+"""
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from src.layers import BatchedLinearFunction, draw_init
+from src.model import layer_sizes
+from src.seeding import fit_generator
+
+log = logging.getLogger(__name__)
+
+# The optimizer classes the engine reproduces, with the keyword arguments it supports and their defaults.
+OPTIMIZERS = {
+    "torch.optim.SGD": {"lr": None, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False},
+    "torch.optim.Adam": {"lr": None, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+}
+# Each activation with its derivative, from the pre-activation z and the output h, as autograd computes it.
+ACTIVATIONS = {
+    "relu": (torch.relu, lambda z, h: h > 0),
+    "tanh": (torch.tanh, lambda z, h: 1 - h * h),
+    "sigmoid": (torch.sigmoid, lambda z, h: h * (1 - h)),
+    "gelu": (torch.nn.functional.gelu,
+             lambda z, h: 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
+}
+ZERO_AT_ZERO = ("relu", "tanh", "gelu")  # f(0) = 0: padded units stay zero without a mask
+LAYOUTS = ("auto", "width", "padded")
+WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuBLAS workspaces, the first momentum step)
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """One fit: a candidate's hyper-parameters on one fold's training rows."""
+    num_units: int
+    init: str
+    optimizer: dict          # keyword arguments of the optimizer class, e.g. {"lr": 0.01, "momentum": 0.9}
+    seed: int
+    fold: int
+    train_idx: np.ndarray    # rows of X, in the order the estimator sees them (the fold's, after any validation split)
+    valid_idx: np.ndarray | None = None  # rows of the internal validation split (train.valid_split), if any
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every fit of a group shares."""
+    optimizer: str = "torch.optim.SGD"
+    activation: str = "relu"
+    input_dim: int = 784
+    num_classes: int = 10
+    max_epochs: int = 25
+    batch_size: int = 64
+    shuffle: bool = True
+
+
+@dataclass
+class FitOutcome:
+    """A trained fit: NeuralNet's state_dict, its per-epoch history as skorch records it, and divergence."""
+    state_dict: dict
+    epochs: list[dict]
+    diverged: str | None     # "training loss became nan in epoch 3", as src.estimator.StopOnNonFiniteLoss says
+    seconds: float           # its share of its stack's training time
+
+
+def unsupported(optimizer: str, kwargs: dict) -> str | None:
+    """Why fits with this optimizer cannot be fused, or None if they can."""
+    if optimizer not in OPTIMIZERS:
+        return f"optimizer {optimizer} (the fused engine reproduces {', '.join(OPTIMIZERS)})"
+    extra = sorted(set(kwargs) - set(OPTIMIZERS[optimizer]))
+    if extra:
+        return f"optimizer keyword {extra[0]} (the fused engine supports {', '.join(OPTIMIZERS[optimizer])})"
+    return None
+
+
+def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *, device: str = "cpu",
+          layout: str = "auto", graph: bool | None = None, memory_budget: int | None = None) -> list[FitOutcome]:
+    """Train every fit; the data go to the device once. Returns one outcome per spec, in order.
+
+    layout: "width" (a stack per width), "padded" (one stack), "auto" (padded on CUDA, width on the CPU).
+    graph: capture the step in a CUDA graph (default: on CUDA). memory_budget: bytes a stack may use
+    (default: most of the device's free memory); a stack that would need more is split.
+    """
+    with warnings.catch_warnings():  # cached data sets are read-only numpy arrays; nothing writes to them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        Xd, yd = torch.as_tensor(X, device=device), torch.as_tensor(y, device=device)
+    graph = device.startswith("cuda") if graph is None else graph
+    budget = memory_budget if memory_budget is not None else free_memory(device)
+    outcomes: list[FitOutcome | None] = [None] * len(specs)
+    for members in plan(specs, shared, layout=layout, device=device, budget=budget, n_rows=len(X)):
+        stack = Stack([specs[i] for i in members], shared, Xd, yd)
+        for i, outcome in zip(members, stack.train(graph=graph)):
+            outcomes[i] = outcome
+    return outcomes
+
+
+def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: str = "cpu",
+         budget: float = math.inf, n_rows: int = 0) -> list[list[int]]:
+    """Which fits train together: lists of indices into specs, each list one stack that fits in `budget` bytes."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not known; choose one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = "padded" if device.startswith("cuda") else "width"
+    if layout == "padded":
+        groups = [list(range(len(specs)))]
+    else:
+        by_width: dict[int, list[int]] = {}
+        for i, spec in enumerate(specs):
+            by_width.setdefault(spec.num_units, []).append(i)
+        groups = list(by_width.values())
+    budget = budget - n_rows * (shared.input_dim * 4 + 8)  # X (float32) and y (int64) live on the device once
+    stacks = []
+    while groups:
+        members = groups.pop(0)
+        if len(members) > 1 and stack_bytes([specs[i] for i in members], shared) > budget:
+            half = len(members) // 2
+            log.info(f"fused: {len(members)} fits would not fit in {budget / 2**30:.1f} GiB; training them in two stacks")
+            groups[:0] = [members[:half], members[half:]]
+        else:
+            stacks.append(members)
+    return stacks
+
+
+def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
+    """An estimate of the memory one stack of these fits needs while it trains (bytes), besides the data."""
+    M, B = len(specs), shared.batch_size
+    widths = [max(col) for col in zip(*(layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs))]
+    numel = M * sum(a * b + b for a, b in zip(widths, widths[1:]))
+    buffers = 2 + 2 + (2 if shared.optimizer.endswith("Adam") else 1)  # theta, grad, per-element hyper-parameters, state
+    activations = 3 * M * B * sum(widths) * 4                      # inputs, outputs and gradients of each layer
+    steps = max(math.ceil(len(s.train_idx) / B) for s in specs)
+    tables = 2 * steps * M * B * (8 + 4)                            # each epoch's row order and row weights, host and device
+    evaluation = M * min(4096, max((len(s.valid_idx) for s in specs if s.valid_idx is not None), default=0)) * sum(widths) * 4
+    return buffers * numel * 4 + activations + tables + evaluation
+
+
+def free_memory(device: str) -> int:
+    """Bytes a stack may take: 90% of the GPU's free memory, or half the machine's available memory."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0] * 0.9)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
+def _views(flat: torch.Tensor, shapes: list[tuple]) -> list[torch.Tensor]:
+    """Consecutive views of a flat buffer, one per shape."""
+    out, start = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        out.append(flat[start : start + n].view(shape))
+        start += n
+    return out
+
+
+class Stack:
+    """M fits padded to the widest, with parameters, gradients and optimizer state in flat buffers."""
+
+    def __init__(self, specs: list[FitSpec], shared: Shared, X: torch.Tensor, y: torch.Tensor):
+        self.specs, self.shared, self.X, self.y = specs, shared, X, y
+        device, M, B = X.device, len(specs), shared.batch_size
+        sizes = [layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs]
+        pad = [max(col) for col in zip(*sizes)]
+        self.shapes = [shape for i in range(3) for shape in ((M, pad[i], pad[i + 1]), (M, pad[i + 1]))]
+        numels = [math.prod(s) for s in self.shapes]
+        self.theta = torch.zeros(sum(numels), device=device)   # W1, b1, W2, b2, W3, b3 of every model
+        self.grad = torch.zeros_like(self.theta)
+        self.params, self.grads = _views(self.theta, self.shapes), _views(self.grad, self.shapes)
+        self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
+        self.sizes, self.generators = sizes, []
+        for m, spec in enumerate(specs):  # NeuralNet's init, drawn in its order from the fit's own generator
+            g = fit_generator(spec.seed, spec.fold)
+            for i in range(3):
+                n_in, n_out = sizes[m][i], sizes[m][i + 1]
+                self.params[2 * i][m, :n_in, :n_out] = draw_init(torch.empty(n_in, n_out), n_in, spec.init, g)
+                self.params[2 * i + 1][m, :n_out] = draw_init(torch.empty(n_out), n_in, spec.init, g)
+            self.generators.append(g)
+        self.act, self.dact = ACTIVATIONS[shared.activation]
+        self.masks = None
+        if shared.activation not in ZERO_AT_ZERO and any(s != pad for s in sizes):
+            self.masks = [(torch.arange(pad[i], device=device) < torch.tensor([s[i] for s in sizes], device=device)[:, None])
+                          .unsqueeze(1).float() for i in (1, 2)]  # (M, 1, width): 1 on a model's real units
+        self.optimizer = (FlatAdam if shared.optimizer.endswith("Adam") else FlatSGD)(self, [s.optimizer for s in specs])
+        self.n_train = [len(s.train_idx) for s in specs]
+        self.steps = max(math.ceil(n / B) for n in self.n_train)
+        counts = np.clip(np.array(self.n_train)[None, :] - np.arange(self.steps)[:, None] * B, 0, B)  # (S, M) rows per batch
+        self.counts = counts
+        weights = (np.arange(B)[None, None, :] < counts[:, :, None]) / np.maximum(counts, 1)[:, :, None]
+        self.weights = torch.tensor(weights, dtype=torch.float32, device=device)  # (S, M, B): 1/rows, 0 on padding
+        self.batch_idx = torch.zeros(M, B, dtype=torch.long, device=device)   # the step's inputs (static for a CUDA graph)
+        self.batch_w = torch.zeros(M, B, device=device)
+        self.minus_one = torch.full((M, B, 1), -1.0, device=device)
+        self.loss_sum = torch.zeros(M, device=device)
+        self.graph, self.warm_steps = None, 0
+
+    # ---- one step ---------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One optimizer step of every model on its batch (batch_idx, batch_w); adds the batch's loss to loss_sum."""
+        self.gradients()
+        self.optimizer.step()
+
+    def gradients(self) -> None:
+        """Each model's gradient of its mean cross-entropy over its batch's real rows, into the flat buffer `grad`."""
+        xb = self.X[self.batch_idx]                       # (M, B, input_dim)
+        yb = self.y[self.batch_idx].unsqueeze(-1)         # (M, B, 1)
+        w = self.batch_w                                  # (M, B): 1/rows of the model's batch, 0 on padding
+        inputs, pre = [xb], []
+        h = xb
+        for i in range(3):
+            z = BatchedLinearFunction.outputs(h, self.params[2 * i], self.params[2 * i + 1])
+            if i < 2:
+                h = self.act(z)
+                if self.masks is not None:
+                    h = h * self.masks[i]
+                pre.append(z)
+                inputs.append(h)
+        logp = torch.log_softmax(z, -1)                   # (M, B, num_classes)
+        self.loss_sum -= (logp.gather(-1, yb).squeeze(-1) * (w > 0)).sum(1)
+        grad = logp.exp_().scatter_add_(-1, yb, self.minus_one).mul_(w.unsqueeze(-1))  # (softmax - onehot) / rows
+        for i in (2, 1, 0):
+            BatchedLinearFunction.receivers(inputs[i], grad, out=(self.grads[2 * i], self.grads[2 * i + 1]))
+            if i:
+                grad = BatchedLinearFunction.intermediate(grad, self.params[2 * i])
+                grad = grad.mul_(self.dact(pre[i - 1], inputs[i]))
+
+    def run_step(self, s: int, graph: bool) -> None:
+        """Step s of the epoch: eager, or a replay of the step captured in a CUDA graph."""
+        self.batch_idx.copy_(self.order[s], non_blocking=True)
+        self.batch_w.copy_(self.weights[s], non_blocking=True)
+        idle = [m for m in range(len(self.specs)) if self.counts[s, m] == 0]
+        if idle:  # a model whose fold has fewer batches sits this step out, optimizer state and all
+            saved = self.optimizer.snapshot(idle)
+            self.step()
+            self.optimizer.restore(idle, saved)
+        elif self.graph is not None:
+            self.graph.replay()
+        elif graph:
+            self._warm_up_or_capture()
+        else:
+            self.step()
+
+    def _warm_up_or_capture(self) -> None:
+        """Eager steps on a side stream first (lazy cuBLAS set-up, the first momentum step), as PyTorch's
+        CUDA-graph docs do; then this step is recorded in a graph and replayed."""
+        current = torch.cuda.current_stream(self.X.device)
+        if self.warm_steps < WARMUP_STEPS:
+            side = torch.cuda.Stream(self.X.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                self.step()
+            current.wait_stream(side)
+            self.warm_steps += 1
+            return
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.step()  # recorded, not run
+        self.graph.replay()
+
+    # ---- epochs -----------------------------------------------------------------------------------
+
+    def epoch_order(self) -> torch.Tensor:
+        """(S, M, B) rows of X for each step of this epoch: each model's training rows, permuted by its generator."""
+        M, B = len(self.specs), self.shared.batch_size
+        order = np.zeros((M, self.steps * B), dtype=np.int64)
+        for m, spec in enumerate(self.specs):
+            n = len(spec.train_idx)
+            pos = torch.randperm(n, generator=self.generators[m]).numpy() if self.shared.shuffle else np.arange(n)
+            order[m, :n] = spec.train_idx[pos]
+        order = torch.from_numpy(order.reshape(M, self.steps, B).transpose(1, 0, 2).copy())
+        return order.to(self.X.device, non_blocking=True)
+
+    @torch.no_grad()
+    def evaluate(self, rows: list[np.ndarray]) -> tuple[list[float], list[float]]:
+        """Mean loss and accuracy of each model on its own rows (the validation split), in chunks."""
+        M, device = len(self.specs), self.X.device
+        longest = max(len(r) for r in rows)
+        loss, correct = torch.zeros(M, device=device), torch.zeros(M, device=device)
+        for start in range(0, longest, 4096):
+            idx = np.zeros((M, min(4096, longest - start)), dtype=np.int64)
+            real = np.zeros(idx.shape, dtype=np.float32)
+            for m, r in enumerate(rows):
+                part = r[start : start + idx.shape[1]]
+                idx[m, : len(part)], real[m, : len(part)] = part, 1
+            idx, real = torch.from_numpy(idx).to(device), torch.from_numpy(real).to(device)
+            h = self.X[idx]
+            for i in range(3):
+                h = BatchedLinearFunction.outputs(h, self.params[2 * i], self.params[2 * i + 1])
+                if i < 2:
+                    h = self.act(h) if self.masks is None else self.act(h) * self.masks[i]
+            logp, yb = torch.log_softmax(h, -1), self.y[idx]
+            loss -= (logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1) * real).sum(1)
+            correct += ((logp.argmax(-1) == yb) * real).sum(1)
+        n = torch.tensor([len(r) for r in rows], device=device, dtype=torch.float32)
+        return (loss / n).tolist(), [c / len(r) for c, r in zip(correct.tolist(), rows)]  # accuracy as scikit-learn computes it
+
+    @torch.no_grad()
+    def train(self, graph: bool = False) -> list[FitOutcome]:
+        """Train every model for max_epochs; a model whose training loss turns non-finite stops being recorded."""
+        M, B = len(self.specs), self.shared.batch_size
+        histories: list[list[dict]] = [[] for _ in range(M)]
+        diverged: list[str | None] = [None] * M
+        valid = [s.valid_idx for s in self.specs]
+        has_valid = all(v is not None and len(v) for v in valid)
+        best_acc = [-math.inf] * M
+        start = time.perf_counter()
+        for epoch in range(1, self.shared.max_epochs + 1):
+            tick = time.perf_counter()
+            self.order = self.epoch_order()
+            self.loss_sum.zero_()
+            for s in range(self.steps):
+                self.run_step(s, graph)
+            train_loss = (self.loss_sum / torch.tensor(self.n_train, device=self.X.device)).tolist()  # one sync per epoch
+            valid_loss, valid_acc = self.evaluate(valid) if has_valid else (None, None)
+            dur = time.perf_counter() - tick
+            for m in range(M):
+                if diverged[m] is not None:
+                    continue
+                row = {"epoch": epoch, "train_batch_count": math.ceil(self.n_train[m] / B)}
+                if has_valid:
+                    row["valid_batch_count"] = math.ceil(len(valid[m]) / B)
+                row["train_loss"] = train_loss[m]
+                if has_valid:
+                    row["valid_loss"], row["valid_acc"] = valid_loss[m], valid_acc[m]
+                    row["valid_acc_best"] = valid_acc[m] > best_acc[m]
+                    best_acc[m] = max(best_acc[m], valid_acc[m])
+                row["dur"] = dur
+                histories[m].append(row)
+                if not math.isfinite(train_loss[m]):
+                    diverged[m] = f"training loss became {train_loss[m]} in epoch {epoch}"
+            if all(d is not None for d in diverged):
+                break
+        seconds = (time.perf_counter() - start) / M
+        return [FitOutcome(self.state_dict(m), histories[m], diverged[m], seconds) for m in range(M)]
+
+    def state_dict(self, m: int) -> dict:
+        """Model m as NeuralNet's state_dict (its true widths, CPU tensors)."""
+        sizes, out = self.sizes[m], {}
+        for i in range(3):
+            out[f"layers.{2 * i}.weight"] = self.params[2 * i][m, : sizes[i], : sizes[i + 1]].cpu().clone()
+            out[f"layers.{2 * i}.bias"] = self.params[2 * i + 1][m, : sizes[i + 1]].cpu().clone()
+        return out
+
+
+class FlatOptimizer:
+    """An optimizer over a stack's flat buffers; per-model hyper-parameters become per-element ones."""
+
+    def __init__(self, stack: Stack, kwargs: list[dict], defaults: dict):
+        self.stack = stack
+        self.hyper = {k: [kw.get(k, default) for kw in kwargs] for k, default in defaults.items()}
+        self.state: list[torch.Tensor] = []   # flat buffers shaped like theta
+
+    def per_element(self, values: list, neutral: float | None = None) -> float | torch.Tensor | None:
+        """None when every model has the neutral value (the term drops out), a Python float when every
+        model has the same value (cheapest), else a flat tensor like theta."""
+        if all(v == values[0] for v in values):
+            return None if values[0] == neutral else float(values[0])
+        return torch.tensor(values, dtype=torch.float32, device=self.stack.theta.device)[self.stack.model_of]
+
+    def snapshot(self, models: list[int]) -> list[torch.Tensor]:
+        """The parameters and optimizer state of some models, to put back after a step they sit out."""
+        return [seg[m].clone() for flat in [self.stack.theta, *self.state] for seg in _views(flat, self.stack.shapes) for m in models]
+
+    def restore(self, models: list[int], saved: list[torch.Tensor]) -> None:
+        """Put back what snapshot() took."""
+        it = iter(saved)
+        for flat in [self.stack.theta, *self.state]:
+            for seg in _views(flat, self.stack.shapes):
+                for m in models:
+                    seg[m].copy_(next(it))
+
+
+class FlatSGD(FlatOptimizer):
+    """torch.optim.SGD's arithmetic (momentum, dampening, weight decay, Nesterov) over flat buffers."""
+
+    def __init__(self, stack: Stack, kwargs: list[dict]):
+        super().__init__(stack, kwargs, OPTIMIZERS["torch.optim.SGD"])
+        h = self.hyper
+        # torch.optim.SGD uses no dampening and no Nesterov term without momentum
+        keep = [1.0 - d if m else 1.0 for d, m in zip(h["dampening"], h["momentum"])]
+        nesterov = [float(bool(n and m)) for n, m in zip(h["nesterov"], h["momentum"])]
+        self.lr = self.per_element(h["lr"])
+        self.momentum = self.per_element(h["momentum"], neutral=0.0)
+        self.weight_decay = self.per_element(h["weight_decay"], neutral=0.0)
+        self.keep, self.nesterov = self.per_element(keep, neutral=1.0), self.per_element(nesterov, neutral=0.0)
+        self.buf = None if self.momentum is None else torch.zeros_like(stack.theta)
+        self.state = [] if self.buf is None else [self.buf]
+        self.started = False
+
+    def step(self) -> None:
+        theta, grad = self.stack.theta, self.stack.grad
+        if self.weight_decay is not None:
+            grad = grad + self.weight_decay * theta
+        if self.buf is not None:
+            if not self.started:  # the first step copies the gradient into the buffer, as torch does
+                self.buf.copy_(grad)
+            else:
+                self.buf.mul_(self.momentum).add_(grad if self.keep is None else grad * self.keep)
+            if self.nesterov is None:
+                grad = self.buf
+            elif isinstance(self.nesterov, float):
+                grad = grad + self.momentum * self.buf
+            else:
+                grad = torch.where(self.nesterov > 0, grad + self.momentum * self.buf, self.buf)
+        self.started = True
+        if isinstance(self.lr, float):
+            theta.sub_(grad, alpha=self.lr)
+        else:
+            theta.sub_(grad * self.lr)
+
+
+class FlatAdam(FlatOptimizer):
+    """torch.optim.Adam's arithmetic (betas, eps, weight decay; no amsgrad) over flat buffers, with per-model step counts."""
+
+    def __init__(self, stack: Stack, kwargs: list[dict]):
+        super().__init__(stack, kwargs, OPTIMIZERS["torch.optim.Adam"])
+        h, device = self.hyper, stack.theta.device
+        beta1, beta2 = [b[0] for b in h["betas"]], [b[1] for b in h["betas"]]
+        self.one_minus_beta1 = self.per_element([1 - b for b in beta1])
+        self.beta2, self.one_minus_beta2 = self.per_element(beta2), self.per_element([1 - b for b in beta2])
+        self.eps, self.weight_decay = self.per_element(h["eps"]), self.per_element(h["weight_decay"], neutral=0.0)
+        # The step-dependent factors are computed per model in float64, as torch computes them in Python floats.
+        f64 = dict(dtype=torch.float64, device=device)
+        self.lr64, self.beta1_64, self.beta2_64 = (torch.tensor(v, **f64) for v in (h["lr"], beta1, beta2))
+        self.count = torch.zeros(len(kwargs), **f64)  # steps taken, per model
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(stack.theta), torch.zeros_like(stack.theta)
+        self.state = [self.exp_avg, self.exp_avg_sq]
+
+    def snapshot(self, models: list[int]) -> list[torch.Tensor]:
+        return super().snapshot(models) + [self.count[models].clone()]
+
+    def restore(self, models: list[int], saved: list[torch.Tensor]) -> None:
+        super().restore(models, saved[:-1])
+        self.count[models] = saved[-1]
+
+    def step(self) -> None:
+        theta, grad, model_of = self.stack.theta, self.stack.grad, self.stack.model_of
+        if self.weight_decay is not None:
+            grad = grad + self.weight_decay * theta
+        self.count += 1
+        self.exp_avg.lerp_(grad, self.one_minus_beta1)
+        if isinstance(self.one_minus_beta2, float):
+            self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=self.one_minus_beta2)
+        else:
+            self.exp_avg_sq.mul_(self.beta2).add_(grad * grad * self.one_minus_beta2)
+        step_size = (self.lr64 / (1 - self.beta1_64 ** self.count)).float()[model_of]
+        bias_correction2_sqrt = (1 - self.beta2_64 ** self.count).sqrt().float()[model_of]
+        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+        theta.sub_(self.exp_avg / denom * step_size)

@@ -1,0 +1,85 @@
+"""One job, without Hydra: its data, estimator and search from the resolved config, then its run.
+
+The entry point (src.sweep) and the fused launcher (src.launcher) build jobs through prepare(); run()
+is the job's whole computation: check the config, skip it if an identical job already finished,
+train (or take the fits the fused engine trained), and record the job folder.
+"""
+import logging
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class
+
+from src import config, engine, results
+from src.estimator import build_estimator, resolve_device
+from src.search import build_search, run_search
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str) -> None:
+    """Check, then compute and record the job in job_dir unless an identical job already finished there.
+
+    Raises ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
+    """
+    identity = config.identity(settings)
+    config.check(settings)
+    record = results.finished_job(job_dir) if settings["resume"] else None
+    if record is not None and record["config"] == identity:
+        log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
+        return
+    X, y, search, extras = prepare(settings, overrides, choices)
+    name = engine.choose(settings)
+    fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
+    result = run_search(search, X, y, extras, fitted=fitted, engine=name)
+    results.record(job_dir, result, overrides, identity)
+    log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
+
+
+def prepare(c: dict, overrides: list[str], choices: dict):
+    """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
+
+    `overrides` are this job's command-line overrides: the estimator ones become GridSearchCV's
+    param_grid (so cv_results_ carries their columns), the others the job-level `extras`.
+    """
+    device = resolve_device(c["device"])
+    X, y = config.load_data(c)
+    param_grid, extras = swept_params(overrides, c, choices)
+    opt = dict(c["optimizer"])
+    estimator = build_estimator(c["module"], get_class(opt.pop("_target_")), opt, **c["train"], device=device, seed=c["seed"])
+    verbose = 0 if c["train"]["verbose"] == "quiet" else 3
+    search = build_search(estimator, param_grid, **c["cv"], seed=c["seed"], verbose=verbose)
+    return X, y, search, extras
+
+
+# Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
+# overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
+ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
+NOT_PARAMS = {"train.verbose", "resume", "engine", "sweeps"}  # presentation, resuming, how it computes, and the named-sweep group
+
+
+def swept_params(task_overrides: list[str], settings: dict, choices: dict) -> tuple[dict[str, list], dict]:
+    """Split this job's overrides into GridSearchCV's param_grid and job-level params.
+
+    module.num_units=64 -> param_grid {"module__num_units": [64]}; seed=1 -> extras {"seed": 1};
+    optimizer=adam (a group choice) -> extras {"optimizer": "adam"}. Values are the resolved config's.
+    """
+    grid, extras = {}, {}
+    for override in OverridesParser.create().parse_overrides(task_overrides):
+        key = override.key_or_group
+        if key.startswith("hydra") or key in NOT_PARAMS or override.is_delete():
+            continue
+        if key in choices:
+            extras[key] = choices[key]
+            continue
+        value = settings
+        for part in key.split("."):
+            value = value[part]
+        head, _, rest = key.partition(".")
+        if head in ("module", "optimizer") and rest:
+            grid[f"{head}__{rest.replace('.', '__')}"] = [value]
+        elif key in ESTIMATOR_PARAMS:
+            grid[ESTIMATOR_PARAMS[key]] = [value]
+        else:
+            extras[key.replace(".", "__")] = value
+    return grid, extras

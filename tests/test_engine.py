@@ -1,0 +1,102 @@
+"""The two engines through the real CLI: engine=fused (src/engine.py, src/launcher.py) gives the GridSearchCV path's results."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, run_cli
+from src import results
+
+FUSED = "fused engine: jobs"
+
+
+def by_units(sweep_dir):
+    return results.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def fused_sweep(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("fused") / "s"
+    proc = run_cli("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    return sweep_dir, proc
+
+
+def test_fused_sweep_equals_the_gridsearch_sweep(fused_sweep, tiny_sweep):
+    sweep_dir, proc = fused_sweep
+    assert f"{FUSED} 0, 1, 2 (9 fits) trained at once" in proc.stderr + proc.stdout
+    fused, reference = by_units(sweep_dir), by_units(tiny_sweep)
+    assert list(fused.columns) == list(reference.columns)
+    scores = [c for c in reference.columns if c.startswith(("split", "mean_test", "std_test", "mean_train", "rank_test"))]
+    pd.testing.assert_frame_equal(fused[scores], reference[scores])
+    assert fused["params"].tolist() == reference["params"].tolist()
+
+
+def test_fused_job_folders_have_the_same_files(fused_sweep, tiny_sweep):
+    sweep_dir, _ = fused_sweep
+    for job in ("0", "1", "2"):
+        names = sorted(p.name for p in (sweep_dir / job).iterdir())
+        assert names == sorted(p.name for p in (tiny_sweep / job).iterdir())
+        history = json.loads((sweep_dir / job / results.HISTORY).read_text())
+        reference = json.loads((tiny_sweep / job / results.HISTORY).read_text())
+        assert [h["fold"] for h in history] == [0, 1, 2] and [h["params"] for h in history] == [h["params"] for h in reference]
+        for mine, theirs in zip(history, reference):
+            assert [set(e) for e in mine["epochs"]] == [set(e) for e in theirs["epochs"]]
+            np.testing.assert_allclose([e["train_loss"] for e in mine["epochs"]], [e["train_loss"] for e in theirs["epochs"]], rtol=1e-5)
+        assert json.loads((sweep_dir / job / results.ENVIRONMENT).read_text())["engine"] == "fused"
+        assert json.loads((tiny_sweep / job / results.ENVIRONMENT).read_text())["engine"] == "gridsearch"
+    assert (sweep_dir / "hiplot.html").is_file() and (sweep_dir / "multirun.yaml").is_file()
+
+
+def test_fused_sweep_resumes_without_training(fused_sweep):
+    sweep_dir, _ = fused_sweep
+    again = run_cli("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("not trained again") == 3 and FUSED not in again.stdout + again.stderr
+
+
+def test_jobs_fuse_in_groups_and_the_rest_run_through_gridsearch(tmp_path):
+    proc = run_cli("optimizer=sgd,adam", "module.num_units=8,16", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'a'}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout + proc.stderr
+    assert f"{FUSED} 0, 1 (6 fits)" in log and f"{FUSED} 2, 3 (6 fits)" in log  # SGD and Adam train apart
+    proc = run_cli("optimizer=adam", "+optimizer.amsgrad=true", "module.num_units=8,16", *TINY, "engine=fused",
+                   f"hydra.sweep.dir={tmp_path / 'b'}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    assert FUSED not in proc.stdout + proc.stderr and "cannot train optimizer keyword amsgrad" in proc.stdout + proc.stderr
+    assert results.read_cv_results(tmp_path / "b")["status"].tolist() == ["ok", "ok"]
+
+
+def test_a_diverging_candidate_in_a_fused_group_is_recorded_and_the_others_unchanged(tmp_path):
+    mixed = run_cli("module.num_units=8,16", "optimizer.lr=0.01,1e30", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'm'}", "-m")
+    clean = run_cli("module.num_units=8,16", "optimizer.lr=0.01", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'c'}", "-m")
+    assert mixed.returncode == 0 and clean.returncode == 0, mixed.stderr + clean.stderr
+    assert f"{FUSED} 0, 1, 2, 3 (12 fits)" in mixed.stdout + mixed.stderr
+    agg = results.read_cv_results(tmp_path / "m")
+    diverged = agg[agg["param_optimizer__lr"] == 1e30]
+    assert diverged["status"].tolist() == ["diverged"] * 2 and diverged["mean_test_accuracy"].isna().all()
+    assert diverged["error"].str.startswith("fold 0: training loss became").all()
+    ok = agg[agg["param_optimizer__lr"] == 0.01].sort_values("param_module__num_units")
+    pd.testing.assert_series_equal(ok["mean_test_accuracy"].reset_index(drop=True), by_units(tmp_path / "c")["mean_test_accuracy"])
+    history = json.loads((tmp_path / "m" / "1" / results.HISTORY).read_text())  # lr=1e30, 8 units: fold 0 diverged
+    assert [h["fold"] for h in history] == [0] and history[0]["epochs"][-1]["train_loss"] is None
+
+
+def test_single_run_with_the_fused_engine(tmp_path):
+    proc = run_cli(*TINY, "module.num_units=8", "engine=fused", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert "trained by the fused engine" in proc.stdout + proc.stderr
+    assert results.read_cv_results(tmp_path)["status"].tolist() == ["ok"]
+
+
+@pytest.mark.slow
+def test_default_sweep_through_both_engines_agrees(tmp_path):
+    """The main command's sweep (5,000 digits, 25 epochs, 4 widths x 3 folds): every mean score within 0.002."""
+    args = ["module.num_units=32,64,128,256", "train.verbose=quiet"]
+    for name in ("fused", "gridsearch"):
+        proc = run_cli(*args, f"engine={name}", f"hydra.sweep.dir={tmp_path / name}", "-m")
+        assert proc.returncode == 0, proc.stderr
+    fused, reference = by_units(tmp_path / "fused"), by_units(tmp_path / "gridsearch")
+    np.testing.assert_allclose(fused["mean_test_accuracy"], reference["mean_test_accuracy"], atol=0.002)
+    assert (fused["mean_test_accuracy"] > 0.85).all()

@@ -1,0 +1,184 @@
+"""The fused engine (src/fused.py) against references: autograd with torch.nn.functional, and the
+GridSearchCV path's own skorch estimator training the same (candidate, fold) fits."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import clone
+
+from src import engine, fused
+from src.data import mnist_sample
+from src.estimator import build_estimator
+from src.search import build_search
+from src.seeding import split_test_fold
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+SGD, ADAM = "torch.optim.SGD", "torch.optim.Adam"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mnist_sample(limit=600, seed=0)
+
+
+def folds(y, k=3, seed=0):
+    """(test_fold, training rows per fold) of the stratified folds the search would use."""
+    search = build_search(None, {}, folds=k, seed=seed)
+    test_fold = split_test_fold(search.cv, np.zeros((len(y), 1)), y)
+    return test_fold, [np.flatnonzero(test_fold != f) for f in range(k)]
+
+
+def reference_fit(X, y, test_fold, fold, spec, shared, *, valid_split=None, device="cpu"):
+    """The GridSearchCV path's estimator, as src.job builds it, trained on fold `fold`."""
+    optimizer = {SGD: torch.optim.SGD, ADAM: torch.optim.Adam}[shared.optimizer]
+    net = build_estimator({"num_units": spec.num_units, "init": spec.init, "activation": shared.activation}, optimizer,
+                          spec.optimizer, max_epochs=shared.max_epochs, batch_size=shared.batch_size, shuffle=shared.shuffle,
+                          valid_split=valid_split, verbose="quiet", seed=spec.seed, device=device)
+    train = test_fold != fold
+    return net.fit(X[train], y[train], test_fold=test_fold[train])
+
+
+def assert_same_weights(outcome, net, atol=1e-5, rtol=1e-5):
+    for name, value in net.module_.state_dict().items():
+        torch.testing.assert_close(outcome.state_dict[name], value.cpu(), atol=atol, rtol=rtol, msg=name)
+
+
+# (num_units, init, optimizer keywords): widths, lr, momentum, init=randn, weight decay, Nesterov
+SGD_CASES = [(16, "default", {"lr": 0.01}), (40, "default", {"lr": 0.1, "momentum": 0.9}),
+             (24, "randn", {"lr": 0.01, "momentum": 0.5}), (8, "default", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True})]
+ADAM_CASES = [(16, "default", {"lr": 0.001}), (32, "randn", {"lr": 0.01, "betas": (0.8, 0.99)}), (8, "default", {"lr": 0.003, "weight_decay": 1e-4})]
+
+
+@pytest.mark.parametrize("layout", ["width", "padded"])
+@pytest.mark.parametrize("optimizer, cases", [(SGD, SGD_CASES), (ADAM, ADAM_CASES)], ids=["sgd", "adam"])
+def test_one_epoch_equals_the_gridsearch_paths_fits(data, optimizer, cases, layout):
+    """After one epoch every (candidate, fold) fit has the GridSearchCV path's weights, to 1e-5."""
+    X, y = data
+    test_fold, train = folds(y)
+    shared = fused.Shared(optimizer=optimizer, max_epochs=1)
+    specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in cases for f in (0, 2)]
+    for spec, outcome in zip(specs, fused.train(X, y, specs, shared, layout=layout)):
+        net = reference_fit(X, y, test_fold, spec.fold, spec, shared)
+        assert_same_weights(outcome, net)
+        assert outcome.epochs[0]["train_loss"] == pytest.approx(net.history[-1, "train_loss"], rel=1e-5)
+        assert outcome.epochs[0]["train_batch_count"] == net.history[-1, "train_batch_count"]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
+def test_activations_and_padding_match_autograd(data, activation):
+    """The hand-written step's gradients equal autograd's through F.linear and F.cross_entropy, per model,
+    with models of different widths padded into one stack (sigmoid needs its mask there)."""
+    X, y = data
+    _, train = folds(y)
+    shared = fused.Shared(activation=activation, batch_size=32)
+    specs = [fused.FitSpec(n, "default", {"lr": 0.1}, 0, 0, train[0]) for n in (6, 20, 11)]
+    stack = fused.Stack(specs, shared, torch.as_tensor(X), torch.as_tensor(y))
+    stack.order = stack.epoch_order()
+    stack.batch_idx.copy_(stack.order[0])
+    stack.batch_w.copy_(stack.weights[0])
+    stack.gradients()
+    act = getattr(torch, activation) if activation != "gelu" else F.gelu
+    for m, sizes in enumerate(stack.sizes):
+        params = [p.detach().clone().requires_grad_() for p in stack.state_dict(m).values()]
+        h = torch.as_tensor(X)[stack.batch_idx[m]]
+        for i in range(3):
+            h = F.linear(h, params[2 * i].t(), params[2 * i + 1])  # our weights are (in_dim, out_dim)
+            h = act(h) if i < 2 else h
+        grads = torch.autograd.grad(F.cross_entropy(h, torch.as_tensor(y)[stack.batch_idx[m]]), params)
+        for i, g in enumerate(grads):
+            padding = stack.grads[i][m].clone()
+            real = (slice(None, sizes[i // 2]), slice(None, sizes[i // 2 + 1])) if i % 2 == 0 else (slice(None, sizes[i // 2 + 1]),)
+            torch.testing.assert_close(padding[real], g, atol=1e-6, rtol=1e-5)
+            padding[real] = 0
+            assert torch.count_nonzero(padding) == 0, "a padded weight got a gradient"
+
+
+def test_valid_split_and_no_shuffling_follow_skorch(data):
+    """An internal validation split (skorch's ValidSplit) and shuffle=False: same rows, same history keys."""
+    X, y = data
+    test_fold, _ = folds(y)
+    estimator = build_estimator({"num_units": 16}, torch.optim.SGD, {"lr": 0.05}, max_epochs=2, shuffle=False, valid_split=0.2,
+                                verbose="quiet", seed=3)
+    search = build_search(estimator, {}, seed=3)
+    settings = {"module": {"num_units": 16, "init": "default"}, "optimizer": {"_target_": SGD, "lr": 0.05}, "seed": 3}
+    specs = engine.fit_specs(settings, search, X, y)
+    shared = fused.Shared(max_epochs=2, shuffle=False)
+    outcomes = fused.train(X, y, specs, shared)
+    test_fold = split_test_fold(search.cv, X, y)
+    for spec, outcome in zip(specs, outcomes):
+        net = clone(estimator)
+        train = test_fold != spec.fold
+        net.fit(X[train], y[train], test_fold=test_fold[train])
+        assert_same_weights(outcome, net)
+        for mine, theirs in zip(outcome.epochs, net.history.to_list()):
+            assert set(mine) == {k for k in theirs if k != "batches"}
+            assert mine["valid_acc"] == pytest.approx(theirs["valid_acc"], abs=1e-9)
+            assert mine["valid_loss"] == pytest.approx(theirs["valid_loss"], rel=1e-5)
+            assert mine["valid_acc_best"] == theirs["valid_acc_best"]
+
+
+def test_a_model_with_fewer_batches_sits_out_and_equals_training_alone(data):
+    """Folds of unequal size: the shorter fold's model skips the last step, momentum and Adam state included."""
+    X, y = data
+    _, train = folds(y)
+    for optimizer, kw in ((SGD, {"lr": 0.05, "momentum": 0.9}), (ADAM, {"lr": 0.01})):
+        shared = fused.Shared(optimizer=optimizer, max_epochs=2, batch_size=50)
+        specs = [fused.FitSpec(12, "default", kw, 0, 0, train[0]), fused.FitSpec(12, "default", kw, 0, 1, train[1][:340])]
+        together = fused.train(X, y, specs, shared)
+        alone = fused.train(X, y, specs[1:], shared)
+        for name, value in alone[0].state_dict.items():
+            torch.testing.assert_close(together[1].state_dict[name], value, atol=1e-6, rtol=1e-6)
+        assert together[1].epochs[0]["train_batch_count"] == 7 and together[0].epochs[0]["train_batch_count"] == 8
+
+
+def test_a_diverging_model_stops_being_recorded_and_leaves_its_neighbours_alone(data):
+    X, y = data
+    _, train = folds(y)
+    shared = fused.Shared(max_epochs=3)
+    good = [fused.FitSpec(n, "default", {"lr": 0.01}, 0, f, train[f]) for n, f in ((16, 0), (16, 1))]
+    bad = fused.FitSpec(16, "default", {"lr": 1e30}, 0, 0, train[0])
+    mixed = fused.train(X, y, [good[0], bad, good[1]], shared, layout="padded")
+    clean = fused.train(X, y, good, shared, layout="padded")
+    assert mixed[1].diverged.startswith("training loss became") and mixed[1].diverged.endswith("in epoch 1")
+    assert len(mixed[1].epochs) == 1 and not np.isfinite(mixed[1].epochs[0]["train_loss"])
+    for a, b in zip([mixed[0], mixed[2]], clean):
+        assert a.diverged is None and len(a.epochs) == 3
+        for name in a.state_dict:
+            torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
+
+
+def test_a_stack_that_would_not_fit_is_split(data):
+    X, y = data
+    _, train = folds(y)
+    shared = fused.Shared(max_epochs=1)
+    specs = [fused.FitSpec(64, "default", {"lr": 0.01 * (k + 1)}, 0, f, train[f]) for k in range(2) for f in range(3)]
+    one = fused.stack_bytes(specs[:1], shared)
+    assert fused.plan(specs, shared, layout="padded") == [list(range(6))]
+    assert fused.plan(specs, shared, layout="padded", budget=2.5 * one) == [[0], [1, 2], [3], [4, 5]]
+    assert fused.plan(specs, shared, layout="width", budget=4 * one) == [[0, 1, 2], [3, 4, 5]]
+    whole, split = fused.train(X, y, specs, shared, layout="padded"), fused.train(X, y, specs, shared, layout="padded", memory_budget=2.5 * one)
+    for a, b in zip(whole, split):
+        for name in a.state_dict:
+            torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
+
+
+def test_unsupported_optimizers_are_named():
+    assert fused.unsupported(SGD, {"lr": 0.1, "momentum": 0.9}) is None
+    assert "amsgrad" in fused.unsupported(ADAM, {"lr": 0.1, "amsgrad": True})
+    assert "torch.optim.RMSprop" in fused.unsupported("torch.optim.RMSprop", {"lr": 0.1})
+
+
+@CUDA
+@pytest.mark.parametrize("optimizer, cases", [(SGD, SGD_CASES), (ADAM, ADAM_CASES)], ids=["sgd", "adam"])
+def test_cuda_graph_equals_eager_and_the_gridsearch_path(data, optimizer, cases):
+    """On CUDA: the step captured in a CUDA graph trains what the eager step trains, and what skorch trains on the GPU."""
+    X, y = data
+    test_fold, train = folds(y)
+    shared = fused.Shared(optimizer=optimizer, max_epochs=2)
+    specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in cases for f in (0, 1)]
+    graphed = fused.train(X, y, specs, shared, device="cuda", graph=True)
+    eager = fused.train(X, y, specs, shared, device="cuda", graph=False)
+    for a, b, spec in zip(graphed, eager, specs):
+        for name in a.state_dict:
+            torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
+        assert_same_weights(a, reference_fit(X, y, test_fold, spec.fold, spec, shared, device="cuda"), atol=1e-4, rtol=1e-4)

@@ -8,6 +8,13 @@
 
 Each figure is the median seconds per epoch after one warm-up epoch, with the ratio to (a). A
 micro-benchmark compares LinearFunction's forward + backward with torch.nn.functional.linear.
+
+    python -m src.bench --grid [--grid-size default|full|both] [--engines gridsearch,fused]
+
+times the whole grid num_units=32,64,128,256 x 3 folds through both engines in one process: the
+default sweep (the bundled 5,000 digits, 25 epochs) and the original grid at full size (70,000
+synthetic MNIST-shaped samples, 25 epochs). Each engine's figure is its wall time from the prepared
+jobs to their scored cv_results_ rows (training and scoring; the data are loaded before).
 It measures and prints; it asserts nothing about time.
 """
 import argparse
@@ -26,10 +33,12 @@ from skorch import NeuralNetClassifier
 from torch import nn
 from torch.utils import benchmark
 
+from src import config, engine, job
 from src.data import synthetic
 from src.estimator import build_estimator, resolve_device
 from src.layers import LinearFunction
 from src.model import NeuralNet
+from src.search import run_search
 
 LR = 0.01
 
@@ -108,7 +117,7 @@ def run(device: str = "auto", epochs: int = 5, n_samples: int = 46_667, num_unit
     reference = per_epoch["plain_nn_linear"]
     return {
         "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": _device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "workload": {"n_samples": n_samples, "num_units": num_units, "batch_size": batch_size, "epochs": epochs},
@@ -128,6 +137,78 @@ def profile_project_epoch(device: str, n_samples: int, num_units: int, batch_siz
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     return out.getvalue()
+
+
+GRID = (32, 64, 128, 256)
+GRID_SIZES = {"default": [], "full": ["dataset=synthetic"]}  # synthetic: 70,000 x 784, as the tutorial's MNIST train + test
+ENGINES = ("gridsearch", "fused")
+
+
+def grid_jobs(size: str, device: str, epochs: int | None = None) -> list[tuple[dict, list[str], dict]]:
+    """(settings, overrides, choices) of the grid's four jobs, composed as `python -m src.sweep` composes them."""
+    from hydra import compose, initialize_config_dir
+
+    jobs = []
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3", job_name="bench"):
+        for n in GRID:
+            overrides = [f"module.num_units={n}", f"device={device}", "train.verbose=quiet", *GRID_SIZES[size]]
+            overrides += [] if epochs is None else [f"train.max_epochs={epochs}"]
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            jobs.append((config.settings_of(cfg), overrides[:1], dict(cfg.hydra.runtime.choices)))
+    return jobs
+
+
+def time_grid(size: str, device: str, engines: tuple[str, ...] = ENGINES, epochs: int | None = None, **options) -> dict:
+    """Seconds and mean test accuracy per width through each engine, in this process, on the same jobs."""
+    jobs = grid_jobs(size, device, epochs)
+    X, y = config.load_data(jobs[0][0])  # loaded once, outside the timings
+    out = {}
+    for name in engines:
+        prepared = [(settings, *job.prepare(settings, overrides, choices)) for settings, overrides, choices in jobs]
+        sync(device)
+        start = time.perf_counter()
+        fitted = {}
+        if name == "fused":
+            group = [(settings, config.identity(settings), search) for settings, _, _, search, _ in prepared]
+            fitted = engine.train_group(group, X, y, **options)
+        rows = []
+        for settings, _, _, search, extras in prepared:
+            fits = fitted.get(engine.key(config.identity(settings)))
+            rows.append(run_search(search, X, y, extras, fitted=None if fits is None else (lambda fits=fits: fits), engine=name))
+        sync(device)
+        out[name] = {"seconds": time.perf_counter() - start,
+                     "mean_test_accuracy": {str(n): float(r.cv_results["mean_test_accuracy"][0]) for n, r in zip(GRID, rows)},
+                     "status": sorted({r.status for r in rows})}
+    if len(out) == 2:
+        out["speedup"] = out["gridsearch"]["seconds"] / out["fused"]["seconds"]
+        out["max_score_diff"] = max(abs(out["fused"]["mean_test_accuracy"][k] - out["gridsearch"]["mean_test_accuracy"][k])
+                                    for k in out["fused"]["mean_test_accuracy"])
+    return out
+
+
+def run_grids(device: str, sizes: list[str], engines: tuple[str, ...], epochs: int | None = None) -> dict:
+    """The --grid report: the device, then each grid size's timings."""
+    device = resolve_device(device)
+    time_grid("default", device, engines, epochs=1)  # warm-up: imports, data, CUDA context and kernels
+    return {"device": device, "device_name": _device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "grids": {size: time_grid(size, device, engines, epochs) for size in sizes}}
+
+
+def grid_table(report: dict) -> str:
+    """The --grid results as aligned text."""
+    lines = [f"device: {report['device']} ({report['device_name']}), torch {report['torch']}, {report['threads']} threads"]
+    for size, r in report["grids"].items():
+        for name in ENGINES:
+            if name in r:
+                acc = ", ".join(f"{k}: {v:.4f}" for k, v in r[name]["mean_test_accuracy"].items())
+                lines.append(f"{size:<8}{name:<11}{r[name]['seconds']:>8.2f} s   mean_test_accuracy {acc}")
+        if "speedup" in r:
+            lines.append(f"{size:<8}speedup {r['speedup']:.2f}x, largest score difference {r['max_score_diff']:.4f}")
+    return "\n".join(lines)
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
 
 
 def table(report: dict) -> str:
@@ -152,7 +233,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the project estimator's epochs")
+    parser.add_argument("--grid", action="store_true", help="time the whole grid (4 widths x 3 folds) through both engines instead")
+    parser.add_argument("--grid-size", choices=["default", "full", "both"], default="both",
+                        help="default: the bundled 5,000 digits; full: 70,000 synthetic samples; both (default)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
+    parser.add_argument("--grid-epochs", type=int, help="epochs per fit for --grid (default: the sweep's 25)")
     args = parser.parse_args(argv)
+    if args.grid:
+        engines = tuple(args.engines.split(","))
+        if not engines or set(engines) - set(ENGINES):
+            parser.error(f"--engines={args.engines}: choose from {', '.join(ENGINES)}")
+        if args.grid_epochs is not None and args.grid_epochs < 1:
+            parser.error(f"--grid-epochs={args.grid_epochs}: must be at least 1")
+        sizes = ["default", "full"] if args.grid_size == "both" else [args.grid_size]
+        try:
+            report = run_grids(args.device, sizes, engines, args.grid_epochs)
+        except ValueError as e:
+            parser.error(str(e))
+        print(grid_table(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return 0
     for name in ("epochs", "n_samples", "num_units", "batch_size"):
         least = 2 if name == "num_units" else 1
         if getattr(args, name) < least:

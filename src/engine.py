@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from src import fused
-from src.estimator import resolve_device
+from src.estimator import PREDICT_BATCH_SIZE, resolve_device
 from src.seeding import split_test_fold
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def shared_settings(settings: dict) -> fused.Shared:
     """What the fits of a job's group share, in the fused engine's terms."""
     m, t = settings["module"], settings["train"]
     return fused.Shared(optimizer=settings["optimizer"]["_target_"], activation=m["activation"], input_dim=m["input_dim"],
-                        num_classes=m["num_classes"], max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"])
+                        num_classes=m["num_classes"], max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"],
+                        valid_batch_size=PREDICT_BATCH_SIZE)
 
 
 def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fused.FitSpec]:
@@ -83,10 +84,10 @@ def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fuse
     return specs
 
 
-def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray) -> dict[str, dict]:
+def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, **options) -> dict[str, dict]:
     """Train the fits of several jobs (settings, identity, search) that share a group key, as one program.
 
-    Returns the fits by job key, each a {fold: FitOutcome} dict.
+    Returns the fits by job key, each a {fold: FitOutcome} dict. `options` go to src.fused.train (layout, graph).
     """
     settings = jobs[0][0]
     specs, owners = [], []
@@ -94,7 +95,7 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
         for spec in fit_specs(job_settings, search, X, y):
             specs.append(spec)
             owners.append(key(identity))
-    outcomes = fused.train(X, y, specs, shared_settings(settings), device=resolve_device(settings["device"]))
+    outcomes = fused.train(X, y, specs, shared_settings(settings), device=resolve_device(settings["device"]), **options)
     fits: dict[str, dict] = {}
     for owner, spec, outcome in zip(owners, specs, outcomes):
         fits.setdefault(owner, {})[spec.fold] = outcome

@@ -23,6 +23,7 @@ import math
 import os
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,7 @@ class Shared:
     max_epochs: int = 25
     batch_size: int = 64
     shuffle: bool = True
+    valid_batch_size: int = 4096  # the estimator's batches for the validation split (only their count is recorded)
 
 
 @dataclass
@@ -103,9 +105,7 @@ def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *,
     graph: capture the step in a CUDA graph (default: on CUDA). memory_budget: bytes a stack may use
     (default: most of the device's free memory); a stack that would need more is split.
     """
-    with warnings.catch_warnings():  # cached data sets are read-only numpy arrays; nothing writes to them
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        Xd, yd = torch.as_tensor(X, device=device), torch.as_tensor(y, device=device)
+    Xd, yd = on_device(X, device), on_device(y, device)
     graph = device.startswith("cuda") if graph is None else graph
     budget = memory_budget if memory_budget is not None else free_memory(device)
     outcomes: list[FitOutcome | None] = [None] * len(specs)
@@ -114,6 +114,21 @@ def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *,
         for i, outcome in zip(members, stack.train(graph=graph)):
             outcomes[i] = outcome
     return outcomes
+
+
+_on_device: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def on_device(array: np.ndarray, device: str) -> torch.Tensor:
+    """`array` as a tensor on `device`: copied once while the array lives (the data sets are read-only and
+    cached, so the fits of every group and their scoring share one copy); on the CPU, no copy at all."""
+    key = (id(array), device)
+    if key not in _on_device:
+        with warnings.catch_warnings():  # nothing writes to the cached, read-only arrays
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            _on_device[key] = torch.as_tensor(array, device=device)
+        weakref.finalize(array, _on_device.pop, key, None)
+    return _on_device[key]
 
 
 def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: str = "cpu",
@@ -208,6 +223,7 @@ class Stack:
         self.steps = max(math.ceil(n / B) for n in self.n_train)
         counts = np.clip(np.array(self.n_train)[None, :] - np.arange(self.steps)[:, None] * B, 0, B)  # (S, M) rows per batch
         self.counts = counts
+        self.idle = {s: [m for m in range(M) if counts[s, m] == 0] for s in range(self.steps) if (counts[s] == 0).any()}
         weights = (np.arange(B)[None, None, :] < counts[:, :, None]) / np.maximum(counts, 1)[:, :, None]
         self.weights = torch.tensor(weights, dtype=torch.float32, device=device)  # (S, M, B): 1/rows, 0 on padding
         self.batch_idx = torch.zeros(M, B, dtype=torch.long, device=device)   # the step's inputs (static for a CUDA graph)
@@ -251,7 +267,7 @@ class Stack:
         """Step s of the epoch: eager, or a replay of the step captured in a CUDA graph."""
         self.batch_idx.copy_(self.order[s], non_blocking=True)
         self.batch_w.copy_(self.weights[s], non_blocking=True)
-        idle = [m for m in range(len(self.specs)) if self.counts[s, m] == 0]
+        idle = self.idle.get(s)
         if idle:  # a model whose fold has fewer batches sits this step out, optimizer state and all
             saved = self.optimizer.snapshot(idle)
             self.step()
@@ -290,8 +306,10 @@ class Stack:
             n = len(spec.train_idx)
             pos = torch.randperm(n, generator=self.generators[m]).numpy() if self.shared.shuffle else np.arange(n)
             order[m, :n] = spec.train_idx[pos]
-        order = torch.from_numpy(order.reshape(M, self.steps, B).transpose(1, 0, 2).copy())
-        return order.to(self.X.device, non_blocking=True)
+        cuda = self.X.device.type == "cuda"  # pinned, so that the copy does not wait for the epoch still running
+        staged = torch.empty((self.steps, M, B), dtype=torch.long, pin_memory=cuda)
+        staged.numpy()[:] = order.reshape(M, self.steps, B).transpose(1, 0, 2)
+        return staged.to(self.X.device, non_blocking=True)
 
     @torch.no_grad()
     def evaluate(self, rows: list[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -327,13 +345,17 @@ class Stack:
         has_valid = all(v is not None and len(v) for v in valid)
         best_acc = [-math.inf] * M
         start = time.perf_counter()
+        n_train = torch.tensor(self.n_train, device=self.X.device)
+        next_order = self.epoch_order()
         for epoch in range(1, self.shared.max_epochs + 1):
             tick = time.perf_counter()
-            self.order = self.epoch_order()
+            self.order = next_order
             self.loss_sum.zero_()
             for s in range(self.steps):
                 self.run_step(s, graph)
-            train_loss = (self.loss_sum / torch.tensor(self.n_train, device=self.X.device)).tolist()  # one sync per epoch
+            # the next epoch's order is drawn while the device still works on this one
+            next_order = self.epoch_order() if epoch < self.shared.max_epochs else None
+            train_loss = (self.loss_sum / n_train).tolist()  # the one host sync of the epoch
             valid_loss, valid_acc = self.evaluate(valid) if has_valid else (None, None)
             dur = time.perf_counter() - tick
             for m in range(M):
@@ -341,7 +363,7 @@ class Stack:
                     continue
                 row = {"epoch": epoch, "train_batch_count": math.ceil(self.n_train[m] / B)}
                 if has_valid:
-                    row["valid_batch_count"] = math.ceil(len(valid[m]) / B)
+                    row["valid_batch_count"] = math.ceil(len(valid[m]) / self.shared.valid_batch_size)
                 row["train_loss"] = train_loss[m]
                 if has_valid:
                     row["valid_loss"], row["valid_acc"] = valid_loss[m], valid_acc[m]
@@ -353,7 +375,10 @@ class Stack:
                     diverged[m] = f"training loss became {train_loss[m]} in epoch {epoch}"
             if all(d is not None for d in diverged):
                 break
-        seconds = (time.perf_counter() - start) / M
+        seconds = time.perf_counter() - start
+        log.info(f"fused: {M} fits, {self.steps} steps of {B} rows per epoch, {epoch} epochs on {self.X.device}: {seconds:.2f} s "
+                 f"({seconds / epoch / self.steps * 1e6:.0f} us per step of all {M})")
+        seconds /= M
         return [FitOutcome(self.state_dict(m), histories[m], diverged[m], seconds) for m in range(M)]
 
     def state_dict(self, m: int) -> dict:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from src import results
+from src import fused, results
 from src.estimator import Diverged, FitHistories, FittedFolds, PretrainedNet
 from src.seeding import split_test_fold
 
@@ -51,7 +51,8 @@ def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict 
 
     Every fit gets the `test_fold` of its rows, so that it draws from its own (seed, fold) generator.
     With `fitted` (a function returning {fold: fit} from the fused engine), the estimator scores those
-    fits instead of training, and the fit times are the fused engine's.
+    fits instead of training (on the data already on its device, by row number), and the fit times
+    are the fused engine's.
     """
     store = FitHistories()
     search.estimator.set_params(callbacks__history__store=store)
@@ -59,11 +60,13 @@ def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict 
     start = time.perf_counter()
     try:
         test_fold = split_test_fold(search.cv, X, y)
-        fits = None
+        fits, rows = None, X
         if fitted is not None:
             fits = fitted()
-            search.estimator = PretrainedNet(**search.estimator.get_params(deep=False), fitted=FittedFolds(fits))
-        search.fit(X, y, test_fold=test_fold)
+            on_device = fused.on_device(X, search.estimator.device)
+            search.estimator = PretrainedNet(**search.estimator.get_params(deep=False), fitted=FittedFolds(fits, on_device))
+            search.verbose, rows = 0, np.arange(len(X))[:, None]  # GridSearchCV's fit times would be the loading's
+        search.fit(rows, y, test_fold=test_fold)
         job = results.job_results(search.cv_results_, extras)
         if fits is not None:  # the fits trained together: each one's share of their training time
             seconds = [fit.seconds for fit in fits.values()]

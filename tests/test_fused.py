@@ -102,7 +102,7 @@ def test_valid_split_and_no_shuffling_follow_skorch(data):
     search = build_search(estimator, {}, seed=3)
     settings = {"module": {"num_units": 16, "init": "default"}, "optimizer": {"_target_": SGD, "lr": 0.05}, "seed": 3}
     specs = engine.fit_specs(settings, search, X, y)
-    shared = fused.Shared(max_epochs=2, shuffle=False)
+    shared = fused.Shared(max_epochs=2, shuffle=False, valid_batch_size=estimator.iterator_valid__batch_size)
     outcomes = fused.train(X, y, specs, shared)
     test_fold = split_test_fold(search.cv, X, y)
     for spec, outcome in zip(specs, outcomes):
@@ -112,6 +112,7 @@ def test_valid_split_and_no_shuffling_follow_skorch(data):
         assert_same_weights(outcome, net)
         for mine, theirs in zip(outcome.epochs, net.history.to_list()):
             assert set(mine) == {k for k in theirs if k != "batches"}
+            assert (mine["train_batch_count"], mine["valid_batch_count"]) == (theirs["train_batch_count"], theirs["valid_batch_count"])
             assert mine["valid_acc"] == pytest.approx(theirs["valid_acc"], abs=1e-9)
             assert mine["valid_loss"] == pytest.approx(theirs["valid_loss"], rel=1e-5)
             assert mine["valid_acc_best"] == theirs["valid_acc_best"]

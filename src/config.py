@@ -5,11 +5,13 @@ sets (pydantic gives per-key messages such as "module.num_units=1: Input should 
 equal to 2"). OmegaConf's structured configs would check the types but not the ranges.
 
 preflight() composes the config of every job of the command line (expanding the sweep as Hydra's
-BasicSweeper does) and checks each one against the schema, loads and checks its data set (load_data;
-the jobs that follow reuse the loaded copy) and checks that a resumed sweep folder holds no other
-job, so that one bad grid point stops the command before anything trains, with one line and exit status 2.
+BasicSweeper does) and checks each one against the schema, and loads and checks its data set
+(load_data; the jobs that follow reuse the loaded copy), so that one bad grid point stops the command
+before anything trains, with one line and exit status 2. It returns each job's configuration, which
+src.resume uses to match a rerun's jobs to the finished ones in its sweep folder.
 """
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +29,7 @@ from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
 from src.model import ACTIVATIONS
-from src.results import finished_job
+from src.resume import finished_folders
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -60,6 +62,7 @@ class TrainSchema(_Group):
     batch_size: int = Field(ge=1)
     shuffle: bool
     valid_split: float | None = Field(gt=0, lt=1)
+    threads: int | None = Field(default=None, ge=1)
     verbose: Literal[VERBOSITY]
 
 
@@ -130,10 +133,10 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    train.verbose and resume change what a run prints and whether it resumes, and engine how it
-    computes (both engines train the same fits), not what it computes.
+    train.verbose and resume change what a run prints and whether it resumes, and engine and
+    train.threads how it computes (both engines train the same fits), not what it computes.
     """
-    out = {**settings, "train": {k: v for k, v in settings["train"].items() if k != "verbose"}}
+    out = {**settings, "train": {k: v for k, v in settings["train"].items() if k not in ("verbose", "threads")}}
     out.pop("resume", None)
     out.pop("engine", None)
     return out
@@ -146,7 +149,14 @@ def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[
     return [job for batch in batches for job in batch]
 
 
-def preflight(argv: list[str]) -> None:
+@dataclass
+class Checked:
+    """What preflight() learnt: where a multirun writes, and each job's configuration (for resuming)."""
+    sweep_dir: Path | None = None
+    identities: list[dict] | None = None  # in job order; None when the jobs are not known up front (another sweeper)
+
+
+def preflight(argv: list[str]) -> Checked:
     """Check every job the command line would launch; raise ConfigError on the first bad one.
 
     Command lines with Hydra flags other than -m (--cfg, --help, -cn ...) are left to Hydra.
@@ -154,35 +164,47 @@ def preflight(argv: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if a not in ("-m", "--multirun")]
     if any(a.startswith("-") for a in overrides):
-        return
+        return Checked()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="preflight"):
         try:
+            own_points = False
             if not multirun:
                 jobs, out_key = [overrides], "hydra.run.dir"
             else:
                 parsed = OverridesParser.create().parse_overrides(overrides)
                 fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
                 base = compose("config", overrides=fixed, return_hydra_config=True)
-                if base.hydra.sweeper._target_ != BASIC_SWEEPER:
+                own_points = base.hydra.sweeper._target_ != BASIC_SWEEPER
+                if own_points:
                     jobs = [fixed]  # another sweeper (Optuna ...) draws its own points; each job checks itself
                 else:
                     params = base.hydra.sweeper.params
                     jobs = job_overrides(overrides, OmegaConf.to_container(params) if params else {})
                 out_key = "hydra.sweep.dir"
-            for num, job in enumerate(jobs):
+            identities = []
+            for job in jobs:
                 cfg = compose("config", overrides=job, return_hydra_config=True)
                 settings = settings_of(cfg)
                 check(settings)
                 _check_data(settings)
-                if multirun and settings["resume"]:
-                    _check_resumable(Path(str(OmegaConf.select(cfg, out_key))) / str(num), identity(settings), job)
-            check_writable(str(OmegaConf.select(cfg, out_key)), out_key)
+                identities.append(identity(settings))
+            out_dir = str(OmegaConf.select(cfg, out_key))
+            check_writable(out_dir, out_key)
         except MissingConfigException as e:
             group = Path(e.missing_cfg_file).parent.as_posix() if e.missing_cfg_file else "option"
             choice = Path(e.missing_cfg_file).name if e.missing_cfg_file else ""
             raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
         except HydraException as e:
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
+    if not multirun or not settings["resume"]:
+        return Checked()
+    if own_points and finished_folders(Path(out_dir)):
+        raise ConfigError(
+            f"hydra.sweep.dir={out_dir}: holds finished jobs, and hydra/sweeper={base.hydra.sweeper._target_.rsplit('.', 1)[-1]} "
+            "draws its own points, so they cannot be matched to this run's jobs (a sweeper such as Optuna resumes "
+            "through its own storage); use a new hydra.sweep.dir, or resume=false to overwrite them")
+    numbered = OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
+    return Checked(Path(out_dir), identities if numbered and not own_points else None)
 
 
 def load_data(settings: dict):
@@ -200,18 +222,6 @@ def _check_data(settings: dict) -> None:
         raise ConfigError(str(e.__cause__ or e)) from None
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def _check_resumable(job_dir: Path, job_identity: dict, job: list[str]) -> None:
-    """A rerun into a sweep folder must not replace a finished job that had another configuration."""
-    done = finished_job(job_dir)
-    if done and done["config"] != job_identity:
-        raise ConfigError(
-            f"hydra.sweep.dir={job_dir.parent}: job {job_dir.name} there finished with another configuration "
-            f"({' '.join(done['overrides']) or 'defaults'}) than this command's "
-            f"({' '.join(o for o in job if not o.startswith('hydra')) or 'defaults'}); "
-            "use a new hydra.sweep.dir, or resume=false to train and replace it"
-        )
 
 
 def settings_of(cfg) -> dict:

@@ -10,13 +10,12 @@ differ only in the per-fit keys (module.num_units, module.init and the optimizer
 launcher (hydra_plugins/fused_launcher) trains each such group once, and the jobs then pick up their
 fits here (take_fits) instead of training.
 """
-import json
 import logging
 from collections.abc import Callable
 
 import numpy as np
 
-from src import fused
+from src import fused, results
 from src.estimator import PREDICT_BATCH_SIZE, resolve_device
 from src.seeding import split_test_fold
 
@@ -26,11 +25,6 @@ ENGINES = ("auto", "fused", "gridsearch")
 PER_FIT = {"module": ("num_units", "init")}  # and every optimizer key but _target_
 
 _trained: dict[str, dict | BaseException] = {}  # fits a launcher trained, by job identity, until the job takes them
-
-
-def key(identity: dict) -> str:
-    """A job identity as a dictionary key."""
-    return json.dumps(identity, sort_keys=True, default=str)
 
 
 def choose(settings: dict) -> str:
@@ -58,7 +52,7 @@ def group_key(settings: dict) -> str:
     shared["module"] = {k: v for k, v in settings["module"].items() if k not in PER_FIT["module"]}
     shared["optimizer"] = settings["optimizer"]["_target_"]
     shared["train"] = {k: v for k, v in settings["train"].items() if k != "verbose"}
-    return key(shared)
+    return results.job_key(shared)
 
 
 def shared_settings(settings: dict) -> fused.Shared:
@@ -94,7 +88,7 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
     for job_settings, identity, search in jobs:
         for spec in fit_specs(job_settings, search, X, y):
             specs.append(spec)
-            owners.append(key(identity))
+            owners.append(results.job_key(identity))
     outcomes = fused.train(X, y, specs, shared_settings(settings), device=resolve_device(settings["device"]), **options)
     fits: dict[str, dict] = {}
     for owner, spec, outcome in zip(owners, specs, outcomes):
@@ -109,7 +103,7 @@ def keep_fits(fits: dict[str, dict | BaseException]) -> None:
 
 def take_fits(identity: dict) -> dict | BaseException | None:
     """The fits kept for this job, once; None if none were trained for it."""
-    return _trained.pop(key(identity), None)
+    return _trained.pop(results.job_key(identity), None)
 
 
 def fits_for(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarray) -> Callable[[], dict]:
@@ -121,5 +115,5 @@ def fits_for(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarra
             raise kept
         if kept is not None:
             return kept
-        return train_group([(settings, identity, search)], X, y)[key(identity)]
+        return train_group([(settings, identity, search)], X, y)[results.job_key(identity)]
     return fits

@@ -7,6 +7,8 @@ train (or take the fits the fused engine trained), and record the job folder.
 import logging
 from pathlib import Path
 
+import torch
+
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
@@ -17,7 +19,18 @@ from src.search import build_search, run_search
 log = logging.getLogger(__name__)
 
 
-def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str) -> None:
+def swept_keys(multirun: dict) -> set[str]:
+    """The keys a multirun varies, from its multirun.yaml (Hydra's record of the sweep): its command line's
+    sweep overrides with more than one value, and the sweeper's own params (a named sweep's, Optuna's)."""
+    hydra_cfg = multirun.get("hydra", {})
+    keys = set((hydra_cfg.get("sweeper") or {}).get("params") or {})
+    for override in OverridesParser.create().parse_overrides(list((hydra_cfg.get("overrides") or {}).get("task") or [])):
+        if override.is_sweep_override() and len(list(override.sweep_string_iterator())) > 1:
+            keys.add(override.key_or_group)
+    return {k.lstrip("+~") for k in keys}
+
+
+def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None) -> None:
     """Check, then compute and record the job in job_dir unless an identical job already finished there.
 
     Raises ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
@@ -28,7 +41,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     if record is not None and record["config"] == identity:
         log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
         return
-    X, y, search, extras = prepare(settings, overrides, choices)
+    X, y, search, extras = prepare(settings, overrides, choices, swept)
     name = engine.choose(settings)
     fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
     result = run_search(search, X, y, extras, fitted=fitted, engine=name)
@@ -36,17 +49,21 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
 
 
-def prepare(c: dict, overrides: list[str], choices: dict):
+def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None):
     """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
 
-    `overrides` are this job's command-line overrides: the estimator ones become GridSearchCV's
-    param_grid (so cv_results_ carries their columns), the others the job-level `extras`.
+    `overrides` are this job's command-line overrides; those of the keys in `swept` (the keys the
+    sweep varies; None: all of them) are params: the estimator's become GridSearchCV's param_grid
+    (so cv_results_ carries their columns), the others the job-level `extras`.
     """
     device = resolve_device(c["device"])
+    if c["train"].get("threads"):
+        torch.set_num_threads(c["train"]["threads"])
     X, y = config.load_data(c)
-    param_grid, extras = swept_params(overrides, c, choices)
+    param_grid, extras = swept_params(overrides, c, choices, swept)
     opt = dict(c["optimizer"])
-    estimator = build_estimator(c["module"], get_class(opt.pop("_target_")), opt, **c["train"], device=device, seed=c["seed"])
+    train = {k: v for k, v in c["train"].items() if k != "threads"}
+    estimator = build_estimator(c["module"], get_class(opt.pop("_target_")), opt, **train, device=device, seed=c["seed"])
     verbose = 0 if c["train"]["verbose"] == "quiet" else 3
     search = build_search(estimator, param_grid, **c["cv"], seed=c["seed"], verbose=verbose)
     return X, y, search, extras
@@ -55,11 +72,11 @@ def prepare(c: dict, overrides: list[str], choices: dict):
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
 # overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
 ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
-NOT_PARAMS = {"train.verbose", "resume", "engine", "sweeps"}  # presentation, resuming, how it computes, and the named-sweep group
+NOT_PARAMS = {"train.verbose", "train.threads", "resume", "engine", "sweeps"}  # presentation, resuming, how it computes, the named-sweep group
 
 
-def swept_params(task_overrides: list[str], settings: dict, choices: dict) -> tuple[dict[str, list], dict]:
-    """Split this job's overrides into GridSearchCV's param_grid and job-level params.
+def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept: set[str] | None = None) -> tuple[dict[str, list], dict]:
+    """Split this job's overrides of swept keys (None: all) into GridSearchCV's param_grid and job-level params.
 
     module.num_units=64 -> param_grid {"module__num_units": [64]}; seed=1 -> extras {"seed": 1};
     optimizer=adam (a group choice) -> extras {"optimizer": "adam"}. Values are the resolved config's.
@@ -67,7 +84,7 @@ def swept_params(task_overrides: list[str], settings: dict, choices: dict) -> tu
     grid, extras = {}, {}
     for override in OverridesParser.create().parse_overrides(task_overrides):
         key = override.key_or_group
-        if key.startswith("hydra") or key in NOT_PARAMS or override.is_delete():
+        if key.startswith("hydra") or key in NOT_PARAMS or override.is_delete() or (swept is not None and key not in swept):
             continue
         if key in choices:
             extras[key] = choices[key]

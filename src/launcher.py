@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import config, engine, job, report, results
 
@@ -44,9 +44,10 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             cfg.hydra.job.num = idx
         jobs.append(cfg)
     returns: dict[int, JobReturn] = {}
+    swept = job.swept_keys(OmegaConf.to_container(launcher.config))
     for fuse, members in plan(jobs):
         if fuse:
-            train(jobs, members)
+            train(jobs, members, swept)
         for i in members:
             returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
                                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
@@ -69,14 +70,14 @@ def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:
     return list(groups.values())
 
 
-def train(jobs: list[DictConfig], members: list[int]) -> None:
+def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> None:
     """Train a group's fits as one program and keep them for its jobs; an error that stops the training
     is kept in their place, so that each job records it as its failure."""
     entries, nums = [], []
     for i in members:
         settings = config.settings_of(jobs[i])
         try:
-            X, y, search, _ = job.prepare(settings, list(jobs[i].hydra.overrides.task), dict(jobs[i].hydra.runtime.choices))
+            X, y, search, _ = job.prepare(settings, list(jobs[i].hydra.overrides.task), dict(jobs[i].hydra.runtime.choices), swept)
         except ValueError:
             continue  # the job itself will report its mistake
         entries.append((settings, config.identity(settings), search))
@@ -87,7 +88,7 @@ def train(jobs: list[DictConfig], members: list[int]) -> None:
     try:
         fits = engine.train_group(entries, X, y)
     except Exception as e:  # out of memory, ...: every job of the group records it as its failure
-        fits = {engine.key(identity): e for _, identity, _ in entries}
+        fits = {results.job_key(identity): e for _, identity, _ in entries}
     engine.keep_fits(fits)
     log.info(f"fused engine: jobs {', '.join(nums)} ({sum(len(f) for f in fits.values() if isinstance(f, dict))} fits) "
              f"trained at once in {time.perf_counter() - start:.1f} s on {entries[0][2].estimator.device}")

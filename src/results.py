@@ -212,6 +212,11 @@ def aggregate(results_dir: Path) -> pd.DataFrame:
     return df
 
 
+def job_key(identity: dict) -> str:
+    """A job's resolved configuration (its identity) as a dictionary key."""
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
 def finished_job(job_dir: Path) -> dict | None:
     """The job.json record of job_dir if it holds a job that finished with a result (ok or diverged)."""
     path = Path(job_dir) / JOB
@@ -243,8 +248,14 @@ def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
     cols += ["status"] if "status" in df else []
     table = df.sort_values(f"rank_test_{metric}", kind="stable")[cols]
     table.columns = [c.removeprefix("param_") for c in cols]
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
-        return table.to_string(index=False)
+
+    def param(v) -> str:  # %g: 1e-05 and 1e+30 stay readable, 0.01 stays 0.01
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    formats = {c.removeprefix("param_"): param for c in cols if c.startswith("param_")}
+    formats |= {c: "{:.4f}".format for c in cols if c.startswith(("split", "mean_", "std_"))}
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        return table.to_string(index=False, formatters=formats)
 
 
 def environment(device: str, seed: int, engine: str = "gridsearch") -> dict:

@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import config, job, launcher, report, results
+from src import config, job, launcher, report, results, resume
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ def main(cfg: DictConfig) -> float:
     results_dir = Path(hc.sweep.dir) if multirun else job_dir
     overrides = list(hc.overrides.task)
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
+    swept = job.swept_keys(OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml"))) if multirun else set()
     with user_errors():
-        job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label)
+        job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label, swept)
     if not (multirun and launcher.aggregates(hc)):  # the fused launcher rebuilds these once per group
         with results.lock(results_dir):
             if multirun:
@@ -76,7 +77,10 @@ def _interrupt(signum, frame):
 def cli() -> None:
     """Check every job's config, then run Hydra; an interruption leaves only complete files behind."""
     with user_errors():
-        config.preflight(sys.argv[1:])
+        checked = config.preflight(sys.argv[1:])
+    if checked.identities:  # a rerun into a sweep folder: finished jobs go to the numbers of their configurations
+        for line in resume.arrange(checked.sweep_dir, checked.identities):
+            print(f"resume: {line}")
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:

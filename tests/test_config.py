@@ -6,9 +6,10 @@ from conftest import ROOT, run_cli
 from src.config import ConfigError, preflight
 from src.job import prepare, swept_params
 
-GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir() if group.is_dir()}
+GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir()
+          if group.is_dir() and group.name != "sweeps"}  # named sweeps are added with +sweeps=NAME
 OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
-NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweeps").glob("*.yaml"))
 
 
 def prepared(compose_cfg, *overrides):

@@ -148,8 +148,42 @@ def test_a_failed_job_is_retried_on_resume(broken_sweep, tmp_path):
     assert again.returncode == 1
 
 
-def test_rerun_with_another_grid_into_the_same_folder_is_refused(tmp_path):
+def test_a_grown_shrunk_or_reordered_grid_reuses_every_finished_candidate(tmp_path):
+    def fit_times(sweep_dir):
+        df = results.read_cv_results(sweep_dir)
+        return dict(zip(df["param_module__num_units"], df["mean_fit_time"]))
+
+    assert run_cli("module.num_units=8,32", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    first = fit_times(tmp_path)
+    grown = run_cli("module.num_units=32,16,8,24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")  # grown and reordered
+    assert grown.returncode == 0, grown.stderr
+    assert "resume: finished job 0 (module.num_units=8" in grown.stdout and "is job 2 now" in grown.stdout
+    assert grown.stdout.count("not trained again") == 2
+    for job, units in enumerate([32, 16, 8, 24]):  # every job folder holds its own configuration's job
+        assert results.read_cv_results(tmp_path / str(job))["param_module__num_units"].tolist() == [units]
+    assert {k: fit_times(tmp_path)[k] for k in first} == first  # reused, not retrained
+    shrunk = run_cli("module.num_units=24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert shrunk.returncode == 0 and "not trained again" in shrunk.stdout
+    assert sorted(fit_times(tmp_path)) == [8, 16, 24, 32]  # nothing finished is lost; the aggregate keeps them all
+    assert results.read_cv_results(tmp_path / "0")["param_module__num_units"].tolist() == [24]
+
+
+def test_an_interrupted_rearrangement_is_found_again(tmp_path):
+    """A finished job left under its staging name by a crash is matched on the next run, not retrained."""
+    from src import resume
+
     assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
-    proc = run_cli("module.num_units=16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
-    assert proc.returncode == 2 and "job 0 there finished with another configuration" in proc.stderr
-    assert results.read_cv_results(tmp_path)["param_module__num_units"].tolist() == [8]
+    (tmp_path / "0").rename(tmp_path / f"{resume.STAGING}0")
+    again = run_cli("module.num_units=16,8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert again.returncode == 0 and "is job 1 now" in again.stdout and again.stdout.count("not trained again") == 1
+    assert not list(tmp_path.glob(f"{resume.STAGING}*"))
+
+
+def test_a_sweeper_that_draws_its_own_points_is_not_resumed_from_the_folder(tmp_path, monkeypatch):
+    from src import config
+
+    assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    monkeypatch.setattr(config, "BASIC_SWEEPER", "another.Sweeper")  # as if hydra/sweeper=optuna
+    with pytest.raises(config.ConfigError, match="draws its own points, so they cannot be matched"):
+        config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"])
+    config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "resume=false", "-m"])

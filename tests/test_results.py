@@ -96,3 +96,12 @@ def test_failed_candidates_rank_last_like_sklearns_nan(search):
     ranked = results.rank(pd.concat([ok, failed], ignore_index=True))
     assert ranked["rank_test_accuracy"].iloc[-1] == ranked["rank_test_accuracy"].max()
     assert ranked["status"].tolist()[-1] == "failed" and ranked["error"].tolist()[-1] == "boom"
+
+
+def test_ranked_table_prints_params_with_g_and_scores_with_4_decimals(search):
+    df = results.rank(results.job_results(search.cv_results_))
+    df["param_C"] = [1e-5, 5e-5, 1e30, 0.01, 2.5]
+    table = results.ranked_table(df)
+    assert "1e-05" in table and "5e-05" in table and "1e+30" in table and "0.01" in table
+    best = df.sort_values("rank_test_accuracy").iloc[0]
+    assert f"{best['mean_test_accuracy']:.4f}" in table.splitlines()[1]

@@ -23,7 +23,7 @@ def reference(compose_cfg_module):
     with open_dict(cfg):
         del cfg["hydra"]
     X, y, search, _ = prepare(OmegaConf.to_container(cfg, resolve=True), ["module.num_units=8", *TINY], choices)
-    search.param_grid = {"max_epochs": [2], "module__num_units": SIZES}
+    search.param_grid = {"module__num_units": SIZES}
     # each fit gets the test_fold of its rows, which names its fold and so its (seed, fold) generator
     return search.fit(X, y, test_fold=split_test_fold(search.cv, X, y)).cv_results_
 
@@ -41,7 +41,7 @@ def compose_cfg_module():
 
 def test_aggregate_equals_gridsearchcv_over_the_whole_grid(tiny_sweep, reference):
     agg = results.read_cv_results(tiny_sweep)
-    assert set(agg.columns) == set(reference) | {"param_dataset__limit", "status", "error"}
+    assert set(agg.columns) == set(reference) | {"status", "error"}  # dataset.limit=150 is fixed: no param column
     assert agg["status"].tolist() == ["ok"] * len(SIZES)
     order = np.argsort(reference["param_module__num_units"].data.astype(int))
     agg = agg.sort_values("param_module__num_units").reset_index(drop=True)
@@ -50,7 +50,7 @@ def test_aggregate_equals_gridsearchcv_over_the_whole_grid(tiny_sweep, reference
         if key.startswith(("split", "mean_test", "std_test", "mean_train", "std_train")):
             np.testing.assert_allclose(agg[key], reference[key][order], err_msg=key)
     assert agg["rank_test_accuracy"].tolist() == reference["rank_test_accuracy"][order].tolist()
-    assert agg["params"].tolist() == [{**reference["params"][i], "dataset__limit": 150} for i in order]
+    assert agg["params"].tolist() == [reference["params"][i] for i in order]
 
 
 def test_aggregate_files_agree(tiny_sweep):
@@ -103,6 +103,36 @@ def test_named_sweep_runs_the_four_architectures(tmp_path):
     proc = run_cli("+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [32, 64, 128, 256]
+
+
+def test_swept_keys_are_the_keys_a_sweep_varies():
+    from src.job import swept_keys
+
+    multirun = {"hydra": {"overrides": {"task": ["module.num_units=8,16", "dataset.limit=150", "optimizer=sgd,adam",
+                                                  "seed=range(0,2)", "+optimizer.momentum=0.9", "train.max_epochs=choice(3)"]},
+                          "sweeper": {"params": {"optimizer.lr": "0.1,0.01"}}}}
+    assert swept_keys(multirun) == {"module.num_units", "optimizer", "seed", "optimizer.lr"}
+
+
+def test_threads_are_applied_and_recorded(tmp_path):
+    proc = run_cli(*TINY, "module.num_units=8", "train.threads=1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "environment.json").read_text())["torch_threads"] == 1
+
+
+def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    assert "sweeps: hidden_sizes, seed_reproduction" in run_cli("--help").stdout
+    proc = subprocess.run([sys.executable, "-m", "src.sweep", "+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", "-m"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(results.read_cv_results(tmp_path / "s")["param_module__num_units"]) == [32, 64, 128, 256]
 
 
 def test_full_error_shows_the_trace(tmp_path):

@@ -1,22 +1,39 @@
-"""Hydra callbacks: at the end of a multirun, print the sweep's ranked table and any failures."""
+"""Hydra callbacks: at the end of a multirun, print the sweep's ranked table, refit the best candidate
+(cv.refit), and report any failures."""
+import logging
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import report, results
+from src import refit, report, results
+
+log = logging.getLogger(__name__)
 
 
 class PrintRankedTable(Callback):
-    """Prints the aggregate that the jobs kept up to date, best candidate first, then a paragraph on
-    failed jobs, and then exits with status 1 if any failed.
+    """Prints the aggregate that the jobs kept up to date, best candidate first; with cv.refit, refits the
+    best candidate on all the training data and scores it on the held-out set (src.refit); then a paragraph
+    on failed jobs, and exits with status 1 if any failed.
 
-    Jobs record their own failures instead of raising (Hydra's sweeper would stop at the first
-    raise and skip this hook); this hook is also not the only writer of the aggregate: every job is.
+    Jobs record their own failures instead of raising (Hydra's sweeper would stop at the first raise
+    and skip this hook), so it runs, refit included, when some jobs failed.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if (sweep_dir / f"{results.CV_RESULTS}.json").is_file() and report.print_outcome(sweep_dir):
+        if not (sweep_dir / f"{results.CV_RESULTS}.json").is_file():
+            return
+        failed = report.print_outcome(sweep_dir)
+        if config.cv.get("refit", False):
+            try:
+                out = refit.refit_best(sweep_dir, config.get("engine", "auto"))
+            except Exception as e:  # the sweep's results stand; say what went wrong with the refit
+                log.error(f"refit failed: {type(e).__name__}: {e}")
+                failed = True
+            else:
+                if out is not None:
+                    print(refit.summary(out))
+        if failed:
             sys.exit(1)

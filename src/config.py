@@ -10,6 +10,8 @@ BasicSweeper does) and checks each one against the schema, and loads and checks 
 before anything trains, with one line and exit status 2. It returns each job's configuration, which
 src.resume uses to match a rerun's jobs to the finished ones in its sweep folder.
 """
+import functools
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src.data import SCALINGS, check_data
+from src.data import SCALINGS, check_data, holdout
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
@@ -69,6 +71,7 @@ class TrainSchema(_Group):
 class CVSchema(_Group):
     folds: int = Field(ge=2)
     shuffle: bool
+    refit: bool = True
     scoring: list[str] = Field(min_length=1)
 
     @field_validator("scoring")
@@ -84,6 +87,7 @@ class DatasetSchema(_Group):
     model_config = ConfigDict(extra="allow", strict=True)  # each data set has its own keys
     target: str = Field(alias="_target_")
     limit: int | None = Field(default=None, ge=1)
+    test_size: float | None = Field(default=None, gt=0, lt=1)
     scaling: Literal[SCALINGS] = "standard"
 
 
@@ -133,10 +137,12 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    train.verbose and resume change what a run prints and whether it resumes, and engine and
-    train.threads how it computes (both engines train the same fits), not what it computes.
+    train.verbose and resume change what a run prints and whether it resumes, engine and
+    train.threads how it computes (both engines train the same fits), and cv.refit what the sweep
+    does after its jobs; none changes what a job computes.
     """
     out = {**settings, "train": {k: v for k, v in settings["train"].items() if k not in ("verbose", "threads")}}
+    out["cv"] = {k: v for k, v in settings["cv"].items() if k != "refit"}  # the sweep's end, not this job
     out.pop("resume", None)
     out.pop("engine", None)
     return out
@@ -208,10 +214,33 @@ def preflight(argv: list[str]) -> Checked:
 
 
 def load_data(settings: dict):
-    """The configured data set (loaded once per process), checked against the network and the folds it is for."""
-    X, y = instantiate(settings["dataset"])
+    """The configured data set's cross-validation part (loaded once per process), checked against the
+    network and the folds it is for."""
+    X, y, _, _ = _split(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
     check_data(X, y, input_dim=settings["module"]["input_dim"], num_classes=settings["module"]["num_classes"], folds=settings["cv"]["folds"])
     return X, y
+
+
+def load_test(settings: dict) -> tuple | None:
+    """The held-out test part of the configured data set, (X_test, y_test), or None when it has none."""
+    _, _, X_test, y_test = _split(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
+    return None if X_test is None else (X_test, y_test)
+
+
+@functools.lru_cache(maxsize=2)
+def _split(dataset: str, seed: int) -> tuple:
+    """(X, y, X_test, y_test) of a dataset config: the torchvision sets' own test split held out of split=train,
+    else a stratified dataset.test_size share (X_test None when neither)."""
+    ds = json.loads(dataset)
+    test_size = ds.pop("test_size", None)
+    X, y = instantiate(ds)
+    if ds["_target_"] == "src.data.torchvision_mnist" and ds.get("split") == "train":
+        X_test, y_test = instantiate({**ds, "split": "test", "limit": None})
+    elif test_size:
+        X, y, X_test, y_test = holdout(X, y, test_size, seed)
+    else:
+        X_test = y_test = None
+    return X, y, X_test, y_test
 
 
 def _check_data(settings: dict) -> None:

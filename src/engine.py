@@ -66,16 +66,17 @@ def shared_settings(settings: dict) -> fused.Shared:
 def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fused.FitSpec]:
     """The job's fits, one per fold, with the training (and internal validation) rows the estimator would see."""
     test_fold = split_test_fold(search.cv, X, y)
-    train_split = search.estimator.train_split  # skorch's ValidSplit when train.valid_split is set
+    return [fit_spec(settings, search, np.flatnonzero(test_fold != fold), y, fold) for fold in range(search.cv.get_n_splits())]
+
+
+def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int) -> fused.FitSpec:
+    """One fit of the job on rows `train`, as the estimator would see them (after its internal validation split, if any)."""
+    valid, train_split = None, search.estimator.train_split  # skorch's ValidSplit when train.valid_split is set
+    if train_split is not None:  # the same split skorch makes of the fit's training rows
+        inner_train, inner_valid = train_split(train, y[train])
+        train, valid = train[np.asarray(inner_train.indices)], train[np.asarray(inner_valid.indices)]
     opt = {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
-    specs = []
-    for fold in range(search.cv.get_n_splits()):
-        train, valid = np.flatnonzero(test_fold != fold), None
-        if train_split is not None:  # the same split skorch makes of the fold's training rows
-            inner_train, inner_valid = train_split(train, y[train])
-            train, valid = train[np.asarray(inner_train.indices)], train[np.asarray(inner_valid.indices)]
-        specs.append(fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid))
-    return specs
+    return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid)
 
 
 def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, **options) -> dict[str, dict]:

@@ -30,6 +30,16 @@ def swept_keys(multirun: dict) -> set[str]:
     return {k.lstrip("+~") for k in keys}
 
 
+def sweep_size(multirun: dict) -> int | None:
+    """How many jobs the multirun of this multirun.yaml launches (None for a sweeper that draws its own points)."""
+    hydra_cfg = multirun.get("hydra", {})
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if sweeper.get("_target_") != config.BASIC_SWEEPER:
+        return sweeper.get("n_trials")
+    task = list((hydra_cfg.get("overrides") or {}).get("task") or [])
+    return len(config.job_overrides(task, {k: str(v) for k, v in (sweeper.get("params") or {}).items()}))
+
+
 def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None) -> None:
     """Check, then compute and record the job in job_dir unless an identical job already finished there.
 
@@ -65,14 +75,15 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
     train = {k: v for k, v in c["train"].items() if k != "threads"}
     estimator = build_estimator(c["module"], get_class(opt.pop("_target_")), opt, **train, device=device, seed=c["seed"])
     verbose = 0 if c["train"]["verbose"] == "quiet" else 3
-    search = build_search(estimator, param_grid, **c["cv"], seed=c["seed"], verbose=verbose)
+    cv = {k: v for k, v in c["cv"].items() if k != "refit"}  # each job's GridSearchCV has one candidate: the refit is the sweep's
+    search = build_search(estimator, param_grid, **cv, seed=c["seed"], verbose=verbose)
     return X, y, search, extras
 
 
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
 # overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
 ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
-NOT_PARAMS = {"train.verbose", "train.threads", "resume", "engine", "sweeps"}  # presentation, resuming, how it computes, the named-sweep group
+NOT_PARAMS = {"train.verbose", "train.threads", "cv.refit", "resume", "engine", "sweeps"}  # presentation, resuming, how it computes, the named-sweep group
 
 
 def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept: set[str] | None = None) -> tuple[dict[str, list], dict]:

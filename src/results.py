@@ -239,6 +239,23 @@ def failure_summary(results_dir: Path) -> str | None:
             "with status=failed and NaN scores; rerun the same command to retry them (finished jobs are not trained again).")
 
 
+def progress(sweep_dir: Path, total: int | None) -> str:
+    """"3 of 12 jobs done, about 0:01:05 left": finished job folders, and the time the ones finished in
+    this run took (since Hydra wrote multirun.yaml) times the jobs still to do."""
+    sweep_dir = Path(sweep_dir)
+    started = (sweep_dir / "multirun.yaml").stat().st_mtime if (sweep_dir / "multirun.yaml").is_file() else None
+    finished = [(d / JOB).stat().st_mtime for d in job_dirs(sweep_dir)]
+    done = len(finished) if total is None else min(len(finished), total)
+    if total is None:
+        return f"{done} jobs done"
+    line = f"{done} of {total} jobs done"
+    this_run = [t for t in finished if started is not None and t >= started]
+    if this_run and done < total:
+        left = (max(this_run) - started) / len(this_run) * (total - done)
+        line += f", about {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d} left"
+    return line
+
+
 def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
     """The candidates best first, like the tutorial's results.head(): params, split and mean scores, fit time."""
     metric = metric or metric_names(df)[0]

@@ -33,7 +33,8 @@ def main(cfg: DictConfig) -> float:
     results_dir = Path(hc.sweep.dir) if multirun else job_dir
     overrides = list(hc.overrides.task)
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
-    swept = job.swept_keys(OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml"))) if multirun else set()
+    sweep = OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml")) if multirun else {}
+    swept = job.swept_keys(sweep) if multirun else set()
     with user_errors():
         job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label, swept)
     if not (multirun and launcher.aggregates(hc)):  # the fused launcher rebuilds these once per group
@@ -45,8 +46,9 @@ def main(cfg: DictConfig) -> float:
     row = results.read_cv_results(job_dir)
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
+    done = f" [{results.progress(results_dir, job.sweep_size(sweep))}]" if multirun else ""
     log.info(f"{label}: {row['status'][0]}, mean_test_{metric} {score:.4f} ± {row[f'std_test_{metric}'][0]:.4f}, "
-             f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}")
+             f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}{done}")
     if not multirun and report.print_outcome(job_dir):
         sys.exit(1)
     return float(score)

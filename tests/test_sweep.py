@@ -114,6 +114,16 @@ def test_swept_keys_are_the_keys_a_sweep_varies():
     assert swept_keys(multirun) == {"module.num_units", "optimizer", "seed", "optimizer.lr"}
 
 
+def test_every_job_logs_the_sweeps_progress(tiny_sweep):
+    from src.job import sweep_size
+
+    multirun = {"hydra": {"overrides": {"task": ["module.num_units=8,16", "seed=range(0,3)", "dataset.limit=150"]},
+                          "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"optimizer.lr": "0.1,0.01"}}}}
+    assert sweep_size(multirun) == 12
+    out = (tiny_sweep / "stdout.txt").read_text()
+    assert "[1 of 3 jobs done, about 0:0" in out and "left]" in out and "[3 of 3 jobs done]" in out
+
+
 def test_threads_are_applied_and_recorded(tmp_path):
     proc = run_cli(*TINY, "module.num_units=8", "train.threads=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr

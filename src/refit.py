@@ -1,0 +1,129 @@
+"""GridSearchCV's refit, after a sweep: the best candidate trained on the whole training split, scored on
+held-out data it never saw, and saved.
+
+A sweep's jobs each cross-validate one candidate, so the refit runs once at the end (src.callbacks),
+as GridSearchCV(refit=True) would: the candidate ranked first by the first metric of cv.scoring is
+cloned and fitted on all the cross-validation data (its generator is the (seed, K) one, K the number
+of folds: src.seeding), then scored with the same scorers on the held-out set (config.load_test).
+It writes, beside the sweep's aggregate:
+- best_model.pt: the fitted NeuralNet's state_dict (skorch's save_params), loadable with
+  torch.load(..., weights_only=True);
+- test_scores.json: the candidate, its CV and held-out scores, and what its NeuralNet needs to be rebuilt;
+- confusion_matrix.png: scikit-learn's ConfusionMatrixDisplay of the held-out predictions.
+"""
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
+
+from src import config, engine, fused, job, results
+from src.estimator import Diverged
+from src.seeding import split_test_fold
+
+log = logging.getLogger(__name__)
+
+BEST_MODEL = "best_model.pt"
+TEST_SCORES = "test_scores.json"
+CONFUSION_MATRIX = "confusion_matrix.png"
+
+
+def best_job(results_dir: Path) -> Path | None:
+    """The folder of the finished, scored job ranked first by the first metric (GridSearchCV's best_index_)."""
+    results_dir = Path(results_dir)
+    dirs = [results_dir] if (results_dir / results.JOB).is_file() else results.job_dirs(results_dir)
+    best, best_score = None, -np.inf
+    for d in dirs:
+        record = results.finished_job(d)
+        if record is None or record["status"] != "ok":
+            continue
+        row = results.read_cv_results(d)
+        score = row[f"mean_test_{results.metric_names(row)[0]}"][0]
+        if score > best_score:  # the first of equals, as rank "min" and best_index_ have it
+            best, best_score = d, score
+    return best
+
+
+def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
+    """Refit the best candidate of a results folder with `engine_name` (engine=), score it on the held-out set
+    and save it; returns what test_scores.json holds."""
+    results_dir = Path(results_dir)
+    best = best_job(results_dir)
+    if best is None:
+        log.warning(f"refit: no candidate in {results_dir} finished with scores; nothing to refit")
+        return None
+    record = results.finished_job(best)
+    # the job's identity, and what an identity leaves out
+    settings = {**record["config"], "resume": False, "engine": engine_name,
+                "train": {**record["config"]["train"], "verbose": "quiet", "threads": None}}
+    X, y, search, _ = job.prepare(settings, [], {}, swept=set())
+    held_out = config.load_test(settings)
+    name = engine.choose(settings)
+    test_fold = split_test_fold(search.cv, X, y)  # every fold present: the refit is fit number K, after the K folds
+    start = time.perf_counter()
+    net = search.estimator
+    out = {"job": best.name if best != results_dir else None, "params": results.read_cv_results(best)["params"][0],
+           "module": settings["module"], "cv": {}, "refit": {"engine": name}, "test": None}
+    row = results.read_cv_results(best)
+    out["cv"] = {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}
+    try:
+        if name == "fused":
+            spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=search.cv.get_n_splits())
+            outcome = fused.train(X, y, [spec], engine.shared_settings(settings), device=net.device)[0]
+            if outcome.diverged:
+                raise Diverged(outcome.diverged, outcome.epochs)
+            net.check_data(X, y)  # as fit() does: learns classes_ from y
+            net.initialize().module_.load_state_dict(outcome.state_dict)
+        else:
+            net.fit(X, y, test_fold=test_fold)
+    except Diverged as e:
+        out["refit"].update(status="diverged", error=str(e))
+        results.write_json(results_dir / TEST_SCORES, out)
+        log.warning(f"refit: the best candidate ({best.name}) diverged when refit on all the training data: {e}")
+        return out
+    out["refit"].update(status="ok", seconds=time.perf_counter() - start, n_samples=len(y))
+    buffer = io.BytesIO()
+    net.save_params(f_params=buffer)  # the module's state_dict
+    results.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())
+    if held_out is not None:
+        X_test, y_test = held_out
+        scores = check_scoring(net, scoring=list(settings["cv"]["scoring"]))(net, X_test, y_test)
+        out["test"] = {"n_samples": len(y_test), **{k: float(v) for k, v in scores.items()}}
+        _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, f"best candidate ({_label(out['params'])}), held-out set")
+    results.write_json(results_dir / TEST_SCORES, out)
+    return out
+
+
+def _label(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+
+
+def _confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str) -> None:
+    """scikit-learn's ConfusionMatrixDisplay of the predictions, saved as a PNG (matplotlib's Agg backend, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, colorbar=False)
+    display.ax_.set_title(title, fontsize=9)
+    display.figure_.tight_layout()
+    buffer = io.BytesIO()
+    display.figure_.savefig(buffer, format="png", dpi=120)
+    plt.close(display.figure_)
+    results.atomic_write(path, buffer.getvalue())
+
+
+def summary(out: dict) -> str:
+    """One line for the end of a sweep: which candidate was refit and how it scored on the held-out set."""
+    if out["refit"]["status"] != "ok":
+        return f"refit: {_label(out['params'])} diverged on all the training data ({out['refit']['error']})"
+    where = f"job {out['job']} " if out["job"] is not None else ""
+    if out["test"] is None:
+        return f"refit: {where}({_label(out['params'])}) on {out['refit']['n_samples']} samples -> {BEST_MODEL}; no held-out set"
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")
+    return (f"refit: {where}({_label(out['params'])}) on {out['refit']['n_samples']} samples; held-out {scores} "
+            f"on {out['test']['n_samples']} samples -> {BEST_MODEL}, {TEST_SCORES}, {CONFUSION_MATRIX}")
+

@@ -1,0 +1,70 @@
+"""The refit after a sweep (src/refit.py): GridSearchCV's refit=True semantics, a held-out score, a saved model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from sklearn.metrics import accuracy_score
+
+from conftest import ROOT, TINY, run_cli
+from src import config, refit, results
+from src.job import prepare
+from src.model import NeuralNet
+from src.seeding import split_test_fold
+
+
+def settings_for(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return config.settings_of(compose("config", overrides=list(overrides), return_hydra_config=True))
+
+
+def test_the_refit_is_gridsearchcvs_refit_of_the_best_candidate(tiny_sweep):
+    """scikit-learn's GridSearchCV(refit=True) over the same grid refits the same candidate to the same weights."""
+    saved = json.loads((tiny_sweep / refit.TEST_SCORES).read_text())
+    settings = settings_for(*TINY)
+    X, y, search, _ = prepare(settings, [], {}, swept=set())
+    search.set_params(param_grid={"module__num_units": [8, 16, 32]}, refit="accuracy")
+    search.fit(X, y, test_fold=split_test_fold(search.cv, X, y))
+    assert saved["params"] == search.best_params_ and saved["job"] == str([8, 16, 32].index(search.best_params_["module__num_units"]))
+    mine = torch.load(tiny_sweep / refit.BEST_MODEL, weights_only=True)
+    for name, value in search.best_estimator_.module_.state_dict().items():
+        torch.testing.assert_close(mine[name], value, rtol=0, atol=0)
+
+
+def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
+    saved = json.loads((tiny_sweep / refit.TEST_SCORES).read_text())
+    X_test, y_test = config.load_test(settings_for(*TINY))
+    net = NeuralNet(**saved["module"])
+    net.load_state_dict(torch.load(tiny_sweep / refit.BEST_MODEL, weights_only=True))
+    with torch.no_grad():
+        predicted = net(torch.as_tensor(X_test)).argmax(1).numpy()
+    assert saved["test"]["n_samples"] == len(y_test) == 30  # dataset.test_size=0.2 of dataset.limit=150
+    assert saved["test"]["accuracy"] == pytest.approx(accuracy_score(y_test, predicted))
+    assert set(saved["cv"]) == {"mean_test_accuracy"} and saved["refit"]["n_samples"] == 120
+    png = (tiny_sweep / refit.CONFUSION_MATRIX).read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert "refit: job" in (tiny_sweep / "stdout.txt").read_text()
+
+
+def test_the_refit_runs_when_some_jobs_failed(tmp_path):
+    huge = 10**12  # a first layer larger than any memory: that job fails
+    proc = run_cli(f"module.num_units=8,{huge}", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 1 and "1 of 2 jobs failed" in proc.stderr
+    saved = json.loads((tmp_path / refit.TEST_SCORES).read_text())
+    assert saved["params"] == {"module__num_units": 8} and saved["refit"]["status"] == "ok"
+    assert (tmp_path / refit.BEST_MODEL).is_file()
+
+
+def test_no_refit_when_turned_off_and_the_fused_engine_refits_the_same_model(tmp_path, tiny_sweep):
+    off = run_cli("module.num_units=8,16,32", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path / 'off'}", "-m")
+    assert off.returncode == 0 and not (tmp_path / "off" / refit.BEST_MODEL).exists() and "refit:" not in off.stdout
+    fused = run_cli("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'fused'}", "-m")
+    assert fused.returncode == 0, fused.stderr
+    mine = torch.load(tmp_path / "fused" / refit.BEST_MODEL, weights_only=True)
+    theirs = torch.load(tiny_sweep / refit.BEST_MODEL, weights_only=True)
+    for name in theirs:
+        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "fused" / refit.TEST_SCORES).read_text())["refit"]["engine"] == "fused"
+    assert np.isclose(json.loads((tmp_path / "fused" / refit.TEST_SCORES).read_text())["test"]["accuracy"],
+                      json.loads((tiny_sweep / refit.TEST_SCORES).read_text())["test"]["accuracy"])

@@ -30,6 +30,7 @@ from src.data import SCALINGS, check_data, holdout
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
+from src.loggers import LOGGERS
 from src.model import ACTIVATIONS
 from src.resume import finished_folders
 
@@ -91,6 +92,11 @@ class DatasetSchema(_Group):
     scaling: Literal[SCALINGS] = "standard"
 
 
+class LoggerSchema(_Group):
+    model_config = ConfigDict(extra="allow", strict=True)  # each logger has its own keys
+    name: Literal[LOGGERS]
+
+
 class ConfigSchema(_Group):
     dataset: DatasetSchema
     module: ModuleSchema
@@ -101,6 +107,7 @@ class ConfigSchema(_Group):
     device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     engine: Literal[ENGINES]
     resume: bool
+    logger: LoggerSchema | None = None
 
 
 def check(settings: dict) -> None:
@@ -137,14 +144,14 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    train.verbose and resume change what a run prints and whether it resumes, engine and
+    train.verbose, logger and resume change what a run prints or logs and whether it resumes, engine and
     train.threads how it computes (both engines train the same fits), and cv.refit what the sweep
     does after its jobs; none changes what a job computes.
     """
     out = {**settings, "train": {k: v for k, v in settings["train"].items() if k not in ("verbose", "threads")}}
     out["cv"] = {k: v for k, v in settings["cv"].items() if k != "refit"}  # the sweep's end, not this job
-    out.pop("resume", None)
-    out.pop("engine", None)
+    for key in ("resume", "engine", "logger"):
+        out.pop(key, None)
     return out
 
 

@@ -48,7 +48,7 @@ def cannot_fuse(settings: dict) -> str | None:
 
 def group_key(settings: dict) -> str:
     """Jobs with equal group keys can train as one fused program: all but the per-fit keys agree."""
-    shared = {k: v for k, v in settings.items() if k not in ("optimizer", "module", "resume")}
+    shared = {k: v for k, v in settings.items() if k not in ("optimizer", "module", "resume", "engine", "logger")}
     shared["module"] = {k: v for k, v in settings["module"].items() if k not in PER_FIT["module"]}
     shared["optimizer"] = settings["optimizer"]["_target_"]
     shared["train"] = {k: v for k, v in settings["train"].items() if k != "verbose"}

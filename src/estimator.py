@@ -146,11 +146,18 @@ class PretrainedNet(SeededNeuralNetClassifier):
         fit = self.fitted.fits[self.fold_]
         self.check_data(X, y)  # as NeuralNetClassifier.fit does: learns classes_ from y
         self.initialize()
+        loggers = [cb for _, cb in self.callbacks_ if getattr(cb, "replays_history", False)]  # src.loggers
+        for cb in loggers:
+            cb.on_train_begin(self, X=X, y=y)
+        for epoch in range(1, len(fit.epochs) + 1):  # the loggers see the epochs as they would have during training
+            self.history_ = History(fit.epochs[:epoch])
+            for cb in loggers:
+                cb.on_epoch_end(self)
         self.history_ = History(fit.epochs)
         if fit.diverged is not None:
             raise Diverged(fit.diverged, fit.epochs, self.fold_)
         self.module_.load_state_dict(fit.state_dict)
-        self.notify("on_train_end", X=X, y=y)  # as a fit ends: RecordHistory stores its history
+        self.notify("on_train_end", X=X, y=y)  # as a fit ends: RecordHistory stores its history, loggers close
         return self
 
     def infer(self, x, **fit_params):
@@ -247,13 +254,16 @@ def build_estimator(
     verbose: str = "fold",
     device: str = "cpu",
     seed: int = 0,
+    loggers: list[tuple[str, Callback]] | None = None,
 ) -> SeededNeuralNetClassifier:
-    """A NeuralNetClassifier over NeuralNet, with skorch's `__` routing for module and optimizer params."""
+    """A NeuralNetClassifier over NeuralNet, with skorch's `__` routing for module and optimizer params;
+    `loggers` are (name, callback) pairs of src.loggers."""
     if verbose not in VERBOSITY:
         raise ValueError(f"train.verbose={verbose!r} is not known; choose one of {', '.join(VERBOSITY)}")
     # run_search hands the "history" callback the store its fits' histories go to
     callbacks = [("diverged", StopOnNonFiniteLoss()), ("history", RecordHistory(FitHistories()))]
     callbacks += [("progress", ProgressBar())] if verbose == "bar" else []
+    callbacks += loggers or []
     return SeededNeuralNetClassifier(
         NeuralNet,
         criterion=torch.nn.CrossEntropyLoss,

@@ -12,7 +12,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
-from src import config, engine, results
+from src import config, engine, loggers, results
 from src.estimator import build_estimator, resolve_device
 from src.search import build_search, run_search
 
@@ -51,7 +51,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     if record is not None and record["config"] == identity:
         log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
         return
-    X, y, search, extras = prepare(settings, overrides, choices, swept)
+    X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir)
     name = engine.choose(settings)
     fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
     result = run_search(search, X, y, extras, fitted=fitted, engine=name)
@@ -59,12 +59,13 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
 
 
-def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None):
+def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, job_dir: Path | None = None):
     """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
 
     `overrides` are this job's command-line overrides; those of the keys in `swept` (the keys the
     sweep varies; None: all of them) are params: the estimator's become GridSearchCV's param_grid
-    (so cv_results_ carries their columns), the others the job-level `extras`.
+    (so cv_results_ carries their columns), the others the job-level `extras`. `job_dir` is where the
+    job writes (its loggers too).
     """
     device = resolve_device(c["device"])
     if c["train"].get("threads"):
@@ -73,7 +74,8 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
     param_grid, extras = swept_params(overrides, c, choices, swept)
     opt = dict(c["optimizer"])
     train = {k: v for k, v in c["train"].items() if k != "threads"}
-    estimator = build_estimator(c["module"], get_class(opt.pop("_target_")), opt, **train, device=device, seed=c["seed"])
+    callbacks = [] if job_dir is None else loggers.build(c.get("logger"), job_dir, f"{job_dir.parent.name}/{job_dir.name}")
+    estimator = build_estimator(c["module"], get_class(opt.pop("_target_")), opt, **train, device=device, seed=c["seed"], loggers=callbacks)
     verbose = 0 if c["train"]["verbose"] == "quiet" else 3
     cv = {k: v for k, v in c["cv"].items() if k != "refit"}  # each job's GridSearchCV has one candidate: the refit is the sweep's
     search = build_search(estimator, param_grid, **cv, seed=c["seed"], verbose=verbose)
@@ -83,7 +85,7 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
 # overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
 ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
-NOT_PARAMS = {"train.verbose", "train.threads", "cv.refit", "resume", "engine", "sweeps"}  # presentation, resuming, how it computes, the named-sweep group
+NOT_PARAMS = {"train.verbose", "train.threads", "cv.refit", "resume", "engine", "logger", "sweeps"}  # presentation, resuming, how it computes, the named-sweep group
 
 
 def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept: set[str] | None = None) -> tuple[dict[str, list], dict]:

@@ -89,3 +89,36 @@ def test_module_forward_equals_F_linear():
 def test_unknown_init_is_a_clear_error():
     with pytest.raises(ValueError, match="module.init='xavier'.*default, randn"):
         Linear(3, 2, init="xavier")
+
+
+def batched(requires=(True, True, True), bias=True, seed=0):
+    """Three models' inputs (3, 6, 5), weights (3, 5, 4) and biases (3, 4), float64."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 6, 5, generator=g, dtype=torch.float64).requires_grad_(requires[0])
+    w = torch.randn(3, 5, 4, generator=g, dtype=torch.float64).requires_grad_(requires[1])
+    b = torch.randn(3, 4, generator=g, dtype=torch.float64).requires_grad_(requires[2]) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_batched_gradcheck(bias):
+    from src.layers import BatchedLinearFunction
+
+    assert torch.autograd.gradcheck(BatchedLinearFunction.apply, batched(bias=bias))
+
+
+@pytest.mark.parametrize("requires, bias", [((True, True, True), True), ((False, True, True), True), ((True, False, False), True),
+                                            ((True, True, False), False)])
+def test_batched_is_F_linear_per_model(requires, bias):
+    """Each model's output and gradients equal F.linear's on that model alone."""
+    from src.layers import BatchedLinearFunction
+
+    ours = grads_of(BatchedLinearFunction.apply, *batched(requires, bias))
+    x, w, b = batched(requires, bias)
+    per_model = lambda x, w, b: torch.stack([F.linear(x[m], w[m].t(), None if b is None else b[m]) for m in range(3)])  # noqa: E731
+    ref = grads_of(per_model, x, w, b)
+    torch.testing.assert_close(ours[0], ref[0])
+    for mine, theirs in zip(ours[1], ref[1]):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs)

@@ -4,19 +4,21 @@ Left panel: mean ± std test score against the swept parameter, best candidate c
 Right panel: learning curves, the mean over folds per candidate with a ±std band.
 Drawn with matplotlib's object-oriented API (`Figure`, rendered by Agg for PNG), never pyplot, so no
 GUI backend or global figure state is involved when a sweep job or `python -m src.report` draws it.
+matplotlib is imported where a figure is drawn, not with this module: every `python -m src.sweep`
+imports the report, and one that stops at a config error never draws (that saves it 0.5 s).
 """
 import io
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps, rc_context
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
 from src import results
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOG_RATIO = 8  # positive values whose max/min reaches this (32..256, 1e-3..1e-1) get a log axis
 MARKERS = "osD^vP*X"
@@ -97,6 +99,8 @@ def short_names(paths) -> dict[str, str]:
 
 def candidate_colors(n: int) -> list[tuple[float, float, float]]:
     """n distinct RGB colours (tab10, or tab20 beyond 10 candidates, cycled beyond 20)."""
+    from matplotlib import colormaps
+
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap.colors[i % len(cmap.colors)][:3] for i in range(n)]
 
@@ -180,8 +184,7 @@ def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels
         values = sorted(xs[scored.index].unique())
         if is_log_scaled(values):
             ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.minorticks_off()  # a log axis would add unlabelled ticks between the values
         classes = dict(zip(xs[scored.index], [num_classes[i] for i in scored.index]))  # value -> its candidates' num_classes
         arch = x_col == "param_module__num_units"
         ax.set_xticks(values, [architecture(v, classes[v]) if arch else f"{v:.4g}" for v in values],
@@ -207,7 +210,6 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
     sweeps = short_names(df["sweep"]) if "sweep" in series_cols else {}
     names = param_names(swept)
     groups = list(scored.groupby([scored[c].map(key) for c in series_cols], sort=True)) if series_cols else [((), scored)]
-    handles = []
     for k, (_, rows) in enumerate(groups):
         rows = rows.assign(_x=xs[rows.index]).sort_values("_x")
         marker = MARKERS[k % len(MARKERS)]
@@ -218,9 +220,9 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
         if len(groups) > 1:
             text = ", ".join(value_text(c, rows.iloc[0][c], name=names[c]) for c in series_cols if c != "sweep")
             text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
-            handles.append(Line2D([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text)))
-    if handles:
-        ax.legend(handles=handles, fontsize=8, loc="best", title="series", title_fontsize=8)
+            ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
+    if len(groups) > 1:
+        ax.legend(fontsize=8, loc="best", title="series", title_fontsize=8)
     if len(scored):
         best = scored.sort_values([f"rank_test_{metric}", mean], ascending=[True, False], kind="stable").index[0]
         ax.plot(xs[best], scored.at[best, mean], "o", ms=18, mfc="none", mec="black", mew=1.5, zorder=3)
@@ -252,22 +254,24 @@ def log_limits(values: list[float], decades: float = 4) -> tuple[float, float]:
 
 def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list, status: list[str]) -> None:
     """Learning curves: per candidate the mean over folds (line) and ±std (band); validation loss dashed."""
-    drawn, values, has_valid, cut = [], [], False, ""
+    entries, values, has_valid, cut = 0, [], False, ""
     for i, c in enumerate(curves):
         note = f" ({status[i]})" if status[i] != "ok" else ""
         if not c or "train_loss" not in c:
             if c is not None:  # it trained, but no epoch ended with a finite loss
-                drawn.append(Line2D([], [], color=colors[i], lw=2, ls=":", label=f"{labels[i]}{note}: no finite loss"))
+                ax.plot([], [], color=colors[i], lw=2, ls=":", label=f"{labels[i]}{note}: no finite loss")
+                entries += 1
             continue
         for name, style in (("train_loss", "-"), ("valid_loss", "--")):
             if name not in c:
                 continue
             epochs, mean, std = c[name]
-            ax.plot(epochs, mean, ls=style, color=colors[i], lw=1.8, marker="." if len(epochs) < 3 else None)
+            ax.plot(epochs, mean, ls=style, color=colors[i], lw=1.8, marker="." if len(epochs) < 3 else None,
+                    label=labels[i] + note if name == "train_loss" else None)
             ax.fill_between(epochs, mean - std, mean + std, color=colors[i], alpha=0.15, lw=0)
             values += list(mean)
             has_valid |= name == "valid_loss"
-        drawn.append(Line2D([], [], color=colors[i], lw=2, label=labels[i] + note))
+        entries += 1
     if not values:
         ax.text(0.5, 0.5, "no training history to show", transform=ax.transAxes, ha="center", va="center")
     if is_log_scaled(values):  # one wild curve (a first-epoch loss of 600) would flatten the others on a linear axis
@@ -276,13 +280,14 @@ def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list,
         ax.set_ylim(low, high)  # the ±std band of a curve near 0 must not stretch the axis down
         above = [v for v in values if v > high]
         cut = f"\n{len(above)} points above {high:.3g} are cut off (up to {max(above):.3g})" if above else ""
-    styles = [Line2D([], [], color="0.3", ls="-", label="train loss")]
-    styles += [Line2D([], [], color="0.3", ls="--", label="validation loss")] if has_valid else []
-    if drawn:
-        outside = len(drawn) > 6
-        ax.legend(handles=drawn + styles, fontsize=8, loc="upper left" if outside else "best",
-                  bbox_to_anchor=(1.01, 1) if outside else None, title="candidate", title_fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if entries:
+        ax.plot([], [], color="0.3", ls="-", label="train loss")  # line styles' legend entries
+        if has_valid:
+            ax.plot([], [], color="0.3", ls="--", label="validation loss")
+        outside = entries > 6
+        ax.legend(fontsize=8, loc="upper left" if outside else "best", bbox_to_anchor=(1.01, 1) if outside else None,
+                  title="candidate", title_fontsize=8)
+    ax.locator_params(axis="x", integer=True)  # epochs
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss: mean ± std over folds")
     ax.set_title("learning curves (mean over folds, band: ±1 std)" + cut, fontsize=10)
@@ -290,11 +295,13 @@ def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list,
 
 
 def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str], colors: list,
-                   num_classes: list[int], title: str = "") -> Figure:
+                   num_classes: list[int], title: str = "") -> "Figure":
     """The two-panel summary of a results frame: scores against the swept parameter, and learning curves.
 
     df: cv_results_ rows (index 0..n-1); curves, labels, colors, num_classes: one per row (curves: mean_curves() or None).
     """
+    from matplotlib.figure import Figure
+
     metric = results.metric_names(df)[0]
     labels, title = [plain_text(label) for label in labels], plain_text(title)
     n_folds = len([c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")])
@@ -307,8 +314,10 @@ def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str
     return fig
 
 
-def figure_bytes(fig: Figure) -> tuple[bytes, bytes]:
+def figure_bytes(fig: "Figure") -> tuple[bytes, bytes]:
     """The figure as (PNG, SVG) bytes; the SVG keeps its text as <text> elements, so titles stay searchable."""
+    from matplotlib import rc_context
+
     png, svg = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     fig.set_layout_engine("none")  # keep the layout the PNG got: the SVG is the same figure, and that saves its recomputation

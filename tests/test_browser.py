@@ -134,9 +134,9 @@ def test_job_folder_named_with_markup_stays_text(tiny_sweep, tmp_path):
     shutil.copytree(tiny_sweep, src, ignore=shutil.ignore_patterns("*.html", "summary.*"))
     results.job_dirs(src)[0].rename(src / PAYLOAD)
     report.write_report([src], src / "hiplot.html")
-    for name in ("hiplot.html", "hiplot_curves_folds.html"):
-        dom = rendered_dom(src / name, tmp_path)
-        assert '<img src="x"' not in dom and title(dom).startswith(str(src))
+    dom = rendered_dom(src / "hiplot_curves_folds.html", tmp_path)  # the page whose uids and rows were named by job folder
+    assert '<img src="x"' not in dom and title(dom) == f"{src} · learning curves per fold · mlp-sweep"
+    assert len(table_cells(dom)) > 1 and PAYLOAD not in open(src / "hiplot_curves_folds.html").read()
 
 
 def test_merged_folder_named_with_closing_script_tag_stays_text(tiny_sweep, tmp_path):

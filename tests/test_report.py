@@ -4,15 +4,16 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
-import sys
+import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY, run_cli
+from conftest import TINY, run_cli
 from src import figures, report, results
 
 
@@ -232,30 +233,19 @@ def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_swee
     assert curves["parameters_definition"]["train_loss"]["type"] == "numericlog"  # the wild curve does not flatten the rest
 
 
-def test_report_without_o_writes_under_outputs_compare(tiny_sweep, second_sweep, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "src.report", str(tiny_sweep), str(second_sweep)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr
+def test_report_without_o_writes_under_outputs_compare(tiny_sweep, second_sweep, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert report.main([str(tiny_sweep), str(second_sweep)]) == 0
     written = list((tmp_path / "outputs" / "compare").glob("*/*/hiplot.html"))
     assert len(written) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", "/".join(written[0].parent.parts[-2:]))
     assert {p.name for p in written[0].parent.iterdir()} == {"hiplot.html", "hiplot_curves.html", "hiplot_curves_folds.html", "summary.png", "summary.svg"}
-    assert str(written[0].parent.relative_to(tmp_path)) in proc.stdout
+    assert str(written[0].parent.relative_to(tmp_path)) in capsys.readouterr().out  # it says where
     assert not list(tmp_path.glob("*.html"))
 
 
 def test_report_of_a_folder_without_results_is_one_line(tmp_path):
     proc = run_cli(str(tmp_path), module="src.report")
     assert proc.returncode == 2 and "no cv_results.json there" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_truncated_results_are_one_line_exit_2(tiny_sweep, tmp_path):
-    shutil.copy(tiny_sweep / "cv_results.json", tmp_path / "cv_results.json")
-    text = (tmp_path / "cv_results.json").read_text()
-    (tmp_path / "cv_results.json").write_text(text[: len(text) // 2])
-    proc = run_cli(str(tmp_path), module="src.report")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert f"{tmp_path / 'cv_results.json'}: not valid JSON" in proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cv_results.json"]  # nothing written
 
 
 @pytest.fixture
@@ -278,10 +268,16 @@ def read_only_dir(tmp_path):
     folder.chmod(0o755)
 
 
-@pytest.mark.parametrize("case", ["empty_json", "output_is_a_folder", "read_only_folder"])
+@pytest.mark.parametrize("case", ["truncated_json", "empty_json", "output_is_a_folder", "read_only_folder"])
 def test_bad_report_input_is_one_line_exit_2(case, tiny_sweep, tmp_path, capsys, request):
     src, out = tiny_sweep, tmp_path / "out.html"
-    if case == "empty_json":
+    if case == "truncated_json":
+        src = tmp_path / "truncated"
+        src.mkdir()
+        text = (tiny_sweep / "cv_results.json").read_text()
+        (src / "cv_results.json").write_text(text[: len(text) // 2])
+        expected = f"{src / 'cv_results.json'}: not valid JSON"
+    elif case == "empty_json":
         src = tmp_path / "empty"
         src.mkdir()
         (src / "cv_results.json").write_text("{}")
@@ -333,3 +329,23 @@ def test_strings_from_configs_and_errors_are_escaped(hostile_results):
     assert "<img src=x" not in page and "</script><img" not in page
     rows = embedded_rows(page)
     assert {r["error"] for r in rows} == {html.escape(EVIL)} and {r["status"] for r in rows} == {"failed"}
+
+
+def test_a_signal_during_the_figure_is_delivered_after_it():
+    class Stop(BaseException):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    previous = signal.signal(signal.SIGINT, handler)
+    reached = False
+    try:
+        with pytest.raises(Stop):
+            with report.held_signals():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # without the hold, the handler raises here
+                reached = True
+        assert reached and signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)

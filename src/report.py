@@ -1,72 +1,168 @@
-"""HiPlot pages from saved results: one line per candidate, and the per-epoch learning curves.
+"""The report of saved results: a summary figure and three HiPlot pages, each a self-contained HTML file.
 
     python -m src.report DIR [DIR ...] [-o FILE]
 
 re-renders the report of one results folder (a sweep folder or a single run's folder), or merges
-several into one comparison page, with a `sweep` column that tells them apart.
+several into one comparison (a `sweep` column tells them apart; config keys that differ between
+them get param_* columns). Pages, for a report FILE (default hiplot.html):
+  FILE                   one line per candidate: parallel plot and table, the summary figure on top
+  <stem>_curves.html     learning curves, one line per candidate (the mean over folds)
+  <stem>_curves_folds.html  the same, one line per fold
+  summary.png/.svg       the summary figure (<stem>_summary.* when FILE is not hiplot.html)
 """
 import argparse
+import base64
+import contextlib
+import datetime
+import gc
 import html
 import json
+import math
 import re
+import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import hiplot as hip
 import pandas as pd
 
-from src import results
+from src import figures, results
 
 REPORT = "hiplot.html"
+STATUS_COLORS = {"ok": "rgb(44, 160, 44)", "diverged": "rgb(255, 127, 14)", "failed": "rgb(214, 39, 40)"}
+BOOKKEEPING = ("dur", "train_batch_count", "valid_batch_count", "train_loss_best", "valid_loss_best", "valid_acc_best")
+HIDDEN = ["uid", "from_uid"]
+GREY = "rgb(150, 150, 150)"
+CURVES_HELP = ('<p style="font-size:13px;margin:4px 0 0">Drag a rectangle on the plot to zoom in, click it to zoom out; '
+               "right-click a column title in the table to plot that column instead (valid_loss, valid_acc, ...).</p>")
+TABLE_CSS = "<style>.sample-rows-table td { white-space: nowrap; }</style>"  # a label per line, not one word per line
+
+
+class ReportError(ValueError):
+    """Input the report cannot be made from; the message names the file or value and what is expected."""
+
+
+def escaped(value):
+    """A value with every string in it, nested ones and dict keys included, HTML-escaped."""
+    value = results.plain(value)
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, dict):
+        return {html.escape(str(k)): escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escaped(v) for v in value]
+    return value
 
 
 def shown(values: dict) -> dict:
-    """A datapoint's values made safe for HiPlot: plain Python, and every string HTML-escaped.
+    """A datapoint's values made safe and readable for HiPlot: escaped, floats to 4 significant digits, NaN -> None.
 
-    HiPlot's table renders cells as HTML, so a param value or an error message holding markup would
-    run in the reader's browser; escaped, it shows as the text it is.
+    HiPlot's table renders cells as HTML, so markup in a param value or an error message (at any
+    depth of a list or dict) would run in the reader's browser; escaped, it shows as the text it is.
     """
     def one(v):
-        v = results.plain(v)
-        return html.escape(v) if isinstance(v, str) else v
+        v = escaped(v)
+        if isinstance(v, float):
+            return float(f"{v:.4g}") if math.isfinite(v) else None
+        return v
     return {html.escape(str(k)): one(v) for k, v in values.items()}
 
 
-def candidates_experiment(df: pd.DataFrame) -> hip.Experiment:
-    """One datapoint per candidate: swept params, split/mean/std/rank test scores, train mean, fit time."""
-    keep = [c for c in df.columns if c == "sweep" or c.startswith("param_")]
-    keep += [c for c in df.columns if c.startswith(("split", "mean_test_", "std_test_", "rank_test_")) and "_train_" not in c]
-    keep += [c for c in df.columns if c.startswith("mean_train_")] + ["mean_fit_time"]
-    keep += [c for c in ("status", "error") if c in df]
+def place_nulls(exp: hip.Experiment, columns: list[str]) -> list[str]:
+    """Keep the nulls (NaN) of numeric columns off the top of their axes; returns the columns to invert (drawn top-down).
+
+    HiPlot draws a null at the *top* of a numeric axis, and hides an axis with a single distinct
+    value. So where a column has two or more finite values its nulls are left out of the datapoints
+    (the line skips that axis; `status` says why); where it has one finite value and nulls, it is
+    made categorical and inverted, so the value sits on top and the nulls at the bottom.
+    """
+    invert = []
+    for col in columns:
+        cells = [dp.values.get(col) for dp in exp.datapoints]
+        numbers = [v for v in cells if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numbers or len(numbers) + cells.count(None) < len(cells):
+            continue  # not a numeric column
+        numbers = set(numbers)
+        if len(numbers) >= 2:
+            for dp in exp.datapoints:
+                if dp.values.get(col, 0) is None:
+                    del dp.values[col]
+        elif None in cells:
+            exp.parameters_definition[col] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors={"null": GREY})
+            invert.append(col)
+    return invert
+
+
+def candidates_experiment(df: pd.DataFrame, labels: list[str] | None = None) -> hip.Experiment:
+    """One datapoint per candidate: swept params, split/mean/std/rank test scores, train mean, fit time, status."""
+    metric = results.metric_names(df)[0]
+    labels = labels or figures.candidate_labels(df)
+    splits = [c for c in df.columns if c.startswith("split") and "_test_" in c]
+    keep = [c for c in df.columns if c == "sweep"] + sorted(c for c in df.columns if c.startswith("param_")) + splits
+    keep += [c for c in df.columns if c.startswith(("mean_test_", "std_test_", "rank_test_"))]
+    keep += [c for c in df.columns if c.startswith("mean_train_")] + ["mean_fit_time"] + [c for c in ("status", "error") if c in df]
+    ranks = [c for c in keep if c.startswith("rank_test_")]
+    width = len(str(len(df)))
     exp = hip.Experiment()
     for i, row in enumerate(df[keep].to_dict(orient="records")):
-        exp.datapoints.append(hip.Datapoint(uid=str(i), values=shown(row)))
-    metric = results.metric_names(df)[0]
+        # HiPlot sorts a categorical axis as text ("10" < "2"); padded with spaces, ranks sort as numbers
+        row.update({c: str(int(row[c])).rjust(width) for c in ranks})
+        exp.datapoints.append(hip.Datapoint(uid=str(i), values=shown({"candidate": labels[i], **row})))
+    numeric = [c for c in keep if c.startswith("param_")] + splits + [c for c in keep if c.startswith(("mean_", "std_"))]
+    invert = place_nulls(exp, [html.escape(c) for c in numeric])
+    for col in [c for c in keep if c.startswith("param_") and figures.is_log_scaled(df[c])]:
+        exp.parameters_definition[html.escape(col)].type = hip.ValueType.NUMERIC_LOG  # 32..256, 1e-3..1e-1: a grid in ratios
+    for col in ranks:  # categorical, rank 1 on top
+        exp.parameters_definition[html.escape(col)].type = hip.ValueType.CATEGORICAL
+    exp.parameters_definition["status"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=STATUS_COLORS)
+    exp.parameters_definition["candidate"].type = hip.ValueType.CATEGORICAL
     exp.colorby = f"mean_test_{metric}"
-    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"order": keep[::-1], "hide": ["uid", "from_uid", "error"]})  # HiPlot lays `order` out right to left
-    exp.display_data(hip.Displays.TABLE).update({"order_by": [[f"rank_test_{metric}", "asc"]], "hide": ["uid", "from_uid"]})
+    order = ["candidate"] + [html.escape(c) for c in keep]
+    hide = HIDDEN + ["candidate", "error"] + [html.escape(c) for c in splits]  # per-fold scores stay in the data and the table
+    exp.display_data(hip.Displays.PARALLEL_PLOT).update({
+        "order": order[::-1],  # HiPlot lays `order` out right to left
+        "hide": hide,
+        "invert": invert + [html.escape(c) for c in ranks],
+    })
+    exp.display_data(hip.Displays.TABLE).update({"order": order, "order_by": [[f"rank_test_{metric}", "asc"]], "hide": HIDDEN})
+    # HiPlot gives an axis only to a column with two or more values, and fails on a parallel plot with none (one candidate)
+    axes = [c for c in order if c not in hide and len({figures.key(dp.values.get(c)) for dp in exp.datapoints if c in dp.values}) > 1]
+    exp.enabledDisplays = ([hip.Displays.PARALLEL_PLOT] if axes else []) + [hip.Displays.TABLE]
     return exp
 
 
-def curves_experiment(histories: list[dict]) -> hip.Experiment:
-    """One datapoint per (candidate, fold, epoch), each linked to its previous epoch so the XY view draws curves."""
+def curves_experiment(lines: list[dict], colors: dict[str, str], per_fold: bool = False) -> hip.Experiment:
+    """One datapoint per line and epoch, each linked to its previous epoch, so HiPlot's XY plot draws curves.
+
+    lines: [{"values": {candidate, ...}, "epochs": [{"epoch": 1, "train_loss": ...}, ...]}, ...]; colors: label -> CSS colour.
+    """
     exp = hip.Experiment()
-    for h in histories:
-        prefix = f"{h.get('sweep', '')}/{h['job']}/fold{h['fold']}"
+    for line in lines:
         previous = None
-        for row in h["epochs"]:
-            uid = f"{prefix}/{row['epoch']}"
-            values = {**({"sweep": h["sweep"]} if "sweep" in h else {}), "job": h["job"], "fold": h["fold"]}
-            values.update({f"param_{k}": v for k, v in h["params"].items()})
-            values.update(row)
-            exp.datapoints.append(hip.Datapoint(uid=uid, from_uid=previous, values=shown(values)))
+        for row in line["epochs"]:
+            uid = str(len(exp.datapoints))  # by index: a uid is data, never a path
+            values = {k: v for k, v in shown({**line["values"], **row}).items() if v is not None}  # HiPlot's XY plot draws NaN at the top
+            exp.datapoints.append(hip.Datapoint(uid=uid, from_uid=previous, values=values))
             previous = uid
-    exp.colorby = "job"
-    bookkeeping = ["uid", "from_uid", "train_batch_count", "valid_batch_count", "train_loss_best", "valid_loss_best", "valid_acc_best"]
-    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": bookkeeping})
-    exp.display_data(hip.Displays.TABLE).update({"hide": bookkeeping})
-    exp.display_data(hip.Displays.XY).update({"axis_x": "epoch", "axis_y": "train_loss", "lines_thickness": 1.4, "dots_thickness": 2.0})
+    exp.parameters_definition["candidate"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors={html.escape(k): v for k, v in colors.items()})
+    columns = sorted({k for dp in exp.datapoints for k in dp.values})
+    for col in [c for c in columns if c.endswith(("_loss", "_loss_std"))]:
+        if figures.is_log_scaled(dp.values[col] for dp in exp.datapoints if col in dp.values):
+            exp.parameters_definition[col].type = hip.ValueType.NUMERIC_LOG  # one wild curve must not flatten the rest
+    exp.colorby = "candidate"
+    rank = next((c for c in columns if c.startswith("rank_test_")), None)
+    order = ["candidate", "sweep", "fold", "epoch", "train_loss", "valid_loss", "valid_acc"]
+    exp.display_data(hip.Displays.XY).update({
+        "axis_x": "epoch", "axis_y": "train_loss", "height": 620,
+        "lines_thickness": 1.4 if per_fold else 2.6, "lines_opacity": 0.75 if per_fold else 0.95,
+        "dots_thickness": 2.0 if per_fold else 3.2, "dots_opacity": 0.9,
+    })
+    order_by = ([[rank, "asc"]] if rank else []) + [["candidate", "asc"]] + ([["fold", "asc"]] if per_fold else []) + [["epoch", "asc"]]
+    exp.display_data(hip.Displays.TABLE).update({"order": [c for c in order if c in columns], "order_by": order_by, "hide": HIDDEN})
+    exp.enabledDisplays = [hip.Displays.XY, hip.Displays.TABLE]
     return exp
 
 
@@ -78,8 +174,74 @@ def read_histories(results_dir: Path) -> list[dict]:
         path = directory / results.HISTORY
         if path.is_file():
             job = "0" if directory == results_dir else directory.name
-            found += [{**h, "job": job} for h in json.loads(path.read_text())]
+            found += [{**h, "job": job} for h in load_json(path)]
     return found
+
+
+def read_job_configs(results_dir: Path) -> dict[str, dict]:
+    """The resolved config (job.json's `config`) of each job in a results folder, by its candidate's params."""
+    found = {}
+    for directory in [Path(results_dir), *results.job_dirs(results_dir)]:
+        job, rows = directory / results.JOB, directory / f"{results.CV_RESULTS}.json"
+        if job.is_file() and rows.is_file():
+            config = load_json(job).get("config") or {}
+            found.update({figures.key(p): config for p in load_json(rows).get("params", [])})
+    return found
+
+
+def load_json(path: Path):
+    """A JSON file's content; a truncated or invalid file is a ReportError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: not valid JSON ({e}); the file is damaged or truncated: rerun the job, or leave this folder out") from None
+
+
+def read_results(results_dir: Path) -> pd.DataFrame:
+    """A results folder's cv_results.json as a DataFrame, checked to hold cv_results_ columns."""
+    path = Path(results_dir) / f"{results.CV_RESULTS}.json"
+    columns = load_json(path)
+    if not isinstance(columns, dict) or "params" not in columns or not any(k.startswith("mean_test_") for k in columns):
+        raise ReportError(f"{path}: holds no cv_results_ columns (needs params, mean_test_<metric>, std_test_<metric>, "
+                          "rank_test_<metric>); give a folder written by src.sweep")
+    try:
+        df = results.read_cv_results(results_dir)
+    except (ValueError, TypeError) as e:
+        raise ReportError(f"{path}: its columns do not form a table ({e}); give a folder written by src.sweep") from None
+    if df.empty:
+        raise ReportError(f"{path}: holds no candidates")
+    return df
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as {"module.num_units": 64, ...}."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def add_config_columns(frames: list[pd.DataFrame], configs: list[list[dict]]) -> list[pd.DataFrame]:
+    """For each config key whose values differ between the merged sweeps, a param_<key with __> column.
+
+    A sweep that already has the column (it swept that key) keeps its values; only missing cells are filled.
+    """
+    flats = [[flat(c) for c in rows] for rows in configs]
+    names = sorted({k for rows in flats for c in rows for k in c})
+    differing = [k for k in names if len({frozenset(figures.key(c.get(k)) for c in rows) for rows in flats}) > 1]
+    out = []
+    for df, rows in zip(frames, flats):
+        df = df.copy()
+        for k in differing:
+            col, values = "param_" + k.replace(".", "__"), [c.get(k) for c in rows]
+            if col in df:
+                values = [v if figures.is_missing(old) else old for old, v in zip(df[col], values)]
+            df[col] = pd.Series(values, index=df.index, dtype=object)
+        out.append(df)
+    return out
 
 
 def curves_path(out: Path) -> Path:
@@ -87,29 +249,158 @@ def curves_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_curves.html")
 
 
-def write_report(results_dirs: list[Path], out: Path) -> Path:
-    """Render the candidates page at `out` and the learning curves beside it; returns `out`."""
-    results_dirs = [Path(d) for d in results_dirs]
-    frames, histories = [], []
+def folds_path(out: Path) -> Path:
+    """Where the per-fold learning-curves page of report `out` goes: `<stem>_curves_folds.html`."""
+    return out.with_name(f"{out.stem}_curves_folds.html")
+
+
+def summary_paths(out: Path) -> tuple[Path, Path]:
+    """The summary figure's PNG and SVG beside report `out`: summary.*, or <stem>_summary.* for another report name."""
+    stem = "summary" if out.name == REPORT else f"{out.stem}_summary"
+    return out.with_name(f"{stem}.png"), out.with_name(f"{stem}.svg")
+
+
+def page(exp: hip.Experiment, title: str, header: str) -> str:
+    """HiPlot's self-contained page with our title and header, and `</` escaped in its embedded JSON.
+
+    Every string is HTML-escaped before HiPlot sees it; escaping `</` and `<!--` in the JSON that
+    HiPlot writes into its <script> keeps any that slipped through from closing the script.
+    """
+    text = exp.to_html()
+    text = text.replace("<title>HiPlot</title>", f"<title>{html.escape(title)}</title>", 1)
+    text = re.sub(r"(Object\.assign\(options, eval\('\(' \+ )(\".*?\")( \+ '\)'\)\);)",
+                  lambda m: m[1] + m[2].replace("</", "<\\/").replace("<!--", "\\u003c!--") + m[3], text, count=1)
+    return re.sub(r"<body[^>]*>", lambda m: m[0] + header, text, count=1)
+
+
+def header(title: str, links: list[tuple[str, Path | None]], extra: str = "") -> str:
+    """The block above HiPlot: the page's title, links to the other pages (None: this page), and `extra` HTML."""
+    nav = " · ".join(f"<b>{html.escape(text)}</b>" if target is None else f'<a href="{html.escape(quote(target.name))}">{html.escape(text)}</a>'
+                     for text, target in links)
+    return (f'<header style="font-family:sans-serif;margin:10px 14px">'
+            f'{TABLE_CSS}<h1 style="font-size:20px;margin:0 0 6px">{html.escape(title)}</h1><nav style="font-size:15px">{nav}</nav>{extra}</header>')
+
+
+def legend(labels: list[str], colors: list[str], status: list[str]) -> str:
+    """An HTML legend: a colour swatch and the label of each candidate, as the curves are coloured."""
+    items = "".join(f'<span style="display:inline-block;margin:2px 14px 2px 0;white-space:nowrap">'
+                    f'<span style="display:inline-block;width:22px;height:5px;margin:0 6px 3px 0;background:{c}"></span>'
+                    f'{html.escape(label)}{"" if s == "ok" else " (" + html.escape(s) + ")"}</span>'
+                    for label, c, s in zip(labels, colors, status))
+    return f'<div class="candidate-legend" style="font-size:14px;margin-top:8px">{items}</div>'
+
+
+def curve_lines(df: pd.DataFrame, labels: list[str], folds: list[list[dict]], curves: list[dict | None]) -> tuple[list[dict], list[dict]]:
+    """The lines of the two curves pages: per candidate its mean over folds, and per fold its own history."""
+    metric = results.metric_names(df)[0]
+    mean_lines, fold_lines = [], []
+    for i, row in enumerate(df.to_dict(orient="records")):
+        values = {"candidate": labels[i], **({"sweep": row["sweep"]} if "sweep" in row else {}),
+                  f"rank_test_{metric}": row[f"rank_test_{metric}"], **{c: row[c] for c in df.columns if c.startswith("param_")}}
+        if curves[i]:
+            rows = {}  # epoch -> its mean/std of every history entry, and how many folds reached it
+            for entry, (epochs, mean, std) in curves[i].items():
+                for e, m, s in zip(epochs.tolist(), mean.tolist(), std.tolist()):
+                    rows.setdefault(e, {"epoch": e, "folds": sum(len(h["epochs"]) >= e for h in folds[i])}).update({entry: m, f"{entry}_std": s})
+            mean_lines.append({"values": values, "epochs": [rows[e] for e in sorted(rows)]})
+        for h in folds[i]:
+            epochs = [{k: v for k, v in r.items() if k not in BOOKKEEPING} for r in h["epochs"]]
+            fold_lines.append({"values": {**values, "fold": h["fold"]}, "epochs": epochs})
+    return mean_lines, fold_lines
+
+
+def figure_block(png: bytes, png_path: Path, svg_path: Path) -> str:
+    """The summary figure embedded as a data URI (the page stays one file), linking the SVG and PNG beside it."""
+    svg_href, png_href = html.escape(quote(svg_path.name)), html.escape(quote(png_path.name))
+    return (f'<figure style="margin:10px 0 0"><a href="{svg_href}"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+            'style="max-width:100%" alt="Summary: score against the swept parameter, and learning curves"></a>'
+            f'<figcaption style="font-size:13px">Summary figure: <a href="{svg_href}">{html.escape(svg_path.name)}</a>, '
+            f'<a href="{png_href}">{html.escape(png_path.name)}</a>. Below, one line per candidate: drag along an axis to select, '
+            "click an axis title to flip it. Unscored candidates (diverged, failed) are told apart by <code>status</code> "
+            "and skip the score axes.</figcaption></figure>")
+
+
+@contextlib.contextmanager
+def held_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C and SIGTERM while a figure is drawn and freed, and deliver them afterwards.
+
+    matplotlib frees its objects through weakref callbacks, and Python ignores an exception raised
+    in one: a sweep's Ctrl-C handler that raises there would be lost (2 signals in 80, measured).
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+    caught = []
+    previous = {n: signal.signal(n, lambda signum, frame: caught.append(signum)) for n in signums}
+    gc.freeze()  # what lived before is not scanned again: the collection below takes ms, not 0.2 s, beside torch
+    try:
+        yield
+        gc.collect()  # the figure's objects die here, while the signals are held
+    finally:
+        gc.unfreeze()
+        for n, handler in previous.items():
+            signal.signal(n, handler)
+        for n in dict.fromkeys(caught):
+            signal.raise_signal(n)  # now the sweep's own handler runs, in plain code
+
+
+def read_merged(results_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    """The candidates of one or several results folders, each row's resolved config, and every fold history.
+
+    Merged folders get a `sweep` column, a column per config key that differs between them, and ranks over all rows.
+    """
+    merge = len(results_dirs) > 1
+    frames, configs, histories = [], [], []
     for d in results_dirs:
-        df, hs = results.read_cv_results(d), read_histories(d)
-        if len(results_dirs) > 1:
+        df, by_params = read_results(d), read_job_configs(d)
+        if merge:
             df.insert(0, "sweep", str(d))
-            hs = [{**h, "sweep": str(d)} for h in hs]
         frames.append(df)
-        histories += hs
+        configs.append([by_params.get(figures.key(p), {}) for p in df["params"]])
+        histories += [{**h, "sweep": str(d)} if merge else h for h in read_histories(d)]
+    if merge:
+        frames = add_config_columns(frames, configs)
     df = pd.concat(frames, ignore_index=True)
-    if len(results_dirs) > 1:
-        df = results.rank(df)
-    out = Path(out)
-    curves = curves_path(out)
-    page = candidates_experiment(df).to_html()
-    if any(h["epochs"] for h in histories):  # none when every job failed before its first epoch
-        results.atomic_write(curves, curves_experiment(histories).to_html())
-        link = (f'<p style="margin:8px;font-family:sans-serif"><a href="{html.escape(quote(curves.name))}">'
-                f"Learning curves: per-epoch training history of every candidate and fold</a></p>")
-        page = re.sub(r"<body[^>]*>", lambda m: m.group(0) + link, page, count=1)
-    results.atomic_write(out, page)
+    return (results.rank(df) if merge else df), [c for rows in configs for c in rows], histories
+
+
+def write_report(results_dirs: list[Path], out: Path) -> Path:
+    """Render the summary figure, the candidates page at `out` and the learning-curves pages beside it; returns `out`."""
+    results_dirs, out = [Path(d) for d in results_dirs], Path(out)
+    df, configs, histories = read_merged(results_dirs)
+    num_classes = [int(c.get("module", {}).get("num_classes", 10)) for c in configs]
+    labels = figures.candidate_labels(df, num_classes, [c.get("module", {}).get("num_units") for c in configs])
+    colors = figures.candidate_colors(len(df))
+    status = list(df["status"]) if "status" in df else ["ok"] * len(df)
+    folds = [[h for h in histories if (h.get("sweep"), figures.key(h["params"])) == (row.get("sweep"), figures.key(row["params"]))]
+             for row in df.to_dict(orient="records")]
+    curves = [figures.mean_curves(f) if f else None for f in folds]
+
+    name = " + ".join(str(d) for d in results_dirs)
+    with held_signals():
+        png, svg = figures.figure_bytes(figures.summary_figure(df, curves, labels, colors, num_classes, title=f"mlp-sweep: {name}"))
+    png_path, svg_path = summary_paths(out)
+    has_curves = any(h["epochs"] for h in histories)  # none when every job failed before its first epoch
+    links = [("Candidates", out)] + ([("Learning curves (mean over folds)", curves_path(out)), ("per fold", folds_path(out))] if has_curves else [])
+
+    def nav(this: Path) -> list[tuple[str, Path | None]]:
+        return [(text, None if path == this else path) for text, path in links]
+
+    pages = {out: page(candidates_experiment(df, labels), f"{name} · candidates · mlp-sweep",
+                       header(f"mlp-sweep report: {name}", nav(out), figure_block(png, png_path, svg_path)))}
+    if has_curves:
+        css = [figures.css_rgb(c) for c in colors]
+        key = legend(labels, css, status) + CURVES_HELP
+        mean_lines, fold_lines = curve_lines(df, labels, folds, curves)
+        pages[curves_path(out)] = page(curves_experiment(mean_lines, dict(zip(labels, css))), f"{name} · learning curves · mlp-sweep",
+                                       header(f"Learning curves, mean over folds: {name}", nav(curves_path(out)), key))
+        pages[folds_path(out)] = page(curves_experiment(fold_lines, dict(zip(labels, css)), per_fold=True),
+                                      f"{name} · learning curves per fold · mlp-sweep",
+                                      header(f"Learning curves, one line per fold: {name}", nav(folds_path(out)), key))
+    results.atomic_write(png_path, png)
+    results.atomic_write(svg_path, svg)
+    for path in reversed(pages):  # the candidates page last: what it links to is already there
+        results.atomic_write(path, pages[path])
     return out
 
 
@@ -125,20 +416,52 @@ def print_outcome(results_dir: Path) -> bool:
     return summary is not None
 
 
+def output_path(dirs: list[Path], output: Path | None, now: datetime.datetime | None = None) -> Path:
+    """Where the report goes: -o, else DIR/hiplot.html for one folder, else outputs/compare/<date>/<time>/hiplot.html."""
+    if output is not None:
+        return output
+    if len(dirs) == 1:
+        return dirs[0] / REPORT
+    now = now or datetime.datetime.now()
+    return Path("outputs", "compare", now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S"), REPORT)
+
+
+def check_output(out: Path, create: bool) -> None:
+    """Refuse an output that is a folder, or whose folder is missing (unless `create`) or cannot be written."""
+    if out.is_dir():
+        raise ReportError(f"-o {out}: is a folder; give the path of an HTML file, e.g. -o {out / REPORT}")
+    if create:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ReportError(f"{out.parent}: cannot create this output folder ({e.strerror})") from None
+    if not out.parent.is_dir():
+        raise ReportError(f"-o {out}: folder {out.parent} does not exist; create it or choose another -o")
+    try:  # the real test: the permission bits say nothing for root, or on a read-only mount
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as e:
+        raise ReportError(f"-o {out}: cannot write in folder {out.parent} ({e.strerror}); choose a writable folder with -o") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: re-render or merge reports from saved results folders."""
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results folder(s) holding cv_results.json")
-    parser.add_argument("-o", "--output", type=Path, help=f"output HTML file (default: DIR/{REPORT} for one folder, ./{REPORT} for several)")
+    parser.add_argument("-o", "--output", type=Path, help=f"output HTML file (default: DIR/{REPORT} for one folder, "
+                        f"outputs/compare/<date>/<time>/{REPORT} for several)")
     args = parser.parse_args(argv)
-    for d in args.dirs:
-        if not (d / f"{results.CV_RESULTS}.json").is_file():
-            parser.error(f"DIR={d}: no {results.CV_RESULTS}.json there; give a sweep folder or a run folder of src.sweep")
-    out = args.output or (args.dirs[0] / REPORT if len(args.dirs) == 1 else Path(REPORT))
-    if not out.parent.is_dir():
-        parser.error(f"-o {out}: folder {out.parent} does not exist")
-    write_report(args.dirs, out)
-    print(f"wrote {out} and {curves_path(out)}")
+    try:
+        for d in args.dirs:
+            if not (d / f"{results.CV_RESULTS}.json").is_file():
+                raise ReportError(f"DIR={d}: no {results.CV_RESULTS}.json there; give a sweep folder or a run folder of src.sweep")
+        out = output_path(args.dirs, args.output)
+        check_output(out, create=args.output is None)
+        write_report(args.dirs, out)
+    except (ReportError, OSError) as e:
+        print(f"Error: {e}" if isinstance(e, ReportError) else f"Error: cannot write the report: {e}", file=sys.stderr)
+        return 2
+    written = [p for p in (out, curves_path(out), folds_path(out), *summary_paths(out)) if p.is_file()]
+    print(f"wrote {out.parent}/: {', '.join(p.name for p in written)}")
     return 0
 
 

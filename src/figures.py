@@ -1,0 +1,326 @@
+"""The summary figure of a sweep (summary.png / summary.svg), and how every view names, colours and scales candidates.
+
+Left panel: mean ± std test score against the swept parameter, best candidate called out.
+Right panel: learning curves, the mean over folds per candidate with a ±std band.
+Drawn with matplotlib's object-oriented API (`Figure`, rendered by Agg for PNG), never pyplot, so no
+GUI backend or global figure state is involved when a sweep job or `python -m src.report` draws it.
+matplotlib is imported where a figure is drawn, not with this module: every `python -m src.sweep`
+imports the report, and one that stops at a config error never draws (that saves it 0.5 s).
+"""
+import io
+import json
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from src import results
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LOG_RATIO = 8  # positive values whose max/min reaches this (32..256, 1e-3..1e-1) get a log axis
+MARKERS = "osD^vP*X"
+
+
+def is_log_scaled(values) -> bool:
+    """True if the finite values are all positive and span a factor of LOG_RATIO or more."""
+    x = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+    x = x[np.isfinite(x)]
+    return len(x) > 1 and x.min() > 0 and x.max() / x.min() >= LOG_RATIO
+
+
+def key(value) -> str:
+    """A hashable, comparable form of a cell value (lists and dicts as sorted JSON)."""
+    return json.dumps(results.plain(value), sort_keys=True, default=str)
+
+
+def swept_params(df: pd.DataFrame) -> list[str]:
+    """The param_* columns that take more than one value (a NaN or missing cell counts as a value)."""
+    return [c for c in df.columns if c.startswith("param_") and len({key(v) for v in df[c]}) > 1]
+
+
+def architecture(num_units: int, num_classes: int = 10) -> str:
+    """The layer sizes model.NeuralNet builds: [num_units, num_units // 2, num_classes]."""
+    return f"[{int(num_units)}, {int(num_units) // 2}, {int(num_classes)}]"
+
+
+def param_names(columns: list[str]) -> dict[str, str]:
+    """param_optimizer__lr -> lr: the last part of each routed name, or all of it where two share it (cv__shuffle, train__shuffle)."""
+    last = [c.removeprefix("param_").split("__")[-1] for c in columns]
+    return {c: name if last.count(name) == 1 else c.removeprefix("param_") for c, name in zip(columns, last)}
+
+
+def value_text(column: str, value, num_classes: int = 10, name: str | None = None) -> str:
+    """How a param value is written in labels: an architecture for num_units, else name=value."""
+    if column == "param_module__num_units" and isinstance(value, (int, float)) and math.isfinite(value):
+        return architecture(value, num_classes)
+    if isinstance(value, float):
+        value = f"{value:.4g}"
+    return f"{name or param_names([column])[column]}={value}"
+
+
+def candidate_labels(df: pd.DataFrame, num_classes: list[int] | None = None, num_units: list[int | None] | None = None) -> list[str]:
+    """One label per row that tells the candidates apart: the swept values, prefixed by the sweep in a merge.
+
+    With nothing swept (a single run), a row is named by its architecture, from num_units (its config's) if given.
+    """
+    num_classes = num_classes or [10] * len(df)
+    num_units = num_units or [None] * len(df)
+    swept = swept_params(df)
+    sweeps = None
+    if "sweep" in df and df["sweep"].nunique() > 1:  # the sweep's name stands for what is constant within each sweep
+        sweeps = short_names(df["sweep"])
+        swept = [c for c in swept if any(len({key(v) for v in rows[c]}) > 1 for _, rows in df.groupby("sweep"))]
+    names = param_names(swept)
+    labels = []
+    for i, row in enumerate(df.to_dict(orient="records")):
+        parts = [value_text(c, row[c], num_classes[i], names[c]) for c in swept if not is_missing(row[c])]
+        units = row.get("param_module__num_units", num_units[i])
+        if not parts and units is not None and not is_missing(units):
+            parts = [architecture(units, num_classes[i])]
+        label = ", ".join(parts) or f"candidate {i}"
+        labels.append(f"{sweeps[row['sweep']]}: {label}" if sweeps else label)
+    # two rows that still share a label (a param outside the grid differs) get their row number
+    return [f"{label} #{i}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+
+
+def short_names(paths) -> dict[str, str]:
+    """Each distinct path -> its shortest tail of folder names that no other path shares (a/b/s1 -> s1)."""
+    paths = sorted({str(p) for p in paths})
+    parts = {p: p.rstrip("/").split("/") for p in paths}
+    for n in range(1, max((len(v) for v in parts.values()), default=1) + 1):
+        tails = {p: "/".join(v[-n:]) for p, v in parts.items()}
+        if len(set(tails.values())) == len(tails):
+            return tails
+    return {p: p for p in paths}
+
+
+def candidate_colors(n: int) -> list[tuple[float, float, float]]:
+    """n distinct RGB colours (tab10, or tab20 beyond 10 candidates, cycled beyond 20)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap.colors[i % len(cmap.colors)][:3] for i in range(n)]
+
+
+def css_rgb(color: tuple[float, float, float]) -> str:
+    """An RGB tuple in 0..1 as CSS rgb(r, g, b), the form HiPlot's categorical colours need."""
+    return "rgb({}, {}, {})".format(*(round(255 * c) for c in color))
+
+
+def mean_curves(histories: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per history entry (train_loss, valid_loss, ...): (epochs, mean over folds, std over folds).
+
+    Folds can have different lengths (a diverged fold stops early): each epoch averages the folds
+    that reached it, and NaN (a diverged loss, stored as null) is left out of the mean.
+    """
+    names = sorted({k for h in histories for row in h["epochs"] for k, v in row.items()
+                    if isinstance(v, (int, float, type(None))) and k not in ("epoch", "dur") and not k.endswith(("_best", "_count"))})
+    n_epochs = max((len(h["epochs"]) for h in histories), default=0)
+    out = {}
+    for name in names:
+        grid = np.full((len(histories), n_epochs), np.nan)  # (folds, epochs)
+        for i, h in enumerate(histories):
+            for j, row in enumerate(h["epochs"]):
+                grid[i, j] = np.nan if row.get(name) is None else row[name]
+        seen = np.isfinite(grid).any(axis=0)
+        if not seen.any():
+            continue
+        out[name] = (np.arange(1, n_epochs + 1)[seen], np.nanmean(grid[:, seen], axis=0), np.nanstd(grid[:, seen], axis=0))
+    return out
+
+
+def plain_text(text: str) -> str:
+    """Text that matplotlib draws as it is: a `$` would otherwise start mathtext (and a bad one raises)."""
+    return str(text).replace("$", r"\$")
+
+
+def is_missing(value) -> bool:
+    """None or NaN: a cell with no value."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def is_numeric(values) -> bool:
+    """True if every value is an int or float (not a bool) and none is missing: a column a numeric axis can show."""
+    values = list(values)
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and not is_missing(v) for v in values)
+
+
+def x_param(df: pd.DataFrame, swept: list[str]) -> str | None:
+    """The parameter on the score panel's x axis: num_units if swept, else the first numeric swept param."""
+    if "param_module__num_units" in swept:
+        return "param_module__num_units"
+    return ([c for c in swept if is_numeric(df[c])] or swept or [None])[0]
+
+
+def best_callout(df: pd.DataFrame, labels: list[str], metric: str) -> str:
+    """The best candidate, its score, and its margin over the next-best in units of their pooled fold std."""
+    scored = df[f"mean_test_{metric}"].notna()
+    if not scored.any():
+        return "no candidate was scored"
+    order = df[scored].sort_values([f"rank_test_{metric}", f"mean_test_{metric}"], ascending=[True, False], kind="stable").index
+    best = order[0]
+    mean, std = df.at[best, f"mean_test_{metric}"], df.at[best, f"std_test_{metric}"]
+    text = f"best: {labels[best]}  {mean:.4g} ± {std:.2g}"
+    if len(order) == 1:
+        return text + " (the only scored candidate)"
+    second = order[1]
+    margin = mean - df.at[second, f"mean_test_{metric}"]
+    pooled = math.sqrt((std ** 2 + df.at[second, f"std_test_{metric}"] ** 2) / 2)  # fold-to-fold spread of the two
+    sigmas = f"{margin / pooled:.2f} σ" if pooled > 0 else "σ = 0"
+    return text + f"\n+{margin:.3g} = {sigmas} over the next-best, {labels[second]}"
+
+
+def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels: list[str], num_classes: list[int]) -> pd.Series:
+    """Set up the score panel's x axis and return each row's x position.
+
+    A numeric param is placed by value (log where it spans decades) with a tick per value, num_units
+    written as architectures; anything else (or the candidates, with nothing swept) by sorted category.
+    """
+    if x_col is not None and is_numeric(df[x_col]):
+        xs = df[x_col].astype(float)
+        values = sorted(xs[scored.index].unique())
+        if is_log_scaled(values):
+            ax.set_xscale("log")
+        ax.minorticks_off()  # a log axis would add unlabelled ticks between the values
+        classes = dict(zip(xs[scored.index], [num_classes[i] for i in scored.index]))  # value -> its candidates' num_classes
+        arch = x_col == "param_module__num_units"
+        ax.set_xticks(values, [architecture(v, classes[v]) if arch else f"{v:.4g}" for v in values],
+                      rotation=20 if len(values) > 3 else 0, ha="right" if len(values) > 3 else "center")
+        ax.set_xlabel("architecture [num_units, num_units // 2, num_classes]" if arch else x_col.removeprefix("param_"))
+        return xs
+    names = df[x_col].map(key) if x_col else pd.Series(labels, index=df.index)
+    ticks = sorted(names[scored.index].unique())
+    ax.set_xticks(range(len(ticks)), [plain_text(json.loads(t)) if x_col else t for t in ticks], rotation=20, ha="right")
+    ax.set_xlabel(x_col.removeprefix("param_") if x_col else "candidate")
+    return names.map({t: i for i, t in enumerate(ticks)}).astype(float)
+
+
+def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_classes: list[int], metric: str, n_folds: int) -> None:
+    """Mean ± std test score against the swept parameter; unscored candidates left out and named in a note."""
+    mean, std = f"mean_test_{metric}", f"std_test_{metric}"
+    swept = swept_params(df)
+    x_col = x_param(df, swept)
+    series_cols = (["sweep"] if "sweep" in df and df["sweep"].nunique() > 1 else []) + [c for c in swept if c != x_col]
+    scored = df[df[mean].notna()]
+    xs = x_axis(ax, df, x_col, scored, labels, num_classes)
+    connect = x_col is not None and is_numeric(df[x_col])  # a line between categories would suggest an order they do not have
+    sweeps = short_names(df["sweep"]) if "sweep" in series_cols else {}
+    names = param_names(swept)
+    groups = list(scored.groupby([scored[c].map(key) for c in series_cols], sort=True)) if series_cols else [((), scored)]
+    for k, (_, rows) in enumerate(groups):
+        rows = rows.assign(_x=xs[rows.index]).sort_values("_x")
+        marker = MARKERS[k % len(MARKERS)]
+        if connect:
+            ax.plot(rows["_x"], rows[mean], color="0.6", lw=1, ls="-" if k == 0 else (0, (4, 2 + k)), zorder=1)
+        for i, row in rows.iterrows():
+            ax.errorbar(row["_x"], row[mean], yerr=row[std], fmt=marker, ms=7, color=colors[i], capsize=4, zorder=2)
+        if len(groups) > 1:
+            text = ", ".join(value_text(c, rows.iloc[0][c], name=names[c]) for c in series_cols if c != "sweep")
+            text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
+            ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
+    if len(groups) > 1:
+        ax.legend(fontsize=8, loc="best", title="series", title_fontsize=8)
+    if len(scored):
+        best = scored.sort_values([f"rank_test_{metric}", mean], ascending=[True, False], kind="stable").index[0]
+        ax.plot(xs[best], scored.at[best, mean], "o", ms=18, mfc="none", mec="black", mew=1.5, zorder=3)
+        ax.annotate("best", (xs[best], scored.at[best, mean]), xytext=(12, 10), textcoords="offset points", fontsize=9)
+    else:
+        ax.set_yticks([])
+    unscored = df.index.difference(scored.index)
+    if len(unscored):
+        named = "; ".join(f"{labels[i]} ({df.at[i, 'status']})" if "status" in df else labels[i] for i in unscored[:4])
+        more = f" and {len(unscored) - 4} more" if len(unscored) > 4 else ""
+        ax.margins(y=0.14)  # room at the bottom for the note
+        ax.text(0.01, 0.01, f"not scored, left out: {named}{more}", transform=ax.transAxes, fontsize=8, color="tab:red",
+                va="bottom", ha="left", wrap=True, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    ax.set_ylabel(f"{metric}: mean ± std over {n_folds} folds")
+    ax.set_title(f"{metric} (cross-validated) vs {ax.get_xlabel().split(' [')[0]}\n{best_callout(df, labels, metric)}", fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def log_limits(values: list[float], decades: float = 4) -> tuple[float, float]:
+    """y limits of a log axis: the data's range, but where it spans more than `decades` the top is cut at
+    Tukey's far-out fence (Q3 + 3 IQR of log10 values), so a few exploding points leave the rest readable."""
+    logs = np.log10([v for v in values if v > 0 and math.isfinite(v)])
+    top = logs.max()
+    if top - logs.min() > decades:
+        q1, q3 = np.percentile(logs, [25, 75])
+        top = min(top, q3 + 3 * max(q3 - q1, 0.1))
+    return 10 ** (logs.min() - 0.05), 10 ** (top + 0.05)
+
+
+def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list, status: list[str]) -> None:
+    """Learning curves: per candidate the mean over folds (line) and ±std (band); validation loss dashed."""
+    entries, values, has_valid, cut = 0, [], False, ""
+    for i, c in enumerate(curves):
+        note = f" ({status[i]})" if status[i] != "ok" else ""
+        if not c or "train_loss" not in c:
+            if c is not None:  # it trained, but no epoch ended with a finite loss
+                ax.plot([], [], color=colors[i], lw=2, ls=":", label=f"{labels[i]}{note}: no finite loss")
+                entries += 1
+            continue
+        for name, style in (("train_loss", "-"), ("valid_loss", "--")):
+            if name not in c:
+                continue
+            epochs, mean, std = c[name]
+            ax.plot(epochs, mean, ls=style, color=colors[i], lw=1.8, marker="." if len(epochs) < 3 else None,
+                    label=labels[i] + note if name == "train_loss" else None)
+            ax.fill_between(epochs, mean - std, mean + std, color=colors[i], alpha=0.15, lw=0)
+            values += list(mean)
+            has_valid |= name == "valid_loss"
+        entries += 1
+    if not values:
+        ax.text(0.5, 0.5, "no training history to show", transform=ax.transAxes, ha="center", va="center")
+    if is_log_scaled(values):  # one wild curve (a first-epoch loss of 600) would flatten the others on a linear axis
+        ax.set_yscale("log")
+        low, high = log_limits(values)
+        ax.set_ylim(low, high)  # the ±std band of a curve near 0 must not stretch the axis down
+        above = [v for v in values if v > high]
+        cut = f"\n{len(above)} points above {high:.3g} are cut off (up to {max(above):.3g})" if above else ""
+    if entries:
+        ax.plot([], [], color="0.3", ls="-", label="train loss")  # line styles' legend entries
+        if has_valid:
+            ax.plot([], [], color="0.3", ls="--", label="validation loss")
+        outside = entries > 6
+        ax.legend(fontsize=8, loc="upper left" if outside else "best", bbox_to_anchor=(1.01, 1) if outside else None,
+                  title="candidate", title_fontsize=8)
+    ax.locator_params(axis="x", integer=True)  # epochs
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss: mean ± std over folds")
+    ax.set_title("learning curves (mean over folds, band: ±1 std)" + cut, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str], colors: list,
+                   num_classes: list[int], title: str = "") -> "Figure":
+    """The two-panel summary of a results frame: scores against the swept parameter, and learning curves.
+
+    df: cv_results_ rows (index 0..n-1); curves, labels, colors, num_classes: one per row (curves: mean_curves() or None).
+    """
+    from matplotlib.figure import Figure
+
+    metric = results.metric_names(df)[0]
+    labels, title = [plain_text(label) for label in labels], plain_text(title)
+    n_folds = len([c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")])
+    fig = Figure(figsize=(15, 5.4), layout="constrained")
+    score_ax, curves_ax = fig.subplots(1, 2, width_ratios=[1, 1.15])
+    score_panel(score_ax, df, labels, colors, num_classes, metric, n_folds)
+    curves_panel(curves_ax, curves, labels, colors, list(df["status"]) if "status" in df else ["ok"] * len(df))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def figure_bytes(fig: "Figure") -> tuple[bytes, bytes]:
+    """The figure as (PNG, SVG) bytes; the SVG keeps its text as <text> elements, so titles stay searchable."""
+    from matplotlib import rc_context
+
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    fig.set_layout_engine("none")  # keep the layout the PNG got: the SVG is the same figure, and that saves its recomputation
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "mlp-sweep"}):  # fixed ids: the same results give the same file
+        fig.savefig(svg, format="svg", metadata={"Date": None})
+    return png.getvalue(), svg.getvalue()

@@ -6,8 +6,10 @@ from conftest import ROOT, run_cli
 from src.config import ConfigError, preflight
 from src.job import prepare, swept_params
 
+# groups without a default are added with +group=option: named sweeps and loggers
+ADDED = {"sweeps", "logger"}
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir()
-          if group.is_dir() and group.name != "sweeps"}  # named sweeps are added with +sweeps=NAME
+          if group.is_dir() and group.name not in ADDED}
 OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
 NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweeps").glob("*.yaml"))
 
@@ -139,5 +141,7 @@ def test_cuda_without_a_gpu_is_rejected_before_anything_runs(tmp_path):
 
 def test_schema_accepts_every_shipped_config(compose_cfg, data_for):
     from src.config import settings_of, check
-    for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS]:
+    loggers = [f"+logger={p.stem}" for p in (ROOT / "conf" / "logger").glob("*.yaml")]
+    assert len(loggers) == 2
+    for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS] + loggers:
         check(settings_of(compose_cfg(option, *data_for.get(option, []))))

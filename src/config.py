@@ -7,32 +7,37 @@ equal to 2"). OmegaConf's structured configs would check the types but not the r
 preflight() composes the config of every job of the command line (expanding the sweep as Hydra's
 BasicSweeper does) and checks each one against the schema, and loads and checks its data set
 (load_data; the jobs that follow reuse the loaded copy), so that one bad grid point stops the command
-before anything trains, with one line and exit status 2. It returns each job's configuration, which
-src.resume uses to match a rerun's jobs to the finished ones in its sweep folder.
+before anything trains, with one line and exit status 2. It returns where the command writes and
+each job's configuration, which src.resume uses to match a rerun's jobs to the finished ones there.
 """
+import copy
 import functools
+import inspect
 import json
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src.data import SCALINGS, check_data, holdout
+from src.data import SCALINGS, check_data, fingerprint, holdout
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
 from src.loggers import LOGGERS
 from src.model import ACTIVATIONS
-from src.resume import finished_folders
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -103,7 +108,7 @@ class ConfigSchema(_Group):
     optimizer: OptimizerSchema
     cv: CVSchema
     train: TrainSchema
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=2**32 - 1)  # numpy's and scikit-learn's random_state take no more
     device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     engine: Literal[ENGINES]
     resume: bool
@@ -111,7 +116,7 @@ class ConfigSchema(_Group):
 
 
 def check(settings: dict) -> None:
-    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device."""
+    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device and optimizer."""
     try:
         ConfigSchema.model_validate(settings)
     except ValidationError as e:
@@ -121,10 +126,53 @@ def check(settings: dict) -> None:
         if err["type"] == "extra_forbidden":
             msg = "no such key here (add new keys with +key=value only where the group accepts them)"
         raise ConfigError(f"{key}={err['input']!r}: {msg}") from None
+    _check_device(settings["device"])
+    _check_optimizer(settings["optimizer"])
+
+
+def _check_device(device: str) -> None:
+    """The device exists here: CUDA at all (resolve_device), the CUDA index among the visible GPUs, Apple's MPS."""
     try:
-        resolve_device(settings["device"])
+        resolve_device(device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if device.startswith("cuda:") and int(device.removeprefix("cuda:")) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"device={device}: this machine shows {n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1}); "
+                          "use one of those, or device=cuda")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps: Apple's MPS is not available here; use device=auto or device=cpu")
+
+
+def _check_optimizer(optimizer: dict) -> None:
+    """Build the optimizer on a dummy parameter, as skorch will: a keyword it does not take, or a value it
+    refuses, stops the command now, named, instead of failing every job."""
+    kwargs = {k: v for k, v in optimizer.items() if k != "_target_"}
+    try:
+        cls = get_class(optimizer["_target_"])
+    except Exception as e:  # Hydra wraps an ImportError or AttributeError in its own
+        raise ConfigError(f"optimizer._target_={optimizer['_target_']}: cannot be imported ({e})") from None
+    params = inspect.signature(cls).parameters
+    takes = [name for name, p in params.items() if name != "params" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        for key in kwargs:
+            if key not in takes:
+                raise ConfigError(f"optimizer.{key}={kwargs[key]!r}: {optimizer['_target_']} takes no such keyword; "
+                                  f"it takes {', '.join(takes)}")
+
+    def build(**kw) -> None:
+        cls([torch.nn.Parameter(torch.zeros(1))], **kw)
+
+    try:
+        build(**kwargs)
+    except (ValueError, TypeError, RuntimeError) as e:
+        for key in kwargs:  # the culprit: the key whose default (its removal) makes the optimizer build
+            try:
+                build(**{k: v for k, v in kwargs.items() if k != key})
+            except (ValueError, TypeError, RuntimeError):
+                continue
+            raise ConfigError(f"optimizer.{key}={kwargs[key]!r}: {e}") from None
+        raise ConfigError(f"optimizer ({optimizer['_target_']} with {kwargs}): {e}") from None
 
 
 def check_writable(folder: str, key: str) -> None:
@@ -146,13 +194,21 @@ def identity(settings: dict) -> dict:
 
     train.verbose, logger and resume change what a run prints or logs and whether it resumes, engine and
     train.threads how it computes (both engines train the same fits), and cv.refit what the sweep
-    does after its jobs; none changes what a job computes.
+    does after its jobs; none changes what a job computes. The data set's content hash is part of it
+    (data_fingerprint), so a changed data file is not resumed from.
     """
     out = {**settings, "train": {k: v for k, v in settings["train"].items() if k not in ("verbose", "threads")}}
     out["cv"] = {k: v for k, v in settings["cv"].items() if k != "refit"}  # the sweep's end, not this job
     for key in ("resume", "engine", "logger"):
         out.pop(key, None)
+    out["data_fingerprint"] = data_fingerprint(settings)
     return out
+
+
+def data_fingerprint(settings: dict) -> str:
+    """The content hash of the job's whole data set (dataset.limit and seed, in the identity already, pick the subset)."""
+    whole = {k: v for k, v in settings["dataset"].items() if k != "test_size"} | {"limit": None}
+    return fingerprint(*instantiate(whole))
 
 
 def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[str]]:
@@ -164,9 +220,13 @@ def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[
 
 @dataclass
 class Checked:
-    """What preflight() learnt: where a multirun writes, and each job's configuration (for resuming)."""
-    sweep_dir: Path | None = None
+    """What preflight() learnt: where the command writes, and each job's configuration (for resuming)."""
+    out_dir: Path | None = None     # the sweep folder (-m) or the run folder; None: Hydra handles the command line (--help ...)
+    multirun: bool = False
+    resume: bool = True
     identities: list[dict] | None = None  # in job order; None when the jobs are not known up front (another sweeper)
+    numbered: bool = False          # job folders are named by job number (hydra.sweep.subdir=${hydra.job.num})
+    sweeper: str = "BasicSweeper"
 
 
 def preflight(argv: list[str]) -> Checked:
@@ -194,13 +254,17 @@ def preflight(argv: list[str]) -> Checked:
                     params = base.hydra.sweeper.params
                     jobs = job_overrides(overrides, OmegaConf.to_container(params) if params else {})
                 out_key = "hydra.sweep.dir"
-            identities = []
-            for job in jobs:
-                cfg = compose("config", overrides=job, return_hydra_config=True)
-                settings = settings_of(cfg)
+            identities, data_checked = [], set()
+            progress = Progress(len(jobs))
+            for cfg, settings in job_settings(jobs):
                 check(settings)
-                _check_data(settings)
+                m = settings["module"]
+                data_key = json.dumps([settings["dataset"], m["input_dim"], m["num_classes"], settings["cv"]["folds"]], sort_keys=True, default=str)
+                if data_key not in data_checked:  # most sweeps vary the network, not the data: check each data set once
+                    _check_data(settings)
+                    data_checked.add(data_key)
                 identities.append(identity(settings))
+                progress.step()
             out_dir = str(OmegaConf.select(cfg, out_key))
             check_writable(out_dir, out_key)
         except MissingConfigException as e:
@@ -209,22 +273,101 @@ def preflight(argv: list[str]) -> Checked:
             raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
         except HydraException as e:
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
-    if not multirun or not settings["resume"]:
-        return Checked()
-    if own_points and finished_folders(Path(out_dir)):
-        raise ConfigError(
-            f"hydra.sweep.dir={out_dir}: holds finished jobs, and hydra/sweeper={base.hydra.sweeper._target_.rsplit('.', 1)[-1]} "
-            "draws its own points, so they cannot be matched to this run's jobs (a sweeper such as Optuna resumes "
-            "through its own storage); use a new hydra.sweep.dir, or resume=false to overwrite them")
-    numbered = OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
-    return Checked(Path(out_dir), identities if numbered and not own_points else None)
+    scorings = list(dict.fromkeys(str(i["cv"]["scoring"]) for i in identities))
+    if len(scorings) > 1:
+        raise ConfigError(f"cv.scoring={' and '.join(scorings)}: every job of a sweep must be scored the same way, or their rows "
+                          "cannot be ranked together; score them all with every metric instead, e.g. cv.scoring=[accuracy,f1_macro]")
+    if not multirun:
+        return Checked(out_dir=Path(out_dir), resume=settings["resume"], identities=identities)
+    return Checked(out_dir=Path(out_dir), multirun=True, resume=settings["resume"], identities=None if own_points else identities,
+                   numbered=OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}",
+                   sweeper=base.hydra.sweeper._target_.rsplit(".", 1)[-1])
+
+
+class Progress:
+    """A line on stderr every few seconds while a large grid (`least` jobs or more) is checked, so it is not checked in silence."""
+
+    def __init__(self, total: int, every: float = 5.0, least: int = 100):
+        self.total, self.done, self.every, self.least = total, 0, every, least
+        self.start = self.last = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if self.total >= self.least and now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            print(f"checking the configuration of every job: {self.done} of {self.total} ({now - self.start:.0f} s)", file=sys.stderr)
+
+
+def job_settings(jobs: list[list[str]]) -> Iterator[tuple[DictConfig, dict]]:
+    """(composed config, resolved settings) of each job, given its overrides, as Hydra composes them.
+
+    Hydra's compose takes about 0.1 s a job. A job whose overrides beyond the group choices and other
+    structural ones are plain `key=value` settings of existing values (not +, ~, hydra.*, groups or
+    dicts) therefore reuses the composition of its structural overrides, with those values set in it,
+    which is what Hydra's own override of an existing value does. Any other job is composed by Hydra.
+    """
+    parser = OverridesParser.create()
+    groups: set[str] | None = None
+    bases: dict[tuple[str, ...], tuple[DictConfig, dict]] = {}
+    for job in jobs:
+        if groups is None:  # the first job: Hydra composes it, and names the config groups
+            cfg = compose("config", overrides=job, return_hydra_config=True)
+            groups = set(cfg.hydra.runtime.choices)
+            yield cfg, settings_of(cfg)
+            continue
+        parsed = parser.parse_overrides(job)
+        values = [o for o in parsed if _plain_value(o, groups)]
+        rest = [o for o in parsed if not _plain_value(o, groups)]
+        key = tuple(o.input_line for o in rest)
+        if key not in bases:
+            cfg = compose("config", overrides=list(key), return_hydra_config=True)
+            bases[key] = cfg, _app_part(cfg)
+        cfg, plain = bases[key]
+        if _settable(plain, values, rest, groups):
+            job_plain = copy.deepcopy(plain)
+            for o in values:
+                *parents, leaf = o.key_or_group.split(".")
+                node = job_plain
+                for part in parents:
+                    node = node[part]
+                node[leaf] = o.value()
+            yield cfg, _resolved(job_plain)
+        else:
+            cfg = compose("config", overrides=job, return_hydra_config=True)
+            yield cfg, settings_of(cfg)
+
+
+def _plain_value(o, groups: set[str]) -> bool:
+    """An override that sets one value: no +, ++, ~ or @package, no hydra.* key, no group, no dict."""
+    return not (o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override() or o.package is not None
+                or o.key_or_group in groups or isinstance(o.value(), dict))
+
+
+def _settable(plain: dict, values: list, rest: list, groups: set[str]) -> bool:
+    """Whether setting `values` in `plain` is what Hydra would do: each key exists and is set once, with a value
+    of its kind (a list for a list, a scalar for a scalar), and no other config override touches it."""
+    keys = [o.key_or_group for o in values]
+    others = [o.key_or_group for o in rest if o.key_or_group not in groups and not o.is_hydra_override()]
+    if len(set(keys)) != len(keys) or any(k == t or k.startswith(f"{t}.") or t.startswith(f"{k}.") for k in keys for t in others):
+        return False
+    for o in values:
+        node = plain
+        for part in o.key_or_group.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        if isinstance(node, dict) or isinstance(node, list) != isinstance(o.value(), list):
+            return False
+    return True
 
 
 def load_data(settings: dict):
     """The configured data set's cross-validation part (loaded once per process), checked against the
     network and the folds it is for."""
     X, y, _, _ = _split(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
-    check_data(X, y, input_dim=settings["module"]["input_dim"], num_classes=settings["module"]["num_classes"], folds=settings["cv"]["folds"])
+    check_data(X, y, input_dim=settings["module"]["input_dim"], num_classes=settings["module"]["num_classes"],
+               folds=settings["cv"]["folds"], limit=settings["dataset"].get("limit"))
     return X, y
 
 
@@ -262,8 +405,18 @@ def _check_data(settings: dict) -> None:
 
 def settings_of(cfg) -> dict:
     """The composed config without Hydra's own node (it resolves only inside a run), as plain Python."""
+    return _resolved(_app_part(cfg))
+
+
+def _app_part(cfg) -> dict:
+    """The composed config, unresolved, without Hydra's node."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
+    return plain
+
+
+def _resolved(plain: dict) -> dict:
+    """The app's config with its interpolations resolved; ConfigError if a required (???) value is missing."""
     job_cfg = OmegaConf.create(plain)
     missing = sorted(OmegaConf.missing_keys(job_cfg))
     if missing:

@@ -9,10 +9,13 @@ dataset.limit then takes a stratified subset of it.
 """
 import functools
 import gzip
+import hashlib
 import logging
 import math
 import struct
 import time
+import weakref
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +54,10 @@ def stratified_limit(X: np.ndarray, y: np.ndarray, limit: int | None, seed: int)
     if limit == len(y):
         return X, y
     idx = np.arange(len(y))
-    keep, _ = train_test_split(idx, train_size=limit, stratify=y, random_state=seed)
+    try:
+        keep, _ = train_test_split(idx, train_size=limit, stratify=y, random_state=seed)
+    except ValueError as e:  # a subset, or the rest, smaller than the number of classes
+        raise ValueError(f"dataset.limit={limit}: a stratified subset of the {len(y)} samples cannot be drawn ({e})") from None
     keep.sort()  # keep the source order; shuffling is the estimator's and the CV splitter's job
     return X[keep], y[keep]
 
@@ -232,10 +238,7 @@ def from_file(
 @functools.lru_cache(maxsize=2)
 def _from_file(path: str, mtime_ns: int, label_column: str, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as arrays:  # no pickles: loading data never runs code
-            if not {"X", "y"} <= set(arrays.files):
-                raise ValueError(f"dataset.path={path}: has arrays {', '.join(arrays.files) or 'none'}; expected X and y")
-            X, y = arrays["X"], arrays["y"]
+        X, y = _npz_arrays(path)
     else:
         import pandas as pd
 
@@ -246,18 +249,60 @@ def _from_file(path: str, mtime_ns: int, label_column: str, scaling: str) -> tup
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or y.ndim != 1:
         raise ValueError(f"dataset.path={path}: X must be 2-d (samples, features) and y 1-d; got {X.shape} and {y.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"dataset.path={path}: features must be numbers; got {X.dtype}")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"dataset.path={path}: features must be real numbers; got {X.dtype}")
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.number) or not np.array_equal(y, np.round(y)):
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating) or not np.array_equal(y, np.round(y)):
         raise ValueError(f"dataset.path={path}: labels must be integers 0..n_classes-1")
     if len(X) != len(y):
         raise ValueError(f"dataset.path={path}: X has {len(X)} rows but y has {len(y)} labels")
     return _frozen(scale_pixels(X, scaling), y.astype(np.int64))
 
 
-def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int, folds: int) -> None:
-    """Raise ValueError unless (X, y) fit the network and can be split into `folds` stratified folds."""
+def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """X and y from an .npz archive; ValueError naming the file for anything else (an .npy, a pickle, a broken zip)."""
+    try:
+        arrays = np.load(path, allow_pickle=False)  # no pickles: loading data never runs code
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"dataset.path={path}: not a readable .npz archive ({e})") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):  # np.load reads a lone .npy array whatever the file is named
+        raise ValueError(f"dataset.path={path}: holds a single .npy array, not an .npz archive; save X and y with np.savez(path, X=X, y=y)")
+    with arrays:
+        if not {"X", "y"} <= set(arrays.files):
+            raise ValueError(f"dataset.path={path}: has arrays {', '.join(arrays.files) or 'none'}; expected X and y")
+        try:
+            return arrays["X"], arrays["y"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"dataset.path={path}: its arrays cannot be read ({e})") from None
+
+
+_fingerprints: dict[int, str] = {}  # by id() of a cached, read-only X; an entry goes when its array does
+
+
+def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
+    """A content hash (SHA-256) of a data set's arrays: their shapes, dtypes and bytes; about 1 GB/s.
+
+    The loaders' cached arrays are read-only, so each one's hash is computed once and kept while it lives.
+    """
+    if not X.flags.writeable and id(X) in _fingerprints:
+        return _fingerprints[id(X)]
+    h = hashlib.sha256()
+    for a in (X, y):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    digest = h.hexdigest()[:16]
+    if not X.flags.writeable:
+        _fingerprints[id(X)] = digest
+        weakref.finalize(X, _fingerprints.pop, id(X), None)
+    return digest
+
+
+def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int, folds: int, limit: int | None = None) -> None:
+    """Raise ValueError unless (X, y) fit the network and can be split into `folds` stratified folds.
+
+    `limit` is the dataset.limit that drew (X, y) from a larger set, if any: a class left with too few
+    samples is then that key's doing, and the message names it.
+    """
     if len(X) != len(y):
         raise ValueError(f"dataset: X has {len(X)} rows but y has {len(y)} labels")
     if X.shape[1] != input_dim:
@@ -272,4 +317,7 @@ def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int
     counts = np.bincount(y, minlength=num_classes)
     if (counts < folds).any():
         cls = int(np.argmin(counts))
+        if limit is not None:
+            raise ValueError(f"dataset.limit={limit}: leaves class {cls} {int(counts[cls])} samples, fewer than cv.folds={folds}; "
+                             "every class needs at least one per fold, so raise dataset.limit or lower cv.folds")
         raise ValueError(f"dataset: class {cls} has {int(counts[cls])} samples, fewer than cv.folds={folds}; every class needs at least one per fold")

@@ -1,18 +1,20 @@
 """One job, without Hydra: its data, estimator and search from the resolved config, then its run.
 
 The entry point (src.sweep) and the fused launcher (src.launcher) build jobs through prepare(); run()
-is the job's whole computation: check the config, skip it if an identical job already finished,
-train (or take the fits the fused engine trained), and record the job folder.
+is the job's whole computation: check the config, hold the job folder (src.locks), skip the job if an
+identical one already finished there, train (or take the fits the fused engine trained), and record
+the job folder.
 """
 import logging
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
-from src import config, engine, loggers, results
+from src import config, engine, locks, loggers, results
 from src.estimator import build_estimator, resolve_device
 from src.search import build_search, run_search
 
@@ -40,23 +42,35 @@ def sweep_size(multirun: dict) -> int | None:
     return len(config.job_overrides(task, {k: str(v) for k, v in (sweeper.get("params") or {}).items()}))
 
 
-def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None) -> None:
-    """Check, then compute and record the job in job_dir unless an identical job already finished there.
+def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None) -> pd.DataFrame:
+    """Check, then compute and record the job in job_dir unless an identical job already finished there;
+    returns its row in cv_results_ form.
 
-    Raises ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
+    The job holds its folder throughout (src.locks), and reads what the folder holds under that hold, so
+    a second command's job of the same configuration waits and then finds it finished. Raises
+    ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
     """
-    identity = config.identity(settings)
     config.check(settings)
-    record = results.finished_job(job_dir) if settings["resume"] else None
-    if record is not None and record["config"] == identity:
-        log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
-        return
-    X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir)
-    name = engine.choose(settings)
-    fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
-    result = run_search(search, X, y, extras, fitted=fitted, engine=name)
-    results.record(job_dir, result, overrides, identity)
+    identity = config.identity(settings)
+    with locks.job(job_dir):
+        try:
+            record = results.job_record(job_dir)
+        except results.DamagedJob as e:
+            log.warning(f"{label}: {e}; the job counts as unfinished and runs again")
+            record = None
+        if record is not None and settings["resume"] and record["status"] != "failed":
+            if record["config"] == identity:
+                log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
+                return results.read_cv_results(job_dir)
+            raise config.ConfigError(f"{job_dir} holds a finished job with another configuration ({' '.join(record['overrides']) or 'defaults'}), "
+                                     "which this job would overwrite; use another output folder, or resume=false to overwrite it")
+        X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir)
+        name = engine.choose(settings)
+        fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
+        result = run_search(search, X, y, extras, fitted=fitted, engine=name)
+        results.record(job_dir, result, overrides, identity)
     log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
+    return result.cv_results
 
 
 def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, job_dir: Path | None = None):

@@ -52,7 +52,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
                                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-        with results.lock(sweep_dir):
+        with results.disk_errors(), results.lock(sweep_dir):
             results.aggregate(sweep_dir)
             report.write_report([sweep_dir], sweep_dir / report.REPORT)
     return [returns[i] for i in range(len(jobs))]

@@ -8,6 +8,7 @@ job, under a file lock, and each file is written to a temporary name and then re
 or a crash never sees half a file.
 """
 import contextlib
+import errno
 import importlib.metadata
 import io
 import json
@@ -15,6 +16,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,20 @@ def to_columns(df: pd.DataFrame) -> dict[str, list]:
     return {c: [plain(v) for v in df[c].tolist()] for c in df.columns}
 
 
+@contextlib.contextmanager
+def disk_errors():
+    """A full disk (or quota) ends the command with one line and exit status 1. Every file is written whole
+    or not at all (atomic_write), so what was written before stays intact, and a rerun resumes from it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {e.filename or 'a results file'}: {e.strerror}. The files written before are intact; free some space "
+              "and run the same command again to resume.", file=sys.stderr)
+        sys.exit(1)
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     path = Path(path)
@@ -153,9 +169,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file; say which one
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -191,10 +209,30 @@ def read_cv_results(directory: Path) -> pd.DataFrame:
     return df.astype({c: float for c in numeric})
 
 
+def job_folders(results_dir: Path) -> list[Path]:
+    """The folders under a sweep folder that hold a job.json, at any depth (hydra.sweep.subdir may nest
+    them, as in n/${hydra.job.num}), in job-number order; damaged ones included."""
+    found, todo = [], [Path(results_dir)]
+    while todo:
+        for d in todo.pop().iterdir():
+            if d.is_dir() and (d / JOB).is_file():
+                found.append(d)
+            elif d.is_dir() and not d.name.startswith("."):  # .hydra and the like hold no jobs
+                todo.append(d)
+
+    def number_order(d: Path) -> list[tuple]:
+        return [(not part.isdigit(), int(part) if part.isdigit() else 0, part) for part in d.relative_to(results_dir).parts]
+    return sorted(found, key=number_order)
+
+
 def job_dirs(results_dir: Path) -> list[Path]:
-    """The job folders under a sweep folder that hold finished jobs, in job-number order."""
-    found = [p.parent for p in Path(results_dir).glob(f"*/{JOB}")]
-    return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    """The job folders under a sweep folder that hold a complete job record (job_record), in job-number order."""
+    complete = []
+    for d in job_folders(results_dir):
+        with contextlib.suppress(DamagedJob):  # a damaged record counts as unfinished: its job runs again
+            if job_record(d) is not None:
+                complete.append(d)
+    return complete
 
 
 def lock(results_dir: Path) -> FileLock:
@@ -217,20 +255,68 @@ def job_key(identity: dict) -> str:
     return json.dumps(identity, sort_keys=True, default=str)
 
 
-def finished_job(job_dir: Path) -> dict | None:
-    """The job.json record of job_dir if it holds a job that finished with a result (ok or diverged)."""
-    path = Path(job_dir) / JOB
+class DamagedJob(Exception):
+    """A job folder whose record cannot be read whole; the message names the file and what is wrong."""
+
+
+# job.json's keys and their types; status is one of STATUSES
+RECORD = {"status": str, "error": (str, type(None)), "overrides": list, "config": dict}
+STATUSES = ("ok", "diverged", "failed")
+
+
+def job_record(job_dir: Path) -> dict | None:
+    """job_dir's job.json record, or None where there is none (a job that never finished writing).
+
+    Raises DamagedJob, naming the file, when job.json or a file it vouches for (cv_results.json, and
+    history.json where it is) is missing, unreadable or incomplete: such a folder counts as unfinished.
+    """
+    job_dir = Path(job_dir)
+    path = job_dir / JOB
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record if record["status"] != "failed" else None
+    record = _read_json(path)
+    if not isinstance(record, dict):
+        raise DamagedJob(f"{path} is incomplete (not a JSON object)")
+    wrong = [k for k, kind in RECORD.items() if k not in record or not isinstance(record[k], kind)]
+    if wrong:
+        raise DamagedJob(f"{path} is incomplete (no valid {', '.join(wrong)})")
+    if record["status"] not in STATUSES:
+        raise DamagedJob(f"{path} is incomplete (status {record['status']!r} is none of {', '.join(STATUSES)})")
+    rows = _read_json(job_dir / f"{CV_RESULTS}.json")
+    if not isinstance(rows, dict) or not rows.get("params") or len({len(v) if isinstance(v, list) else -1 for v in rows.values()}) != 1:
+        raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (not one row per candidate in cv_results_ form)")
+    if (job_dir / HISTORY).exists() and not isinstance(_read_json(job_dir / HISTORY), list):  # the report reads it where it is
+        raise DamagedJob(f"{job_dir / HISTORY} is incomplete (not a list of fold histories)")
+    return record
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedJob(f"{path} is missing") from None
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        raise DamagedJob(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def finished_job(job_dir: Path) -> dict | None:
+    """The job.json record of job_dir if it holds a complete job that finished with a result (ok or diverged)."""
+    try:
+        record = job_record(job_dir)
+    except DamagedJob:
+        return None
+    return record if record is not None and record["status"] != "failed" else None
 
 
 def failure_summary(results_dir: Path) -> str | None:
     """One paragraph naming the failed jobs of a results folder and where their logs are (None if none failed)."""
     results_dir = Path(results_dir)
     dirs = [results_dir] if (results_dir / JOB).is_file() else job_dirs(results_dir)
-    records = [(d, json.loads((d / JOB).read_text())) for d in dirs]
+    records = []
+    for d in dirs:
+        with contextlib.suppress(DamagedJob):
+            if (record := job_record(d)) is not None:
+                records.append((d, record))
     failed = [(d, r) for d, r in records if r["status"] == "failed"]
     if not failed:
         return None

@@ -1,4 +1,7 @@
-"""Resuming into a sweep folder: finished jobs are matched by their resolved configuration, wherever they sit.
+"""Resuming into a results folder: finished jobs are matched by their resolved configuration, wherever they sit.
+
+prepare_folder() runs once per command, before its jobs, while the command holds the folder
+(src.locks.command): it refuses what cannot be resumed and moves finished jobs (arrange).
 
 Hydra numbers a multirun's job folders by the job's place in the grid, so a grown, shrunk or
 reordered grid puts a different job at a number that already holds a finished one. Before such a
@@ -13,7 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from src import results
+from src import locks, results
+from src.config import Checked, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,69 @@ def finished_folders(sweep_dir: Path) -> dict[str, Path]:
     return found
 
 
+def prepare_folder(checked: Checked) -> list[str]:
+    """Get the command's results folder ready for its jobs; returns lines for the log. Raises ConfigError
+    where its finished jobs would be overwritten or could not be ranked with this command's."""
+    out = checked.out_dir
+    if not checked.resume or not out.is_dir():
+        return []
+    if not checked.multirun:
+        record = results.finished_job(out)
+        if record is not None and record["config"] != checked.identities[0]:
+            raise ConfigError(f"hydra.run.dir={out}: holds a finished run with another configuration "
+                              f"({' '.join(record['overrides']) or 'defaults'}); use another hydra.run.dir, or resume=false to overwrite it")
+        return []
+    _wait_for_jobs(out)
+    found = finished_folders(out)
+    if checked.identities is None and found:
+        raise ConfigError(
+            f"hydra.sweep.dir={out}: holds finished jobs, and hydra/sweeper={checked.sweeper} draws its own points, so they "
+            "cannot be matched to this run's jobs (a sweeper such as Optuna resumes through its own storage); use a new "
+            "hydra.sweep.dir, or resume=false to overwrite them")
+    if checked.identities:
+        _check_comparable(out, found.values(), checked.identities)
+    lines = []
+    in_grid = {out / str(k) for k in range(len(checked.identities or []))} if checked.numbered else set()
+    for folder in results.job_folders(out):
+        try:
+            results.job_record(folder)
+        except results.DamagedJob as e:
+            if folder not in in_grid:  # a job of the grid says so itself, when it runs again
+                lines.append(f"{e}; the job in {folder} counts as unfinished and is left out of the aggregate")
+    if checked.numbered and checked.identities:
+        lines += arrange(out, checked.identities)
+    return lines
+
+
+def _check_comparable(sweep_dir: Path, finished: list[Path], wanted: list[dict]) -> None:
+    """Refuse a sweep folder whose finished jobs the aggregate could not rank with this command's: scored with
+    other metrics, or trained on a data set that has changed since (same dataset settings, other content)."""
+    scoring = wanted[0]["cv"]["scoring"]
+    now = {results.job_key(i["dataset"]): i["data_fingerprint"] for i in wanted}
+    for folder in finished:
+        theirs = results.finished_job(folder)["config"]
+        if theirs["cv"]["scoring"] != scoring:
+            raise ConfigError(f"cv.scoring={scoring}: hydra.sweep.dir={sweep_dir} holds finished jobs scored with {theirs['cv']['scoring']} "
+                              f"(e.g. {folder}), and rows scored differently cannot be ranked together; use another hydra.sweep.dir")
+        data = now.get(results.job_key(theirs["dataset"]))
+        if data is not None and theirs.get("data_fingerprint") not in (None, data):  # None: recorded before fingerprints
+            raise ConfigError(f"dataset={theirs['dataset']['_target_'].rsplit('.', 1)[-1]}: its data have changed since the finished "
+                              f"jobs in hydra.sweep.dir={sweep_dir} were trained on them (e.g. {folder}); use resume=false to "
+                              "retrain every job on the data as they are now, or another hydra.sweep.dir")
+
+
+def _wait_for_jobs(sweep_dir: Path) -> None:
+    """Wait until no job is writing a job folder here (a straggling job of an earlier command may be)."""
+    for marker in sorted(Path(sweep_dir).glob(f"*/{locks.JOB}")):
+        with locks.job(marker.parent):
+            pass
+
+
 def arrange(sweep_dir: Path, wanted: list[dict]) -> list[str]:
     """Move finished job folders so that job k's folder holds the finished job with configuration wanted[k],
     where one exists; returns a line per move, for the log. Folders of unfinished (failed, killed) jobs
-    in the way are removed: those jobs run again anyway."""
+    in the way are removed: those jobs run again anyway. The command holds the sweep folder, and no job
+    is writing in it (prepare_folder)."""
     sweep_dir = Path(sweep_dir)
     found = finished_folders(sweep_dir)
     target = {results.job_key(identity): sweep_dir / str(k) for k, identity in enumerate(wanted)}

@@ -4,7 +4,9 @@ Each Hydra job cross-validates one candidate (src.job), so its row comes straigh
 GridSearchCV, then rebuilds the results folder's aggregate and HiPlot report. With -m, Hydra's sweeper
 launches one job per grid point: the default launcher (hydra/launcher=fused) trains the jobs that fuse
 as one program on CUDA, and other launchers run them in parallel or on a cluster. Before any job
-starts, every job's configuration is checked (src.config.preflight).
+starts, every job's configuration is checked (src.config.preflight); then the command holds its results
+folder (src.locks), so that a second command into it waits, and moves finished jobs to the numbers of
+their configurations (src.resume).
 """
 import contextlib
 import logging
@@ -19,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import config, job, launcher, report, results, resume
+from src import config, job, launcher, locks, report, results, resume
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,14 @@ def main(cfg: DictConfig) -> float:
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
     sweep = OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml")) if multirun else {}
     swept = job.swept_keys(sweep) if multirun else set()
-    with user_errors():
-        job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label, swept)
-    if not (multirun and launcher.aggregates(hc)):  # the fused launcher rebuilds these once per group
-        with results.lock(results_dir):
-            if multirun:
-                results.aggregate(results_dir)
-            report.write_report([results_dir], results_dir / report.REPORT)
+    with user_errors(), results.disk_errors():
+        row = job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label, swept)
+        if not (multirun and launcher.aggregates(hc)):  # the fused launcher rebuilds these once per group
+            with results.lock(results_dir):
+                if multirun:
+                    results.aggregate(results_dir)
+                report.write_report([results_dir], results_dir / report.REPORT)
 
-    row = results.read_cv_results(job_dir)
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
     done = f" [{results.progress(results_dir, job.sweep_size(sweep))}]" if multirun else ""
@@ -63,8 +64,18 @@ def user_errors():
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
-        print(f"Error: {cause}", file=sys.stderr)
+        print(f"Error: {shorten(str(cause))}", file=sys.stderr)
         sys.exit(2)
+
+
+def shorten(message: str, longest: int = 80) -> str:
+    """The message with every word longer than `longest` characters cut in the middle (a 100,000-character
+    override is not echoed whole)."""
+    def cut(word: str) -> str:
+        if len(word) <= longest:
+            return word
+        return f"{word[:longest // 2]}...{word[-longest // 4:]} ({len(word):,} characters)"
+    return " ".join(cut(w) for w in message.split(" "))
 
 
 class Interrupted(BaseException):
@@ -77,20 +88,38 @@ def _interrupt(signum, frame):
 
 
 def cli() -> None:
-    """Check every job's config, then run Hydra; an interruption leaves only complete files behind."""
-    with user_errors():
-        checked = config.preflight(sys.argv[1:])
-    if checked.identities:  # a rerun into a sweep folder: finished jobs go to the numbers of their configurations
-        for line in resume.arrange(checked.sweep_dir, checked.identities):
-            print(f"resume: {line}")
+    """Check every job's config, hold the results folder, resume, then run Hydra; an interruption leaves only complete files."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        main()
+        with user_errors():
+            checked = config.preflight(sys.argv[1:])
+    except Interrupted as e:
+        print(f"\nInterrupted ({e}) while checking the configuration; nothing was written.", file=sys.stderr)
+        sys.exit(130 if str(e) == "SIGINT" else 143)
+    try:
+        if checked.out_dir is None:  # --help, --cfg ...: Hydra's own
+            main()
+            return
+        pin_output_dir(checked)
+        with locks.command(checked.out_dir):  # a second command into this folder waits here for the first to end
+            with user_errors():
+                for line in resume.prepare_folder(checked):
+                    print(f"resume: {line}")
+            main()
     except Interrupted as e:
         print(f"\nInterrupted ({e}). Finished jobs and their files are complete; run the same command with the "
               "same hydra.sweep.dir to resume.", file=sys.stderr)
         sys.exit(130 if str(e) == "SIGINT" else 143)
+
+
+def pin_output_dir(checked: config.Checked) -> None:
+    """Make Hydra write into the folder the preflight checked and this command holds: a ${now:...} in the
+    configured one would otherwise be resolved again, a moment later, perhaps to the next second."""
+    key = "hydra.sweep.dir" if checked.multirun else "hydra.run.dir"
+    quoted = "'" + str(checked.out_dir).replace("'", "\\'") + "'"  # Hydra's quoted value: commas, spaces, = stay literal
+    rest = [a for a in sys.argv[1:] if not a.startswith(f"{key}=")]
+    sys.argv = [sys.argv[0], f"{key}={quoted}", *rest]  # before any flag: argparse takes one run of overrides
 
 
 if __name__ == "__main__":

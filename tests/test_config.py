@@ -110,6 +110,16 @@ INVALID = [
     (["hydra.run.dir=/etc/hostname/runs"], "hydra.run.dir=/etc/hostname/runs: this output folder cannot be written"),
     (["module.num_units=32,1", "-m"], "module.num_units=1: Input should be greater than or equal to 2"),
     (["module.num_units=32,64", "optimizer.lr=0.1,0", "-m"], "optimizer.lr=0: Input should be greater than 0"),
+    # Reliability, round two, item 5: values that passed this check and then failed as jobs
+    (["seed=1099511627776"], "seed=1099511627776: Input should be less than or equal to 4294967295"),
+    (["optimizer.momentum=-1"], "optimizer.momentum=-1: Invalid momentum value: -1"),
+    (["+optimizer.momentun=0.9"], "optimizer.momentun=0.9: torch.optim.SGD takes no such keyword; it takes lr, momentum, dampening"),
+    (["+optimizer.nesterov=true"], "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
+    (["optimizer=adam", "+optimizer.betas=[0.9,2]"], "optimizer.betas=[0.9, 2]: Invalid beta parameter at index 1: 2"),
+    (["dataset.limit=5"], "dataset.limit=5: a stratified subset of the 5000 samples cannot be drawn"),
+    (["dataset.limit=25"], "dataset.limit=25: leaves class 0 2 samples, fewer than cv.folds=3"),
+    # item 6: a swept scoring would rank rows by metrics that some of them lack
+    (["cv.scoring=[accuracy],[f1_macro]", "-m"], "cv.scoring=['accuracy'] and ['f1_macro']: every job of a sweep must be scored the same way"),
 ]
 
 
@@ -130,6 +140,48 @@ def test_invalid_configuration_is_one_line_exit_2_and_nothing_runs(tmp_path, arg
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("Error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+NEW_CLI_CASES = [INVALID[i] for i in (20, 22, 25)]  # item 5: a range, an optimizer keyword, a subset too small for the folds
+
+
+@pytest.mark.parametrize("args, message", NEW_CLI_CASES, ids=[" ".join(a) for a, _ in NEW_CLI_CASES])
+def test_values_that_failed_as_jobs_are_refused_before_anything_runs(tmp_path, args, message):
+    test_invalid_configuration_is_one_line_exit_2_and_nothing_runs(tmp_path, args, message)
+
+
+def test_a_huge_value_is_not_echoed_whole(tmp_path):
+    proc = run_cli("module.activation=" + "x" * 100_000, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and proc.stderr.startswith("Error: module.activation='xxx") and proc.stderr.count("\n") == 1
+    assert "(100,021 characters)" in proc.stderr and len(proc.stderr) < 300 and not (tmp_path / "run").exists()
+
+
+def test_a_cuda_index_beyond_the_visible_gpus_and_a_missing_mps_are_refused(monkeypatch):
+    from src.config import ConfigError, _check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    _check_device("cuda:1")
+    with pytest.raises(ConfigError, match=r"^device=cuda:99: this machine shows 2 CUDA devices \(cuda:0 to cuda:1\)"):
+        _check_device("cuda:99")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # as on Linux
+    with pytest.raises(ConfigError, match="^device=mps: Apple's MPS is not available here"):
+        _check_device("mps")
+
+
+def test_the_check_composes_every_job_as_hydra_does():
+    """job_settings reuses one composition for jobs that differ in plain values; Hydra's compose is the reference."""
+    from hydra import compose, initialize_config_dir
+    from src.config import job_overrides, job_settings, settings_of
+
+    argv = ["optimizer=sgd,adam", "module.num_units=8,16", "+optimizer.weight_decay=0,0.1", "seed=1,2",
+            "train.valid_split=null,0.2", "cv.scoring=[accuracy],[accuracy,f1_macro]", "dataset.limit=60"]
+    jobs = job_overrides(argv, {})
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        fast = [settings for _, settings in job_settings(jobs)]
+        reference = [settings_of(compose(config_name="config", overrides=job, return_hydra_config=True)) for job in jobs]
+    assert len(jobs) == 64 and fast == reference
+    assert {s["dataset"]["seed"] for s in fast} == {1, 2}  # interpolations resolve after the values are set
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

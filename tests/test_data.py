@@ -150,6 +150,34 @@ def test_bad_npz_files(tmp_path, arrays, message):
         from_file(str(tmp_path / "bad.npz"))
 
 
+def test_a_renamed_npy_broken_archive_or_complex_data_say_so(tmp_path):
+    np.save(tmp_path / "X.npy", np.zeros((4, 2)))
+    (tmp_path / "X.npy").rename(tmp_path / "renamed.npz")
+    with pytest.raises(ValueError, match="renamed.npz: holds a single .npy array, not an .npz archive; save X and y with np.savez"):
+        from_file(str(tmp_path / "renamed.npz"))
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not a zip after all")
+    with pytest.raises(ValueError, match="broken.npz: not a readable .npz archive"):
+        from_file(str(tmp_path / "broken.npz"))
+    np.savez(tmp_path / "complex.npz", X=np.ones((4, 2)) * (1 + 2j), y=np.arange(4) % 2)
+    with pytest.raises(ValueError, match="complex.npz: features must be real numbers; got complex128"):  # not the real part alone
+        from_file(str(tmp_path / "complex.npz"))
+
+
+def test_fingerprint_follows_the_content_and_is_computed_once_per_cached_set(tmp_path):
+    X, y = np.zeros((6, 2), dtype=np.float32), np.arange(6) % 2
+    assert data.fingerprint(X, y) == data.fingerprint(X.copy(), y.copy())
+    assert data.fingerprint(X + 1, y) != data.fingerprint(X, y) != data.fingerprint(X, y[::-1].copy())
+    assert data.fingerprint(X.reshape(3, 4), y) != data.fingerprint(X, y)  # the shape counts, not only the bytes
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    cached, _ = from_file(str(tmp_path / "d.npz"))  # read-only: its hash is kept while it lives
+    first = data.fingerprint(cached, y)
+    assert data._fingerprints[id(cached)] == first == data.fingerprint(X, y)
+    data._from_file.cache_clear()
+    key = id(cached)
+    del cached
+    assert key not in data._fingerprints  # gone with its array, so a new array at that address is hashed afresh
+
+
 @pytest.mark.parametrize(
     "X, y, message",
     [

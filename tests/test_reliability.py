@@ -2,6 +2,8 @@
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, run_cli
-from src import results
+from src import locks, results
 
 HUGE = 10**12  # a first weight of 784 x 10**12 floats: more than any address space, so allocation fails
 
@@ -108,6 +110,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (sweep_dir / "3" / results.JOB).exists(), "the sweep finished before the kill"
+    assert (sweep_dir / locks.COMMAND).exists()  # the killed command's hold on the folder is left behind; it must not block
     valid_files(sweep_dir)
     first_fit = results.read_cv_results(sweep_dir / "0")["mean_fit_time"][0]
 
@@ -180,10 +183,180 @@ def test_an_interrupted_rearrangement_is_found_again(tmp_path):
 
 
 def test_a_sweeper_that_draws_its_own_points_is_not_resumed_from_the_folder(tmp_path, monkeypatch):
-    from src import config
+    from src import config, resume
 
     assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
     monkeypatch.setattr(config, "BASIC_SWEEPER", "another.Sweeper")  # as if hydra/sweeper=optuna
     with pytest.raises(config.ConfigError, match="draws its own points, so they cannot be matched"):
-        config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"])
-    config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "resume=false", "-m"])
+        resume.prepare_folder(config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]))
+    resume.prepare_folder(config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "resume=false", "-m"]))
+
+
+# ---- Reliability, round two -------------------------------------------------------------------------
+
+QUICK = ["dataset.limit=300", "train.max_epochs=1", "train.verbose=quiet"]  # the issue's reproduction, quietly
+SCORE_LINE = re.compile(r"module\.num_units=(\d+)[^\n]*\): ok, mean_test_accuracy ([\d.]+) ±")
+
+
+def start_both(first, second, sweep_dir):
+    """Two commands into one sweep folder at the same moment; returns their CompletedProcess-like results."""
+    procs = [start([*grid, *QUICK], sweep_dir) for grid in (first, second)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def assert_attributed_right(sweep_dir, logs):
+    """Every job folder holds one configuration throughout (record, rows, Hydra's overrides, all folds), and
+    every score a command logged as a candidate's is that candidate's score in the aggregate."""
+    agg = results.read_cv_results(sweep_dir)
+    score = dict(zip(agg["param_module__num_units"], agg["mean_test_accuracy"]))
+    for job_dir in results.job_dirs(sweep_dir):
+        units = results.job_record(job_dir)["config"]["module"]["num_units"]
+        assert results.read_cv_results(job_dir)["param_module__num_units"].tolist() == [units]
+        assert f"module.num_units={units}" in (job_dir / ".hydra" / "overrides.yaml").read_text()
+        history = json.loads((job_dir / results.HISTORY).read_text())
+        assert [h["fold"] for h in history] == [0, 1, 2] and all(h["params"]["module__num_units"] == units for h in history)
+    logged = [(int(u), float(s)) for log in logs for u, s in SCORE_LINE.findall(log)]
+    assert logged and all(abs(score[u] - s) < 1e-4 for u, s in logged)
+    return agg
+
+
+def test_two_commands_into_one_sweep_folder_keep_the_union_of_their_grids(tmp_path):
+    (rc1, out1, err1), (rc2, out2, err2) = start_both(["module.num_units=32,64,96"], ["module.num_units=128,256,512"], tmp_path)
+    assert rc1 == rc2 == 0, err1 + err2
+    agg = assert_attributed_right(tmp_path, [out1, out2])
+    assert sorted(agg["param_module__num_units"]) == [32, 64, 96, 128, 256, 512] and set(agg["status"]) == {"ok"}
+    assert len(results.job_dirs(tmp_path)) == 6
+    assert not list(tmp_path.rglob(locks.COMMAND)) and not list(tmp_path.rglob(locks.JOB))  # every hold let go
+
+
+def test_the_same_command_twice_at_once_trains_each_job_once(tmp_path):
+    (rc1, out1, err1), (rc2, out2, err2) = start_both(["module.num_units=32,64,96"], ["module.num_units=32,64,96"], tmp_path)
+    assert rc1 == rc2 == 0, err1 + err2
+    assert (out1 + out2).count("not trained again") == 3 and (out1 + out2).count("trained by the") == 3
+    agg = assert_attributed_right(tmp_path, [out1, out2])
+    assert sorted(agg["param_module__num_units"]) == [32, 64, 96]
+
+
+def test_resume_waits_for_a_job_folder_another_process_is_writing(tmp_path):
+    """A straggling job (here this test) holds job folder 0 while the rerun starts: nothing is moved or
+    trained there until it lets go, and then its finished job is matched like any other."""
+    from src import locks
+
+    assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    record = tmp_path / "0" / results.JOB
+    written = record.read_bytes()
+    record.unlink()  # job 0 as it is before its last write
+    with locks.job(tmp_path / "0"):
+        rerun = start(["module.num_units=16,8", *TINY], tmp_path)
+        for line in rerun.stderr:
+            if "waiting for pid" in line:
+                break
+        assert rerun.poll() is None, "the rerun did not wait for the job folder"
+        record.write_bytes(written)  # the straggler finishes its job
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert "finished job 0 (module.num_units=8" in out and "is job 1 now" in out and out.count("not trained again") == 1
+
+
+def test_damaged_job_folders_count_as_unfinished_and_are_retrained(tmp_path):
+    grid = ["module.num_units=8,16,24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]
+    assert run_cli(*grid).returncode == 0
+    (tmp_path / "0" / results.JOB).write_text((tmp_path / "0" / results.JOB).read_text()[:40])  # truncated
+    (tmp_path / "1" / results.JOB).write_text('{"status": "ok"}')  # incomplete
+    (tmp_path / "2" / "cv_results.json").unlink()
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / results.JOB).write_text("{")  # outside the rerun's grid
+    again = run_cli(*grid)
+    assert again.returncode == 0 and "Traceback" not in again.stderr + again.stdout, again.stderr
+    assert "not trained again" not in again.stdout and again.stdout.count("trained by the") == 3
+    for job, damaged in [("0", results.JOB), ("1", results.JOB), ("2", "cv_results.json")]:
+        named = [line for line in again.stdout.splitlines() if str(tmp_path / job / damaged) in line]
+        assert len(named) == 1 and "runs again" in named[0]
+    assert f"resume: {tmp_path / '7' / results.JOB} cannot be read" in again.stdout
+    assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16, 24]
+
+
+def test_damaged_job_folder_does_not_swallow_the_failure_summary(broken_sweep, tmp_path):
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(broken_sweep[0], sweep_dir)
+    (sweep_dir / "9").mkdir()
+    (sweep_dir / "9" / results.JOB).write_text('{"status": "failed"')
+    again = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("2 of 4 jobs failed: job 2")
+
+
+FULL_DISK = """import errno, os, runpy, sys
+from pathlib import Path
+fsync = os.fsync
+def full(fd):  # the disk fills up once job 0 is recorded
+    if (Path(os.environ["SWEEP_DIR"]) / "0" / "job.json").exists():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    fsync(fd)
+os.fsync = full
+runpy.run_module("src.sweep", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_full_disk_is_one_line_and_what_was_written_stays_intact(tmp_path):
+    args = ["module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SWEEP_DIR": str(tmp_path), "HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {tmp_path}") and "No space left on device" in proc.stderr
+    assert "The files written before are intact" in proc.stderr and not list(tmp_path.rglob("*.tmp"))
+    valid_files(tmp_path)
+    again = run_cli(*args)  # space freed: the rerun resumes
+    assert again.returncode == 0 and again.stdout.count("not trained again") == 1
+
+
+def test_ctrl_c_while_a_large_grid_is_checked_is_one_line(tmp_path):
+    grid = "module.num_units=" + ",".join(str(n) for n in range(2, 4000))
+    proc = start([grid], tmp_path / "s")
+    for line in proc.stderr:  # the check shows its progress
+        if line.startswith("checking the configuration of every job:"):
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "Interrupted (SIGINT) while checking the configuration; nothing was written."
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_single_run_into_a_finished_run_of_another_configuration_is_refused(tmp_path):
+    run = [*TINY, f"hydra.run.dir={tmp_path}"]
+    assert run_cli("module.num_units=8", *run).returncode == 0
+    before = (tmp_path / results.JOB).read_text()
+    other = run_cli("module.num_units=16", *run)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert other.stderr.startswith(f"Error: hydra.run.dir={tmp_path}: holds a finished run with another configuration (module.num_units=8")
+    assert (tmp_path / results.JOB).read_text() == before
+    same = run_cli("module.num_units=8", *run)
+    assert same.returncode == 0 and "not trained again" in same.stdout
+
+
+def test_a_changed_data_file_is_not_resumed_from(tmp_path):
+    import numpy as np
+
+    def write(shift):
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "d.npz", X=rng.normal(size=(90, 20)) + shift, y=np.arange(90) % 3)
+
+    write(0)
+    args = ["dataset=file", f"dataset.path={tmp_path / 'd.npz'}", "module.input_dim=20", "module.num_classes=3",
+            "module.num_units=8,16", "train.max_epochs=1", "train.verbose=quiet", f"hydra.sweep.dir={tmp_path / 's'}"]
+    assert run_cli(*args, "-m").returncode == 0
+    assert run_cli(*args, "-m").stdout.count("not trained again") == 2
+    write(5)  # the same file name, other data
+    changed = run_cli(*args, "-m")
+    assert changed.returncode == 2 and changed.stderr.startswith("Error: dataset=from_file: its data have changed since")
+    fresh = run_cli(*args, "resume=false", "-m")
+    assert fresh.returncode == 0 and "not trained again" not in fresh.stdout
+    assert run_cli(*args, "-m").stdout.count("not trained again") == 2  # and the new results are resumed from
+
+
+def test_nested_job_folders(tmp_path):
+    proc = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=n/${hydra.job.num}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    assert [d.relative_to(tmp_path).as_posix() for d in results.job_dirs(tmp_path)] == ["n/0", "n/1"]
+    assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16]

@@ -64,6 +64,11 @@ def stratified_limit(X: np.ndarray, y: np.ndarray, limit: int | None, seed: int)
 
 def holdout(X: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X, y, X_test, y_test): a stratified, seeded share `test_size` held out; both parts keep the source order."""
+    n_test, n_classes = math.ceil(test_size * len(y)), len(np.unique(y))
+    if n_test < n_classes or len(y) - n_test < n_classes:
+        raise ValueError(f"dataset.test_size={test_size:g} of {len(y)} samples holds out {n_test} and keeps {len(y) - n_test}; "
+                         f"each part needs at least one sample of each of the {n_classes} classes "
+                         "(use more samples, another dataset.test_size, or dataset.test_size=null)")
     keep, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
     keep.sort()
     test.sort()

@@ -117,7 +117,8 @@ INVALID = [
     (["+optimizer.nesterov=true"], "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
     (["optimizer=adam", "+optimizer.betas=[0.9,2]"], "optimizer.betas=[0.9, 2]: Invalid beta parameter at index 1: 2"),
     (["dataset.limit=5"], "dataset.limit=5: a stratified subset of the 5000 samples cannot be drawn"),
-    (["dataset.limit=25"], "dataset.limit=25: leaves class 0 2 samples, fewer than cv.folds=3"),
+    (["dataset.limit=25", "dataset.test_size=null"], "dataset.limit=25: leaves class 0 2 samples, fewer than cv.folds=3"),
+    (["dataset.limit=25"], "dataset.test_size=0.2 of 25 samples holds out 5 and keeps 20; each part needs at least one sample of each of the 10 classes"),
     # item 6: a swept scoring would rank rows by metrics that some of them lack
     (["cv.scoring=[accuracy],[f1_macro]", "-m"], "cv.scoring=['accuracy'] and ['f1_macro']: every job of a sweep must be scored the same way"),
 ]

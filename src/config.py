@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,7 +25,9 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
+from src import launchers
 from src.data import SCALINGS, check_data
+from src.devices import cores
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
@@ -149,6 +152,15 @@ def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[
     return [job for batch in batches for job in batch]
 
 
+def sweep_size(multirun: dict) -> int | None:
+    """How many jobs a multirun launches, from its multirun.yaml; None when its sweeper draws its own points."""
+    hydra_cfg = multirun.get("hydra", {})
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    return len(job_overrides(list((hydra_cfg.get("overrides") or {}).get("task") or []), sweeper.get("params") or {}))
+
+
 @dataclass
 class Checked:
     """What preflight() learnt: where a multirun writes, and each job's configuration (for resuming)."""
@@ -174,6 +186,7 @@ def preflight(argv: list[str]) -> Checked:
                 parsed = OverridesParser.create().parse_overrides(overrides)
                 fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
                 base = compose("config", overrides=fixed, return_hydra_config=True)
+                _check_launcher(OmegaConf.to_container(base.hydra.launcher, resolve=False))
                 own_points = base.hydra.sweeper._target_ != BASIC_SWEEPER
                 if own_points:
                     jobs = [fixed]  # another sweeper (Optuna ...) draws its own points; each job checks itself
@@ -193,6 +206,8 @@ def preflight(argv: list[str]) -> Checked:
         except MissingConfigException as e:
             group = Path(e.missing_cfg_file).parent.as_posix() if e.missing_cfg_file else "option"
             choice = Path(e.missing_cfg_file).name if e.missing_cfg_file else ""
+            if group == "hydra/launcher" and launchers.missing(choice):
+                raise ConfigError(launchers.missing(choice)) from None
             raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
         except HydraException as e:
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
@@ -205,6 +220,14 @@ def preflight(argv: list[str]) -> Checked:
             "through its own storage); use a new hydra.sweep.dir, or resume=false to overwrite them")
     numbered = OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
     return Checked(Path(out_dir), identities if numbered and not own_points else None)
+
+
+def _check_launcher(launcher: dict) -> None:
+    """Check the settings of the launcher a multirun will use, against this machine's GPUs and cores."""
+    try:
+        launchers.check(launcher, torch.cuda.device_count(), cores())
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_data(settings: dict):

@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
 from src import config, engine, results
+from src.devices import Placement
 from src.estimator import build_estimator, resolve_device
 from src.search import build_search, run_search
 
@@ -30,9 +31,11 @@ def swept_keys(multirun: dict) -> set[str]:
     return {k.lstrip("+~") for k in keys}
 
 
-def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None) -> None:
+def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None,
+        placement: Placement | None = None) -> None:
     """Check, then compute and record the job in job_dir unless an identical job already finished there.
 
+    `placement`: the job's device and threads under a parallel launcher (src.devices); None: as configured.
     Raises ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
     """
     identity = config.identity(settings)
@@ -41,7 +44,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     if record is not None and record["config"] == identity:
         log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
         return
-    X, y, search, extras = prepare(settings, overrides, choices, swept)
+    X, y, search, extras = prepare(settings, overrides, choices, swept, placement)
     name = engine.choose(settings)
     fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
     result = run_search(search, X, y, extras, fitted=fitted, engine=name)
@@ -49,16 +52,17 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
 
 
-def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None):
+def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, placement: Placement | None = None):
     """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
 
     `overrides` are this job's command-line overrides; those of the keys in `swept` (the keys the
     sweep varies; None: all of them) are params: the estimator's become GridSearchCV's param_grid
     (so cv_results_ carries their columns), the others the job-level `extras`.
     """
-    device = resolve_device(c["device"])
-    if c["train"].get("threads"):
-        torch.set_num_threads(c["train"]["threads"])
+    placement = placement or Placement(resolve_device(c["device"]), c["train"].get("threads"))
+    device = placement.device
+    if placement.threads:
+        torch.set_num_threads(placement.threads)
     X, y = config.load_data(c)
     param_grid, extras = swept_params(overrides, c, choices, swept)
     opt = dict(c["optimizer"])

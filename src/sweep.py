@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import config, job, launcher, report, results, resume
+from src import config, devices, job, launcher, refresh, report, results, resume
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,17 @@ def main(cfg: DictConfig) -> float:
     results_dir = Path(hc.sweep.dir) if multirun else job_dir
     overrides = list(hc.overrides.task)
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
-    swept = job.swept_keys(OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml"))) if multirun else set()
+    sweep = OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml")) if multirun else {}
+    settings = OmegaConf.to_container(cfg, resolve=True)
     with user_errors():
-        job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label, swept)
-    if not (multirun and launcher.aggregates(hc)):  # the fused launcher rebuilds these once per group
-        with results.lock(results_dir):
-            if multirun:
-                results.aggregate(results_dir)
-            report.write_report([results_dir], results_dir / report.REPORT)
+        # under a parallel launcher: this job's own GPU, and its share of the cores
+        placement = devices.place(settings["device"], settings["train"]["threads"], OmegaConf.to_container(hc.launcher, resolve=True),
+                                  hc.job.num if multirun else 0, config.sweep_size(sweep) if multirun else 1)
+        job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, job.swept_keys(sweep) if multirun else set(), placement)
+    if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
+        refresh.refresh(results_dir)
+    elif not multirun:
+        report.write_report([results_dir], results_dir / report.REPORT)
 
     row = results.read_cv_results(job_dir)
     metric = results.metric_names(row)[0]

@@ -1,5 +1,7 @@
 """The fused engine (src/fused.py) against references: autograd with torch.nn.functional, and the
 GridSearchCV path's own skorch estimator training the same (candidate, fold) fits."""
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -161,6 +163,34 @@ def test_a_stack_that_would_not_fit_is_split(data):
     for a, b in zip(whole, split):
         for name in a.state_dict:
             torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["width", "padded"])
+def test_several_devices_share_the_fits_and_train_what_one_device_trains(data, layout, monkeypatch):
+    """device=[d0, d1] (a machine's GPUs; here the CPU twice) splits the fits by width into one share per device,
+    each trained in its own thread at the same time; every fit ends as it ends on one device."""
+    X, y = data
+    _, train = folds(y)
+    shared = fused.Shared(optimizer=SGD, max_epochs=2)
+    specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in SGD_CASES for f in (0, 1, 2)]
+    shares = fused.spread(specs, shared, 2)
+    assert sorted(shares[0] + shares[1]) == list(range(len(specs)))
+    assert max(specs[i].num_units for i in shares[0]) <= min(specs[i].num_units for i in shares[1])  # cut by width
+    work = [sum(fused.fit_cost(specs[i], shared) for i in share) for share in shares]
+    assert max(work) < 1.5 * min(work)
+    threads, train_stack = set(), fused.Stack.train
+
+    def record_thread(stack, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return train_stack(stack, *args, **kwargs)
+    monkeypatch.setattr(fused.Stack, "train", record_thread)
+    two = fused.train(X, y, specs, shared, device=["cpu", "cpu"], layout=layout)
+    assert len(threads) == 2 and all(t.startswith("fused") for t in threads)
+    one = fused.train(X, y, specs, shared, layout=layout)
+    for a, b in zip(two, one):
+        for name in a.state_dict:
+            torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
+        assert [e["train_loss"] for e in a.epochs] == pytest.approx([e["train_loss"] for e in b.epochs], rel=1e-6)
 
 
 def test_unsupported_optimizers_are_named():

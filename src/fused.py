@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 import time
 import warnings
 import weakref
@@ -55,6 +56,7 @@ ACTIVATIONS = {
 }
 ZERO_AT_ZERO = ("relu", "tanh", "gelu")  # f(0) = 0: padded units stay zero without a mask
 LAYOUTS = ("auto", "width", "padded")
+_CAPTURE = threading.Lock()  # CUDA-graph captures of stacks trained in several threads (train(device=[...]))
 WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuBLAS workspaces, the first momentum step)
 
 
@@ -333,8 +335,9 @@ class Stack:
             self.warm_steps += 1
             return
         self.graph = torch.cuda.CUDAGraph()
-        # thread_local: stacks on other GPUs, in other threads, keep working while this one captures
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        # One capture at a time: capturing begins with a device-wide sync, which another thread's capture forbids.
+        # thread_local: stacks in other threads keep working (and allocating) while this one captures.
+        with _CAPTURE, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.step()  # recorded, not run
         self.graph.replay()
 

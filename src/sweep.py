@@ -1,10 +1,12 @@
 """Entry point: python -m src.sweep [key=value ...] [-m]
 
 Each Hydra job cross-validates one candidate (src.job), so its row comes straight from scikit-learn's
-GridSearchCV, then rebuilds the results folder's aggregate and HiPlot report. With -m, Hydra's sweeper
-launches one job per grid point: the default launcher (hydra/launcher=fused) trains the jobs that fuse
-as one program on CUDA, and other launchers run them in parallel or on a cluster. Before any job
-starts, every job's configuration is checked (src.config.preflight).
+GridSearchCV, then rebuilds the results folder's aggregate and HiPlot report (src.refresh, without a
+lock; the launching process rebuilds them once more at the end). With -m, Hydra's sweeper launches one
+job per grid point: the default launcher (hydra/launcher=fused) trains the jobs that fuse as one
+program on CUDA, and other launchers run them in parallel or on a cluster, each job on its own GPU
+and its share of the cores (src.devices). Before any job starts, every job's configuration is
+checked (src.config.preflight).
 """
 import contextlib
 import logging
@@ -34,11 +36,10 @@ def main(cfg: DictConfig) -> float:
     overrides = list(hc.overrides.task)
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
     sweep = OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml")) if multirun else {}
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    with user_errors():
-        # under a parallel launcher: this job's own GPU, and its share of the cores
-        placement = devices.place(settings["device"], settings["train"]["threads"], OmegaConf.to_container(hc.launcher, resolve=True),
-                                  hc.job.num if multirun else 0, config.sweep_size(sweep) if multirun else 1)
+    settings, launcher_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg, hc.launcher))
+    with user_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
+        placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0,
+                                  config.sweep_size(sweep))
         job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, job.swept_keys(sweep) if multirun else set(), placement)
     if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
         refresh.refresh(results_dir)

@@ -202,14 +202,17 @@ def test_unsupported_optimizers_are_named():
 @CUDA
 @pytest.mark.parametrize("optimizer, cases", [(SGD, SGD_CASES), (ADAM, ADAM_CASES)], ids=["sgd", "adam"])
 def test_cuda_graph_equals_eager_and_the_gridsearch_path(data, optimizer, cases):
-    """On CUDA: the step captured in a CUDA graph trains what the eager step trains, and what skorch trains on the GPU."""
+    """On CUDA: the step captured in a CUDA graph trains what the eager step trains, and what skorch trains on the GPU;
+    so do two shares trained at once in two threads (one GPU standing in for two), each capturing its own graph."""
     X, y = data
     test_fold, train = folds(y)
     shared = fused.Shared(optimizer=optimizer, max_epochs=2)
     specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in cases for f in (0, 1)]
     graphed = fused.train(X, y, specs, shared, device="cuda", graph=True)
     eager = fused.train(X, y, specs, shared, device="cuda", graph=False)
-    for a, b, spec in zip(graphed, eager, specs):
+    threaded = fused.train(X, y, specs, shared, device=["cuda:0", "cuda:0"], graph=True)
+    for a, b, c, spec in zip(graphed, eager, threaded, specs):
         for name in a.state_dict:
             torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(c.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
         assert_same_weights(a, reference_fit(X, y, test_fold, spec.fold, spec, shared, device="cuda"), atol=1e-4, rtol=1e-4)

@@ -16,6 +16,13 @@ def environments(sweep_dir):
     return [json.loads((d / results.ENVIRONMENT).read_text()) for d in results.job_dirs(sweep_dir)]
 
 
+def test_joblib_runs_the_jobs_in_worker_processes_and_gives_the_same_aggregate(grid4_sweep, tmp_path):
+    proc = run_cli(GRID, *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    same_aggregate(tmp_path, grid4_sweep)
+    assert [e["torch_threads"] for e in environments(tmp_path)] == [max(1, devices.cores() // 2)] * 4  # two workers share the cores
+
+
 @pytest.mark.slow
 def test_submitit_local_runs_each_job_in_its_own_process_and_gives_the_same_aggregate(grid4_sweep, tmp_path):
     proc = run_cli(GRID, *TINY, "hydra/launcher=submitit_local", f"hydra.sweep.dir={tmp_path}", "-m")

@@ -7,8 +7,8 @@ side by side. With device=auto, each job then takes its own GPU: the one its sch
 GPUs it sees; when it shows one, that one is the job's. On the CPU, each job gets the cores divided
 by the number of jobs that run at once on its machine (train.threads overrides it).
 
-Launchers that run one job at a time (basic, fused) change nothing: auto is "cuda" (GPU 0, where the
-fused launcher trains its groups over every GPU: fused_devices), and torch keeps its own threads.
+Launchers that run one job at a time (basic, fused) change nothing: auto stays "cuda" (GPU 0) and torch
+keeps its own threads. The fused launcher trains each group over every visible GPU instead (fused_devices).
 """
 import os
 import sys

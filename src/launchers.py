@@ -48,7 +48,7 @@ def check(launcher: Mapping, gpus: int, n_cores: int) -> None:
     kind = name(launcher)
     if kind == "JoblibLauncher" and launcher.get("n_jobs") == 0:
         raise ValueError("hydra.launcher.n_jobs=0: give the number of jobs to run at once, or -1 for one per core")
-    if kind == "RayLauncher" and (launcher.get("ray") or {}).get("init", {}).get("address") is None:
+    if kind == "RayLauncher" and ((launcher.get("ray") or {}).get("init") or {}).get("address") is None:
         remote = ray_remote(launcher)  # a local Ray instance never gets more than this machine has: its jobs would wait forever
         if float(remote.get("num_gpus") or 0) > gpus:
             raise ValueError(f"hydra.launcher.ray.remote.num_gpus={remote['num_gpus']}: this machine has {gpus} GPU(s) for the "

@@ -1,5 +1,5 @@
-"""Hydra callbacks: at the end of a multirun, print the sweep's ranked table, refit the best candidate
-(cv.refit), and report any failures."""
+"""Hydra callbacks, run by the process that launched a multirun: at its end, rebuild the sweep's aggregate
+once more, print its ranked table, refit the best candidate (cv.refit), and report any failures."""
 import logging
 import sys
 from pathlib import Path
@@ -7,9 +7,21 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import refit, report, results
+from src import refit, refresh, report, results
 
 log = logging.getLogger(__name__)
+
+
+class RebuildAggregate(Callback):
+    """Rebuilds the aggregate and report from every finished job folder, after the last job returned.
+
+    The jobs rebuild them as they finish (src.refresh), but a job killed while it rebuilt, or one that
+    finished on another machine as the last rebuild listed the folder, could leave them a job short.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        # Only another run still writing into this folder can keep it changing; that run rebuilds it at its end.
+        refresh.refresh(Path(config.hydra.sweep.dir))
 
 
 class PrintRankedTable(Callback):

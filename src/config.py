@@ -32,7 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
+from src import launchers
 from src.data import SCALINGS, check_data, fingerprint, holdout
+from src.devices import cores
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
@@ -247,6 +249,7 @@ def preflight(argv: list[str]) -> Checked:
                 parsed = OverridesParser.create().parse_overrides(overrides)
                 fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
                 base = compose("config", overrides=fixed, return_hydra_config=True)
+                _check_launcher(OmegaConf.to_container(base.hydra.launcher, resolve=False))
                 own_points = base.hydra.sweeper._target_ != BASIC_SWEEPER
                 if own_points:
                     jobs = [fixed]  # another sweeper (Optuna ...) draws its own points; each job checks itself
@@ -270,6 +273,8 @@ def preflight(argv: list[str]) -> Checked:
         except MissingConfigException as e:
             group = Path(e.missing_cfg_file).parent.as_posix() if e.missing_cfg_file else "option"
             choice = Path(e.missing_cfg_file).name if e.missing_cfg_file else ""
+            if group == "hydra/launcher" and launchers.missing(choice):
+                raise ConfigError(launchers.missing(choice)) from None
             raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
         except HydraException as e:
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
@@ -360,6 +365,14 @@ def _settable(plain: dict, values: list, rest: list, groups: set[str]) -> bool:
         if isinstance(node, dict) or isinstance(node, list) != isinstance(o.value(), list):
             return False
     return True
+
+
+def _check_launcher(launcher: dict) -> None:
+    """Check the settings of the launcher a multirun will use, against this machine's GPUs and cores."""
+    try:
+        launchers.check(launcher, torch.cuda.device_count(), cores())
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_data(settings: dict):

@@ -79,9 +79,11 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
     return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid)
 
 
-def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, **options) -> dict[str, dict]:
+def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
+                **options) -> dict[str, dict]:
     """Train the fits of several jobs (settings, identity, search) that share a group key, as one program.
 
+    `devices`: where the fits train, spread over them (default: the first job's estimator's device).
     Returns the fits by job key, each a {fold: FitOutcome} dict. `options` go to src.fused.train (layout, graph).
     """
     settings = jobs[0][0]
@@ -90,7 +92,8 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
         for spec in fit_specs(job_settings, search, X, y):
             specs.append(spec)
             owners.append(results.job_key(identity))
-    outcomes = fused.train(X, y, specs, shared_settings(settings), device=resolve_device(settings["device"]), **options)
+    devices = devices or [jobs[0][2].estimator.device]
+    outcomes = fused.train(X, y, specs, shared_settings(settings), device=devices[0] if len(devices) == 1 else devices, **options)
     fits: dict[str, dict] = {}
     for owner, spec, outcome in zip(owners, specs, outcomes):
         fits.setdefault(owner, {})[spec.fold] = outcome

@@ -11,6 +11,8 @@ optimizer step a few operations over the whole buffer, whatever M. Zero padding 
 (padded units have zero weights in and out, so they get zero gradients), except under an activation
 with f(0) != 0, which is masked. On the CPU the stacks are one per width (no work is wasted on
 padding); on CUDA one stack holds the group and its training step is captured in a CUDA graph.
+Given several GPUs, the group is cut by width into one share per GPU, and the shares train at the
+same time, each in its own thread (CUDA kernels run while Python waits, so the threads overlap).
 
 The training step is written out by hand: the forward pass, the softmax cross-entropy gradient, then
 each layer's receiver passes (straight into the flat gradient buffer) and intermediate pass, which
@@ -18,12 +20,16 @@ are BatchedLinearFunction's own. It computes what autograd through BatchedLinear
 (tests/test_fused.py checks it against autograd), in fewer operations and without the autograd
 engine's per-step bookkeeping.
 """
+import contextlib
 import logging
 import math
 import os
+import threading
 import time
 import warnings
 import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +56,7 @@ ACTIVATIONS = {
 }
 ZERO_AT_ZERO = ("relu", "tanh", "gelu")  # f(0) = 0: padded units stay zero without a mask
 LAYOUTS = ("auto", "width", "padded")
+_CAPTURE = threading.Lock()  # CUDA-graph captures of stacks trained in several threads (train(device=[...]))
 WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuBLAS workspaces, the first momentum step)
 
 
@@ -97,23 +104,59 @@ def unsupported(optimizer: str, kwargs: dict) -> str | None:
     return None
 
 
-def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *, device: str = "cpu",
+def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *, device: str | Sequence[str] = "cpu",
           layout: str = "auto", graph: bool | None = None, memory_budget: int | None = None) -> list[FitOutcome]:
-    """Train every fit; the data go to the device once. Returns one outcome per spec, in order.
+    """Train every fit; the data go to each device once. Returns one outcome per spec, in order.
 
-    layout: "width" (a stack per width), "padded" (one stack), "auto" (padded on CUDA, width on the CPU).
+    device: one device, or several (the GPUs of a machine): the fits are then split into one share per
+    device (spread) and the shares train at the same time, each in its own thread.
+    layout: "width" (a stack per width), "padded" (one stack per device), "auto" (padded on CUDA, width on the CPU).
     graph: capture the step in a CUDA graph (default: on CUDA). memory_budget: bytes a stack may use
     (default: most of the device's free memory); a stack that would need more is split.
     """
-    Xd, yd = on_device(X, device), on_device(y, device)
-    graph = device.startswith("cuda") if graph is None else graph
-    budget = memory_budget if memory_budget is not None else free_memory(device)
+    devices = [device] if isinstance(device, str) else list(device)
     outcomes: list[FitOutcome | None] = [None] * len(specs)
-    for members in plan(specs, shared, layout=layout, device=device, budget=budget, n_rows=len(X)):
-        stack = Stack([specs[i] for i in members], shared, Xd, yd)
-        for i, outcome in zip(members, stack.train(graph=graph)):
-            outcomes[i] = outcome
+    shares = [(d, members) for d, members in zip(devices, spread(specs, shared, len(devices))) if members]
+
+    def train_share(device: str, members: list[int]) -> None:
+        Xd, yd = on_device(X, device), on_device(y, device)
+        use_graph = device.startswith("cuda") if graph is None else graph
+        budget = memory_budget if memory_budget is not None else free_memory(device)
+        mine = [specs[i] for i in members]
+        with torch.cuda.device(device) if device.startswith("cuda") else contextlib.nullcontext():  # this thread's GPU
+            for stack_members in plan(mine, shared, layout=layout, device=device, budget=budget, n_rows=len(X)):
+                stack = Stack([mine[i] for i in stack_members], shared, Xd, yd)
+                for i, outcome in zip(stack_members, stack.train(graph=use_graph)):
+                    outcomes[members[i]] = outcome
+
+    if len(shares) == 1:
+        train_share(*shares[0])
+        return outcomes
+    for device in devices:  # copy the data in this thread, before the shares start
+        on_device(X, device), on_device(y, device)
+    with ThreadPoolExecutor(len(shares), thread_name_prefix="fused") as pool:
+        for done in [pool.submit(train_share, d, members) for d, members in shares]:
+            done.result()  # re-raises a share's error (out of memory ...)
     return outcomes
+
+
+def spread(specs: list[FitSpec], shared: Shared, n: int) -> list[list[int]]:
+    """Indices into specs for each of n devices: the fits in order of width, cut into n runs of about equal work
+    (fits of one width stay together where the cut allows, so that stacks on a device waste little on padding)."""
+    order = sorted(range(len(specs)), key=lambda i: specs[i].num_units)
+    cost = [fit_cost(specs[i], shared) for i in order]
+    total, done = sum(cost) or 1.0, 0.0
+    shares: list[list[int]] = [[] for _ in range(n)]
+    for i, c in zip(order, cost):
+        shares[min(n - 1, int((done + c / 2) / total * n))].append(i)  # the share its middle falls in
+        done += c
+    return [sorted(share) for share in shares]
+
+
+def fit_cost(spec: FitSpec, shared: Shared) -> float:
+    """A fit's work per epoch, in multiply-adds: its weights times the rows it trains on."""
+    sizes = layer_sizes(spec.num_units, shared.input_dim, shared.num_classes)
+    return sum(a * b for a, b in zip(sizes, sizes[1:])) * len(spec.train_idx)
 
 
 _on_device: dict[tuple[int, str], torch.Tensor] = {}
@@ -292,7 +335,9 @@ class Stack:
             self.warm_steps += 1
             return
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # One capture at a time: capturing begins with a device-wide sync, which another thread's capture forbids.
+        # thread_local: stacks in other threads keep working (and allocating) while this one captures.
+        with _CAPTURE, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.step()  # recorded, not run
         self.graph.replay()
 

@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
 from src import config, engine, locks, loggers, results
+from src.devices import Placement
 from src.estimator import build_estimator, resolve_device
 from src.search import build_search, run_search
 
@@ -42,13 +43,15 @@ def sweep_size(multirun: dict) -> int | None:
     return len(config.job_overrides(task, {k: str(v) for k, v in (sweeper.get("params") or {}).items()}))
 
 
-def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None) -> pd.DataFrame:
+def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None,
+        placement: Placement | None = None) -> pd.DataFrame:
     """Check, then compute and record the job in job_dir unless an identical job already finished there;
     returns its row in cv_results_ form.
 
     The job holds its folder throughout (src.locks), and reads what the folder holds under that hold, so
     a second command's job of the same configuration waits and then finds it finished. Raises
     ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
+    `placement`: the job's device and threads under a parallel launcher (src.devices); None: as configured.
     """
     config.check(settings)
     identity = config.identity(settings)
@@ -64,7 +67,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
                 return results.read_cv_results(job_dir)
             raise config.ConfigError(f"{job_dir} holds a finished job with another configuration ({' '.join(record['overrides']) or 'defaults'}), "
                                      "which this job would overwrite; use another output folder, or resume=false to overwrite it")
-        X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir)
+        X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
         name = engine.choose(settings)
         fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
         result = run_search(search, X, y, extras, fitted=fitted, engine=name)
@@ -73,7 +76,8 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     return result.cv_results
 
 
-def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, job_dir: Path | None = None):
+def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, job_dir: Path | None = None,
+            placement: Placement | None = None):
     """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
 
     `overrides` are this job's command-line overrides; those of the keys in `swept` (the keys the
@@ -81,9 +85,10 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
     (so cv_results_ carries their columns), the others the job-level `extras`. `job_dir` is where the
     job writes (its loggers too).
     """
-    device = resolve_device(c["device"])
-    if c["train"].get("threads"):
-        torch.set_num_threads(c["train"]["threads"])
+    placement = placement or Placement(resolve_device(c["device"]), c["train"].get("threads"))
+    device = placement.device
+    if placement.threads:
+        torch.set_num_threads(placement.threads)
     X, y = config.load_data(c)
     param_grid, extras = swept_params(overrides, c, choices, swept)
     opt = dict(c["optimizer"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src import config, engine, job, report, results
+from src import config, devices, engine, job, refresh, results
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
                                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-        with results.disk_errors(), results.lock(sweep_dir):
-            results.aggregate(sweep_dir)
-            report.write_report([sweep_dir], sweep_dir / report.REPORT)
+        with results.disk_errors():
+            refresh.refresh(sweep_dir)
     return [returns[i] for i in range(len(jobs))]
 
 
@@ -85,13 +84,14 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> None:
     if not entries:
         return
     start = time.perf_counter()
+    on = devices.fused_devices(entries[0][0]["device"])  # every GPU of the machine for device=auto
     try:
-        fits = engine.train_group(entries, X, y)
+        fits = engine.train_group(entries, X, y, devices=on)
     except Exception as e:  # out of memory, ...: every job of the group records it as its failure
         fits = {results.job_key(identity): e for _, identity, _ in entries}
     engine.keep_fits(fits)
     log.info(f"fused engine: jobs {', '.join(nums)} ({sum(len(f) for f in fits.values() if isinstance(f, dict))} fits) "
-             f"trained at once in {time.perf_counter() - start:.1f} s on {entries[0][2].estimator.device}")
+             f"trained at once in {time.perf_counter() - start:.1f} s on {', '.join(on)}")
 
 
 def _job_dir(cfg: DictConfig) -> Path:

@@ -3,9 +3,9 @@
 A job folder holds its own rows (cv_results.json), its folds' training histories (history.json)
 and what makes it reproducible (environment.json). The results folder (the sweep folder, or the
 run folder of a single run) holds the aggregate of every finished job, with ranks recomputed over
-all of them, as cv_results.{csv,json,pt}. The aggregate is rebuilt from the job files after every
-job, under a file lock, and each file is written to a temporary name and then renamed, so a reader
-or a crash never sees half a file.
+all of them, as cv_results.{csv,json,pt}. The aggregate is rebuilt from the job files (src.refresh
+says when, and how concurrent writers stay correct without a lock), and each file is written to a
+temporary name and then renamed, so a reader or a crash never sees half a file.
 """
 import contextlib
 import errno
@@ -18,13 +18,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from filelock import FileLock
 from scipy.stats import rankdata
 
 CV_RESULTS = "cv_results"
@@ -32,6 +32,7 @@ JOB = "job.json"  # written last: a job folder holds a finished job only once th
 ERROR_LOG = "error.log"
 HISTORY = "history.json"
 ENVIRONMENT = "environment.json"
+STALE_TMP_S = 600  # a temporary file this old was left by a killed writer (a live one renames it within seconds)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 PACKAGES = ("torch", "skorch", "scikit-learn", "hydra-core", "numpy", "pandas", "hiplot", "mlxtend")
@@ -235,16 +236,13 @@ def job_dirs(results_dir: Path) -> list[Path]:
     return complete
 
 
-def lock(results_dir: Path) -> FileLock:
-    """The lock every job holds while it rewrites a results folder's aggregate and report."""
-    return FileLock(str(Path(results_dir) / ".cv_results.lock"))
-
-
 def aggregate(results_dir: Path) -> pd.DataFrame:
-    """Rebuild a sweep folder's aggregate from every finished job's rows (hold `lock` around it)."""
+    """Rebuild a sweep folder's aggregate from every finished job's rows (src.refresh.refresh checks it is current)."""
     results_dir = Path(results_dir)
-    for stale in results_dir.glob(".*.tmp"):  # left by a writer that was killed; writers hold the lock
-        stale.unlink(missing_ok=True)
+    for tmp in results_dir.glob(".*.tmp"):  # another writer's, still in use, unless it is old
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
     df = rank(pd.concat([read_cv_results(d) for d in job_dirs(results_dir)], ignore_index=True))
     write_cv_results(df, results_dir)
     return df
@@ -362,7 +360,7 @@ def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
 
 
 def environment(device: str, seed: int, engine: str = "gridsearch") -> dict:
-    """What makes a job reproducible: package versions, Python, device, engine, seed and git commit."""
+    """What makes a job reproducible: package versions, Python, device (the GPU that ran it), engine, threads, seed, git commit."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -373,8 +371,9 @@ def environment(device: str, seed: int, engine: str = "gridsearch") -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,
-        "device": device,
+        "device": f"cuda:{torch.cuda.current_device()}" if device == "cuda" else device,  # the GPU's number among the visible ones
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which physical GPUs those are (None: all)
         "engine": engine,
         "torch_threads": torch.get_num_threads(),
         "seed": seed,

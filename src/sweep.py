@@ -1,12 +1,14 @@
 """Entry point: python -m src.sweep [key=value ...] [-m]
 
 Each Hydra job cross-validates one candidate (src.job), so its row comes straight from scikit-learn's
-GridSearchCV, then rebuilds the results folder's aggregate and HiPlot report. With -m, Hydra's sweeper
-launches one job per grid point: the default launcher (hydra/launcher=fused) trains the jobs that fuse
-as one program on CUDA, and other launchers run them in parallel or on a cluster. Before any job
-starts, every job's configuration is checked (src.config.preflight); then the command holds its results
-folder (src.locks), so that a second command into it waits, and moves finished jobs to the numbers of
-their configurations (src.resume).
+GridSearchCV, then rebuilds the results folder's aggregate and HiPlot report (src.refresh, without a
+lock; the launching process rebuilds them once more at the end). With -m, Hydra's sweeper launches one
+job per grid point: the default launcher (hydra/launcher=fused) trains the jobs that fuse as one
+program on CUDA, and other launchers run them in parallel or on a cluster, each job on its own GPU
+and its share of the cores (src.devices). Before any job starts, every job's configuration is
+checked (src.config.preflight); then the command holds its results folder (src.locks), so that a
+second command into it waits, and moves finished jobs to the numbers of their configurations
+(src.resume).
 """
 import contextlib
 import logging
@@ -21,7 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import config, job, launcher, locks, report, results, resume
+from src import config, devices, job, launcher, locks, refresh, report, results, resume
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +38,15 @@ def main(cfg: DictConfig) -> float:
     overrides = list(hc.overrides.task)
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
     sweep = OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml")) if multirun else {}
-    swept = job.swept_keys(sweep) if multirun else set()
-    with user_errors(), results.disk_errors():
-        row = job.run(OmegaConf.to_container(cfg, resolve=True), overrides, dict(hc.runtime.choices), job_dir, label, swept)
-        if not (multirun and launcher.aggregates(hc)):  # the fused launcher rebuilds these once per group
-            with results.lock(results_dir):
-                if multirun:
-                    results.aggregate(results_dir)
-                report.write_report([results_dir], results_dir / report.REPORT)
+    settings, launcher_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg, hc.launcher))
+    with user_errors(), results.disk_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
+        placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0,
+                                  job.sweep_size(sweep))
+        row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, job.swept_keys(sweep) if multirun else set(), placement)
+        if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
+            refresh.refresh(results_dir)
+        elif not multirun:
+            report.write_report([results_dir], results_dir / report.REPORT)
 
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]

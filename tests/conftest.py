@@ -38,6 +38,27 @@ def tiny_sweep(tmp_path_factory) -> Path:
     return sweep_dir
 
 
+@pytest.fixture(scope="session")
+def grid4_sweep(tmp_path_factory) -> Path:
+    """A finished four-candidate multirun (module.num_units=8,16,32,64), one job after another."""
+    sweep_dir = tmp_path_factory.mktemp("grid4") / "s"
+    proc = run_cli("module.num_units=8,16,32,64", *TINY, f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    return sweep_dir
+
+
+def same_aggregate(sweep_dir: Path, reference: Path) -> None:
+    """Assert that two aggregates agree in every column, candidate by candidate, except the measured times."""
+    import pandas as pd
+
+    from src import results
+
+    ours, theirs = (results.read_cv_results(d).sort_values("param_module__num_units").reset_index(drop=True) for d in (sweep_dir, reference))
+    assert list(ours.columns) == list(theirs.columns)
+    compared = [c for c in theirs.columns if not c.endswith("_time")]
+    pd.testing.assert_frame_equal(ours[compared], theirs[compared])
+
+
 def write_idx(path: Path, array, gz: bool = False) -> None:
     """An unsigned-byte IDX file (MNIST's raw format): magic 0x0000080<ndim>, big-endian dims, then the bytes."""
     import gzip

@@ -1,5 +1,7 @@
 """The fused engine (src/fused.py) against references: autograd with torch.nn.functional, and the
 GridSearchCV path's own skorch estimator training the same (candidate, fold) fits."""
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -163,6 +165,34 @@ def test_a_stack_that_would_not_fit_is_split(data):
             torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["width", "padded"])
+def test_several_devices_share_the_fits_and_train_what_one_device_trains(data, layout, monkeypatch):
+    """device=[d0, d1] (a machine's GPUs; here the CPU twice) splits the fits by width into one share per device,
+    each trained in its own thread at the same time; every fit ends as it ends on one device."""
+    X, y = data
+    _, train = folds(y)
+    shared = fused.Shared(optimizer=SGD, max_epochs=2)
+    specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in SGD_CASES for f in (0, 1, 2)]
+    shares = fused.spread(specs, shared, 2)
+    assert sorted(shares[0] + shares[1]) == list(range(len(specs)))
+    assert max(specs[i].num_units for i in shares[0]) <= min(specs[i].num_units for i in shares[1])  # cut by width
+    work = [sum(fused.fit_cost(specs[i], shared) for i in share) for share in shares]
+    assert max(work) < 1.5 * min(work)
+    threads, train_stack = set(), fused.Stack.train
+
+    def record_thread(stack, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return train_stack(stack, *args, **kwargs)
+    monkeypatch.setattr(fused.Stack, "train", record_thread)
+    two = fused.train(X, y, specs, shared, device=["cpu", "cpu"], layout=layout)
+    assert len(threads) == 2 and all(t.startswith("fused") for t in threads)
+    one = fused.train(X, y, specs, shared, layout=layout)
+    for a, b in zip(two, one):
+        for name in a.state_dict:
+            torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
+        assert [e["train_loss"] for e in a.epochs] == pytest.approx([e["train_loss"] for e in b.epochs], rel=1e-6)
+
+
 def test_unsupported_optimizers_are_named():
     assert fused.unsupported(SGD, {"lr": 0.1, "momentum": 0.9}) is None
     assert "amsgrad" in fused.unsupported(ADAM, {"lr": 0.1, "amsgrad": True})
@@ -172,14 +202,17 @@ def test_unsupported_optimizers_are_named():
 @CUDA
 @pytest.mark.parametrize("optimizer, cases", [(SGD, SGD_CASES), (ADAM, ADAM_CASES)], ids=["sgd", "adam"])
 def test_cuda_graph_equals_eager_and_the_gridsearch_path(data, optimizer, cases):
-    """On CUDA: the step captured in a CUDA graph trains what the eager step trains, and what skorch trains on the GPU."""
+    """On CUDA: the step captured in a CUDA graph trains what the eager step trains, and what skorch trains on the GPU;
+    so do two shares trained at once in two threads (one GPU standing in for two), each capturing its own graph."""
     X, y = data
     test_fold, train = folds(y)
     shared = fused.Shared(optimizer=optimizer, max_epochs=2)
     specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in cases for f in (0, 1)]
     graphed = fused.train(X, y, specs, shared, device="cuda", graph=True)
     eager = fused.train(X, y, specs, shared, device="cuda", graph=False)
-    for a, b, spec in zip(graphed, eager, specs):
+    threaded = fused.train(X, y, specs, shared, device=["cuda:0", "cuda:0"], graph=True)
+    for a, b, c, spec in zip(graphed, eager, threaded, specs):
         for name in a.state_dict:
             torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(c.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
         assert_same_weights(a, reference_fit(X, y, test_fold, spec.fold, spec, shared, device="cuda"), atol=1e-4, rtol=1e-4)

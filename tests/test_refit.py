@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from sklearn.metrics import accuracy_score
 
 from conftest import ROOT, TINY, run_cli
-from src import config, refit, results
+from src import config, refit
 from src.job import prepare
 from src.model import NeuralNet
 from src.seeding import split_test_fold

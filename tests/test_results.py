@@ -10,7 +10,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from src import results
+from src import refresh, results
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,13 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def _job(args):
-    """One fake job: write its own rows, then update the shared aggregate (as sweep.main does)."""
+    """One fake job: write its own rows, then update the shared aggregate, without a lock (as sweep.main does)."""
     sweep_dir, k, cv_results = args
     job_dir = sweep_dir / str(k)
     job_dir.mkdir()
     results.write_cv_results(results.rank(results.job_results(cv_results, {"job": k})), job_dir)
     results.write_json(job_dir / results.JOB, {"status": "ok", "error": None, "overrides": [], "config": {}})
-    with results.lock(sweep_dir):
-        results.aggregate(sweep_dir)
+    refresh.refresh(sweep_dir)
 
 
 def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path):

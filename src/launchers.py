@@ -1,0 +1,64 @@
+"""Hydra's launcher plugins as this project runs them: which run jobs side by side, how many at once,
+which pip extra installs each, and the checks of their settings that Hydra's own composition does not make.
+
+Each function takes a launcher's config (hydra.launcher) as plain Python; none imports a plugin.
+"""
+from collections.abc import Mapping
+
+# Launchers, by class name, that run every job in the launching process, one after another.
+SEQUENTIAL = ("BasicLauncher", "FusedLauncher")
+# hydra/launcher choices this project documents, and the pip extra that installs each plugin.
+EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "cluster", "ray": "ray"}
+
+
+def name(launcher: Mapping) -> str:
+    """A launcher config's class name (JoblibLauncher, LocalLauncher, SlurmLauncher, RayLauncher ...)."""
+    return str(launcher.get("_target_", "")).rsplit(".", 1)[-1]
+
+
+def is_parallel(launcher: Mapping) -> bool:
+    """True for a launcher that may run several jobs at once (any but basic and fused)."""
+    return name(launcher) not in SEQUENTIAL
+
+
+def ray_remote(launcher: Mapping) -> dict:
+    """The resources Hydra's Ray launcher asks for each job (ray.remote's arguments: num_cpus, num_gpus ...)."""
+    return dict((launcher.get("ray") or {}).get("remote") or {})
+
+
+def concurrent_jobs(launcher: Mapping, n_jobs: int | None, n_cores: int) -> int:
+    """How many jobs of a sweep of `n_jobs` (None: unknown) run at once on one machine of `n_cores` cores."""
+    kind, tasks = name(launcher), int(launcher.get("tasks_per_node") or 1)
+    if kind in SEQUENTIAL:
+        return 1
+    if kind == "SlurmLauncher":  # each job has its own allocation, shared by its tasks
+        return tasks
+    if kind == "LocalLauncher":  # submitit's local executor starts every job of the sweep at once
+        return max(1, (n_jobs or n_cores) * tasks)
+    if kind == "JoblibLauncher":
+        workers = int(launcher.get("n_jobs", -1))
+        workers = workers if workers > 0 else n_cores + 1 + workers  # joblib's -1: all cores, -2: all but one
+    else:  # another parallel launcher: as many jobs as cores, at most
+        workers = n_cores
+    return max(1, min(workers, n_jobs or workers))
+
+
+def check(launcher: Mapping, gpus: int, n_cores: int) -> None:
+    """Raise ValueError, in one line, on a launcher setting that would fail or hang after the sweep started."""
+    kind = name(launcher)
+    if kind == "JoblibLauncher" and launcher.get("n_jobs") == 0:
+        raise ValueError("hydra.launcher.n_jobs=0: give the number of jobs to run at once, or -1 for one per core")
+    if kind == "RayLauncher" and ((launcher.get("ray") or {}).get("init") or {}).get("address") is None:
+        remote = ray_remote(launcher)  # a local Ray instance never gets more than this machine has: its jobs would wait forever
+        if float(remote.get("num_gpus") or 0) > gpus:
+            raise ValueError(f"hydra.launcher.ray.remote.num_gpus={remote['num_gpus']}: this machine has {gpus} GPU(s) for the "
+                             "local Ray instance; join a cluster with hydra.launcher.ray.init.address=auto, or ask for fewer")
+        if float(remote.get("num_cpus") or 0) > n_cores:
+            raise ValueError(f"hydra.launcher.ray.remote.num_cpus={remote['num_cpus']}: this machine has {n_cores} cores "
+                             "for the local Ray instance; ask for fewer")
+
+
+def missing(choice: str) -> str | None:
+    """What to install for a hydra/launcher choice that Hydra did not find, if it is one this project documents."""
+    extra = EXTRAS.get(choice)
+    return f"hydra/launcher={choice} needs its Hydra plugin: pip install \".[{extra}]\"" if extra else None

@@ -38,6 +38,7 @@ from src.devices import cores
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
+from src import loggers
 from src.loggers import LOGGERS
 from src.model import ACTIVATIONS
 
@@ -102,6 +103,13 @@ class DatasetSchema(_Group):
 class LoggerSchema(_Group):
     model_config = ConfigDict(extra="allow", strict=True)  # each logger has its own keys
     name: Literal[LOGGERS]
+
+    @field_validator("name")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        if loggers.missing(name):  # an optional extra: refused before any job starts, not in the middle of a fit
+            raise ValueError(loggers.missing(name))
+        return name
 
 
 class ConfigSchema(_Group):

@@ -6,11 +6,19 @@ up front: each logger makes its own when its fit begins, named for the job and t
 engine trains outside skorch; its fits replay their per-epoch history to these callbacks
 (src.estimator.PretrainedNet), so both engines log the same curves.
 """
+import importlib.util
 from pathlib import Path
 
 from skorch.callbacks import MlflowLogger, TensorBoard
 
-LOGGERS = ("tensorboard", "mlflow")
+LOGGERS = ("tensorboard", "mlflow")  # each is also the pip extra, and the package, it needs
+
+
+def missing(name: str) -> str | None:
+    """What to install for the logger `name` when its package is not installed here (None: it is)."""
+    if importlib.util.find_spec(name) is None:
+        return f"needs the {name} package: pip install \".[{name}]\""
+    return None
 
 
 class TensorBoardPerFit(TensorBoard):

@@ -41,3 +41,14 @@ def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path):
     runs = mlflow.search_runs(experiment_names=["mlp-sweep"])
     assert sorted(runs["tags.mlflow.runName"]) == [f"s/0/fold{k}" for k in range(3)]
     assert (runs["status"] == "FINISHED").all() and runs["metrics.train_loss"].notna().all()
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "mlflow"])
+def test_a_logger_whose_package_is_not_installed_is_refused_before_anything_runs(tmp_path, name):
+    """A fresh `pip install .` lacks the optional extras: the command names the extra instead of failing in a fit."""
+    hide = f"import sys; sys.modules[{name!r}] = None; from src.sweep import cli; sys.argv[0] = 'src.sweep'; cli()"
+    proc = subprocess.run([sys.executable, "-c", hide, *ARGS, f"+logger={name}", f"hydra.sweep.dir={tmp_path / 's'}", "-m"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"Error: logger.name={name!r}: needs the {name} package: pip install \".[{name}]\""]
+    assert not (tmp_path / "s").exists()

@@ -246,31 +246,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid_epochs is not None and args.grid_epochs < 1:
             parser.error(f"--grid-epochs={args.grid_epochs}: must be at least 1")
         sizes = ["default", "full"] if args.grid_size == "both" else [args.grid_size]
-        try:
-            report = run_grids(args.device, sizes, engines, args.grid_epochs)
-        except ValueError as e:
-            parser.error(str(e))
-        print(grid_table(report))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
-        return 0
-    for name in ("epochs", "n_samples", "num_units", "batch_size"):
-        least = 2 if name == "num_units" else 1
-        if getattr(args, name) < least:
-            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least {least}")
+        measure, render = (lambda: run_grids(args.device, sizes, engines, args.grid_epochs)), grid_table
+    else:
+        for name in ("epochs", "n_samples", "num_units", "batch_size"):
+            least = 2 if name == "num_units" else 1
+            if getattr(args, name) < least:
+                parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least {least}")
+        measure, render = (lambda: run(args.device, args.epochs, args.n_samples, args.num_units, args.batch_size)), table
     try:
-        report = run(args.device, args.epochs, args.n_samples, args.num_units, args.batch_size)
+        report = measure()
     except ValueError as e:
         parser.error(str(e))
-    print(table(report))
+    print(render(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    if args.profile:
+    if args.profile and not args.grid:
         print(profile_project_epoch(report["device"], args.n_samples, args.num_units, args.batch_size))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

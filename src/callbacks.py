@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import refit, refresh, report, results
+from src import launcher, refit, refresh, report, results
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,8 @@ class RebuildAggregate(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        # Only another run still writing into this folder can keep it changing; that run rebuilds it at its end.
+        if launcher.aggregates(config.hydra):  # the fused launcher ran every job here, and rebuilt after its last group
+            return
         refresh.refresh(Path(config.hydra.sweep.dir))
 
 

@@ -32,13 +32,12 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src import launchers
+from src import launchers, loggers, results
 from src.data import SCALINGS, check_data, fingerprint, holdout
 from src.devices import cores
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
-from src import loggers
 from src.loggers import LOGGERS
 from src.model import ACTIVATIONS
 
@@ -202,15 +201,10 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    train.verbose, logger and resume change what a run prints or logs and whether it resumes, engine and
-    train.threads how it computes (both engines train the same fits), and cv.refit what the sweep
-    does after its jobs; none changes what a job computes. The data set's content hash is part of it
-    (data_fingerprint), so a changed data file is not resumed from.
+    Everything but results.NOT_IDENTITY, plus the data set's content hash (data_fingerprint), so that a changed
+    data file is not resumed from.
     """
-    out = {**settings, "train": {k: v for k, v in settings["train"].items() if k not in ("verbose", "threads")}}
-    out["cv"] = {k: v for k, v in settings["cv"].items() if k != "refit"}  # the sweep's end, not this job
-    for key in ("resume", "engine", "logger"):
-        out.pop(key, None)
+    out = results.without(settings, results.NOT_IDENTITY)
     out["data_fingerprint"] = data_fingerprint(settings)
     return out
 
@@ -265,15 +259,11 @@ def preflight(argv: list[str]) -> Checked:
                     params = base.hydra.sweeper.params
                     jobs = job_overrides(overrides, OmegaConf.to_container(params) if params else {})
                 out_key = "hydra.sweep.dir"
-            identities, data_checked = [], set()
+            identities = []
             progress = Progress(len(jobs))
             for cfg, settings in job_settings(jobs):
                 check(settings)
-                m = settings["module"]
-                data_key = json.dumps([settings["dataset"], m["input_dim"], m["num_classes"], settings["cv"]["folds"]], sort_keys=True, default=str)
-                if data_key not in data_checked:  # most sweeps vary the network, not the data: check each data set once
-                    _check_data(settings)
-                    data_checked.add(data_key)
+                _check_data(settings)  # most sweeps vary the network, not the data: each data set is checked once (load_data)
                 identities.append(identity(settings))
                 progress.step()
             out_dir = str(OmegaConf.select(cfg, out_key))
@@ -385,11 +375,18 @@ def _check_launcher(launcher: dict) -> None:
 
 def load_data(settings: dict):
     """The configured data set's cross-validation part (loaded once per process), checked against the
-    network and the folds it is for."""
-    X, y, _, _ = _split(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
-    check_data(X, y, input_dim=settings["module"]["input_dim"], num_classes=settings["module"]["num_classes"],
-               folds=settings["cv"]["folds"], limit=settings["dataset"].get("limit"))
+    network and the folds it is for (once per process too)."""
+    dataset, m = json.dumps(settings["dataset"], sort_keys=True), settings["module"]
+    X, y, _, _ = _split(dataset, settings["seed"])
+    _checked(dataset, settings["seed"], m["input_dim"], m["num_classes"], settings["cv"]["folds"])
     return X, y
+
+
+@functools.lru_cache(maxsize=16)
+def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int) -> None:
+    """check_data on the data set's cross-validation part; remembered once it passes (an error is raised again each time)."""
+    X, y, _, _ = _split(dataset, seed)
+    check_data(X, y, input_dim=input_dim, num_classes=num_classes, folds=folds, limit=json.loads(dataset).get("limit"))
 
 
 def load_test(settings: dict) -> tuple | None:

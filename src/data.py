@@ -64,12 +64,13 @@ def stratified_limit(X: np.ndarray, y: np.ndarray, limit: int | None, seed: int)
 
 def holdout(X: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X, y, X_test, y_test): a stratified, seeded share `test_size` held out; both parts keep the source order."""
-    n_test, n_classes = math.ceil(test_size * len(y)), len(np.unique(y))
-    if n_test < n_classes or len(y) - n_test < n_classes:
+    try:
+        keep, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
+    except ValueError:  # a part smaller than the number of classes; scikit-learn's message names no key
+        n_test = math.ceil(test_size * len(y))
         raise ValueError(f"dataset.test_size={test_size:g} of {len(y)} samples holds out {n_test} and keeps {len(y) - n_test}; "
-                         f"each part needs at least one sample of each of the {n_classes} classes "
-                         "(use more samples, another dataset.test_size, or dataset.test_size=null)")
-    keep, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
+                         f"each part needs at least one sample of each of the {len(np.unique(y))} classes "
+                         "(use more samples, another dataset.test_size, or dataset.test_size=null)") from None
     keep.sort()
     test.sort()
     return (*_frozen(X[keep], y[keep]), *_frozen(X[test], y[test]))
@@ -281,7 +282,7 @@ def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"dataset.path={path}: its arrays cannot be read ({e})") from None
 
 
-_fingerprints: dict[int, str] = {}  # by id() of a cached, read-only X; an entry goes when its array does
+_fingerprints: dict[tuple[int, int], str] = {}  # by id() of a cached, read-only (X, y); an entry goes when X does
 
 
 def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
@@ -289,16 +290,18 @@ def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
 
     The loaders' cached arrays are read-only, so each one's hash is computed once and kept while it lives.
     """
-    if not X.flags.writeable and id(X) in _fingerprints:
-        return _fingerprints[id(X)]
+    key, cached = (id(X), id(y)), not X.flags.writeable and not y.flags.writeable
+    if cached and key in _fingerprints:
+        return _fingerprints[key]
     h = hashlib.sha256()
     for a in (X, y):
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
     digest = h.hexdigest()[:16]
-    if not X.flags.writeable:
-        _fingerprints[id(X)] = digest
-        weakref.finalize(X, _fingerprints.pop, id(X), None)
+    if cached:
+        _fingerprints[key] = digest
+        weakref.finalize(X, _fingerprints.pop, key, None)
+        weakref.finalize(y, _fingerprints.pop, key, None)
     return digest
 
 

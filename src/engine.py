@@ -22,20 +22,21 @@ from src.seeding import split_test_fold
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "fused", "gridsearch")
-PER_FIT = {"module": ("num_units", "init")}  # and every optimizer key but _target_
+PER_FIT = ("num_units", "init")  # the module keys each fit of a group has its own of, beside every optimizer key but _target_
 
 _trained: dict[str, dict | BaseException] = {}  # fits a launcher trained, by job identity, until the job takes them
 
 
-def choose(settings: dict) -> str:
+def choose(settings: dict, say_why: bool = False) -> str:
     """The engine that trains this job: `engine`, with auto resolved (fused on CUDA) and a job the fused
-    engine cannot train sent to gridsearch (with a log line saying why)."""
+    engine cannot train sent to gridsearch (with a log line saying why when `say_why`: the job itself says it once)."""
     wanted = settings.get("engine", "auto")
     if wanted == "gridsearch" or (wanted == "auto" and not resolve_device(settings["device"]).startswith("cuda")):
         return "gridsearch"
     reason = cannot_fuse(settings)
     if reason:
-        log.info(f"engine=fused cannot train {reason}; this job runs through GridSearchCV")
+        if say_why:
+            log.info(f"engine=fused cannot train {reason}; this job runs through GridSearchCV")
         return "gridsearch"
     return "fused"
 
@@ -48,10 +49,8 @@ def cannot_fuse(settings: dict) -> str | None:
 
 def group_key(settings: dict) -> str:
     """Jobs with equal group keys can train as one fused program: all but the per-fit keys agree."""
-    shared = {k: v for k, v in settings.items() if k not in ("optimizer", "module", "resume", "engine", "logger")}
-    shared["module"] = {k: v for k, v in settings["module"].items() if k not in PER_FIT["module"]}
+    shared = results.without(settings, [*results.NOT_IDENTITY, *(f"module.{k}" for k in PER_FIT)])
     shared["optimizer"] = settings["optimizer"]["_target_"]
-    shared["train"] = {k: v for k, v in settings["train"].items() if k != "verbose"}
     return results.job_key(shared)
 
 
@@ -93,7 +92,7 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
             specs.append(spec)
             owners.append(results.job_key(identity))
     devices = devices or [jobs[0][2].estimator.device]
-    outcomes = fused.train(X, y, specs, shared_settings(settings), device=devices[0] if len(devices) == 1 else devices, **options)
+    outcomes = fused.train(X, y, specs, shared_settings(settings), device=devices, **options)
     fits: dict[str, dict] = {}
     for owner, spec, outcome in zip(owners, specs, outcomes):
         fits.setdefault(owner, {})[spec.fold] = outcome

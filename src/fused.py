@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from src.estimator import PREDICT_BATCH_SIZE
 from src.layers import BatchedLinearFunction, draw_init
 from src.model import layer_sizes
 from src.seeding import fit_generator
@@ -82,7 +83,7 @@ class Shared:
     max_epochs: int = 25
     batch_size: int = 64
     shuffle: bool = True
-    valid_batch_size: int = 4096  # the estimator's batches for the validation split (only their count is recorded)
+    valid_batch_size: int = PREDICT_BATCH_SIZE  # the estimator's batches for the validation split (only their count is recorded)
 
 
 @dataclass
@@ -132,7 +133,7 @@ def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *,
     if len(shares) == 1:
         train_share(*shares[0])
         return outcomes
-    for device in devices:  # copy the data in this thread, before the shares start
+    for device, _ in shares:  # copy the data in this thread, before the shares start
         on_device(X, device), on_device(y, device)
     with ThreadPoolExecutor(len(shares), thread_name_prefix="fused") as pool:
         for done in [pool.submit(train_share, d, members) for d, members in shares]:
@@ -165,7 +166,10 @@ _on_device: dict[tuple[int, str], torch.Tensor] = {}
 def on_device(array: np.ndarray, device: str) -> torch.Tensor:
     """`array` as a tensor on `device`: copied once while the array lives (the data sets are read-only and
     cached, so the fits of every group and their scoring share one copy); on the CPU, no copy at all."""
-    key = (id(array), device)
+    place = torch.device(device)
+    if place.type == "cuda" and place.index is None:  # "cuda" and "cuda:<current>" are one copy
+        place = torch.device("cuda", torch.cuda.current_device())
+    key = (id(array), str(place))
     if key not in _on_device:
         with warnings.catch_warnings():  # nothing writes to the cached, read-only arrays
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -210,7 +214,7 @@ def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
     activations = 3 * M * B * sum(widths) * 4                      # inputs, outputs and gradients of each layer
     steps = max(math.ceil(len(s.train_idx) / B) for s in specs)
     tables = 2 * steps * M * B * (8 + 4)                            # each epoch's row order and row weights, host and device
-    evaluation = M * min(4096, max((len(s.valid_idx) for s in specs if s.valid_idx is not None), default=0)) * sum(widths) * 4
+    evaluation = M * min(shared.valid_batch_size, max((len(s.valid_idx) for s in specs if s.valid_idx is not None), default=0)) * sum(widths) * 4
     return buffers * numel * 4 + activations + tables + evaluation
 
 
@@ -265,7 +269,6 @@ class Stack:
         self.n_train = [len(s.train_idx) for s in specs]
         self.steps = max(math.ceil(n / B) for n in self.n_train)
         counts = np.clip(np.array(self.n_train)[None, :] - np.arange(self.steps)[:, None] * B, 0, B)  # (S, M) rows per batch
-        self.counts = counts
         self.idle = {s: [m for m in range(M) if counts[s, m] == 0] for s in range(self.steps) if (counts[s] == 0).any()}
         weights = (np.arange(B)[None, None, :] < counts[:, :, None]) / np.maximum(counts, 1)[:, :, None]
         self.weights = torch.tensor(weights, dtype=torch.float32, device=device)  # (S, M, B): 1/rows, 0 on padding
@@ -362,8 +365,9 @@ class Stack:
         M, device = len(self.specs), self.X.device
         longest = max(len(r) for r in rows)
         loss, correct = torch.zeros(M, device=device), torch.zeros(M, device=device)
-        for start in range(0, longest, 4096):
-            idx = np.zeros((M, min(4096, longest - start)), dtype=np.int64)
+        chunk = self.shared.valid_batch_size
+        for start in range(0, longest, chunk):
+            idx = np.zeros((M, min(chunk, longest - start)), dtype=np.int64)
             real = np.zeros(idx.shape, dtype=np.float32)
             for m, r in enumerate(rows):
                 part = r[start : start + idx.shape[1]]

@@ -5,6 +5,7 @@ is the job's whole computation: check the config, hold the job folder (src.locks
 identical one already finished there, train (or take the fits the fused engine trained), and record
 the job folder.
 """
+import functools
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from src import config, engine, locks, loggers, results
 from src.devices import Placement
@@ -43,6 +45,18 @@ def sweep_size(multirun: dict) -> int | None:
     return len(config.job_overrides(task, {k: str(v) for k, v in (sweeper.get("params") or {}).items()}))
 
 
+def multirun_facts(path: Path) -> tuple[frozenset[str], int | None]:
+    """The keys a multirun sweeps and its number of jobs, from its multirun.yaml; computed once per sweep in
+    a process (the jobs of a sequential launcher would otherwise expand the whole grid once each)."""
+    return _multirun_facts(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _multirun_facts(path: str, mtime_ns: int) -> tuple[frozenset[str], int | None]:
+    sweep = OmegaConf.to_container(OmegaConf.load(path))
+    return frozenset(swept_keys(sweep)), sweep_size(sweep)
+
+
 def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None,
         placement: Placement | None = None) -> pd.DataFrame:
     """Check, then compute and record the job in job_dir unless an identical job already finished there;
@@ -68,7 +82,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
             raise config.ConfigError(f"{job_dir} holds a finished job with another configuration ({' '.join(record['overrides']) or 'defaults'}), "
                                      "which this job would overwrite; use another output folder, or resume=false to overwrite it")
         X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
-        name = engine.choose(settings)
+        name = engine.choose(settings, say_why=True)
         fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
         result = run_search(search, X, y, extras, fitted=fitted, engine=name)
         results.record(job_dir, result, overrides, identity)
@@ -104,7 +118,7 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
 # overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
 ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
-NOT_PARAMS = {"train.verbose", "train.threads", "cv.refit", "resume", "engine", "logger", "sweeps"}  # presentation, resuming, how it computes, the named-sweep group
+NOT_PARAMS = {*results.NOT_IDENTITY, "sweeps"}  # keys that change no result, and the named-sweep group
 
 
 def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept: set[str] | None = None) -> tuple[dict[str, list], dict]:

@@ -27,10 +27,8 @@ def ray_remote(launcher: Mapping) -> dict:
 
 
 def concurrent_jobs(launcher: Mapping, n_jobs: int | None, n_cores: int) -> int:
-    """How many jobs of a sweep of `n_jobs` (None: unknown) run at once on one machine of `n_cores` cores."""
+    """How many jobs of a sweep of `n_jobs` (None: unknown) a parallel launcher runs at once on one machine of `n_cores` cores."""
     kind, tasks = name(launcher), int(launcher.get("tasks_per_node") or 1)
-    if kind in SEQUENTIAL:
-        return 1
     if kind == "SlurmLauncher":  # each job has its own allocation, shared by its tasks
         return tasks
     if kind == "LocalLauncher":  # submitit's local executor starts every job of the sweep at once

@@ -86,9 +86,9 @@ class BatchedLinearFunction(torch.autograd.Function):
         return torch.baddbmm(bias.unsqueeze(1), input, weight)  # bias fused into the batched product
 
     @staticmethod
-    def intermediate(grad_output: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def intermediate(grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The gradient sent back to the previous layer: grad_output @ weight.T, (M, B, in_dim)."""
-        return torch.bmm(grad_output, weight.mT, out=out)
+        return torch.bmm(grad_output, weight.mT)
 
     @staticmethod
     def receivers(input: torch.Tensor, grad_output: torch.Tensor, *, weight: bool = True, bias: bool = True,

@@ -54,8 +54,7 @@ class MlflowPerFit(MlflowLogger):
     def on_train_begin(self, net, **kwargs):
         import mlflow
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        client = mlflow.MlflowClient()
+        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:  # a local store keeps its artifacts beside it, not in the current folder
             local = self.tracking_uri.startswith("sqlite:///")
@@ -64,6 +63,7 @@ class MlflowPerFit(MlflowLogger):
         else:
             experiment_id = experiment.experiment_id
         self.run = client.create_run(experiment_id, run_name=f"{self.run_name}/fold{getattr(net, 'fold_', None)}")
+        self.client = client
         self.initialize()  # skorch's MlflowLogger takes its run and client here; it ends the run after training
         super().on_train_begin(net, **kwargs)
 

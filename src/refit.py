@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
 from src import config, engine, fused, job, results
@@ -30,19 +31,20 @@ TEST_SCORES = "test_scores.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
 
 
-def best_job(results_dir: Path) -> Path | None:
-    """The folder of the finished, scored job ranked first by the first metric (GridSearchCV's best_index_)."""
+def best_job(results_dir: Path) -> tuple[Path, dict, pd.DataFrame] | None:
+    """The finished, scored job ranked first by the first metric (GridSearchCV's best_index_): its folder,
+    job.json record and cv_results row."""
     results_dir = Path(results_dir)
-    dirs = [results_dir] if (results_dir / results.JOB).is_file() else results.job_dirs(results_dir)
+    dirs = [results_dir] if (results_dir / results.JOB).is_file() else results.job_folders(results_dir)
     best, best_score = None, -np.inf
     for d in dirs:
-        record = results.finished_job(d)
+        record = results.finished_job(d)  # None for a damaged, failed or unfinished job
         if record is None or record["status"] != "ok":
             continue
         row = results.read_cv_results(d)
         score = row[f"mean_test_{results.metric_names(row)[0]}"][0]
         if score > best_score:  # the first of equals, as rank "min" and best_index_ have it
-            best, best_score = d, score
+            best, best_score = (d, record, row), score
     return best
 
 
@@ -50,24 +52,21 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     """Refit the best candidate of a results folder with `engine_name` (engine=), score it on the held-out set
     and save it; returns what test_scores.json holds."""
     results_dir = Path(results_dir)
-    best = best_job(results_dir)
-    if best is None:
+    found = best_job(results_dir)
+    if found is None:
         log.warning(f"refit: no candidate in {results_dir} finished with scores; nothing to refit")
         return None
-    record = results.finished_job(best)
-    # the job's identity, and what an identity leaves out
-    settings = {**record["config"], "resume": False, "engine": engine_name,
-                "train": {**record["config"]["train"], "verbose": "quiet", "threads": None}}
+    best, record, row = found
+    # the job's identity, and the keys of it that the refit needs back
+    settings = {**record["config"], "engine": engine_name, "train": {**record["config"]["train"], "verbose": "quiet"}}
     X, y, search, _ = job.prepare(settings, [], {}, swept=set())
     held_out = config.load_test(settings)
     name = engine.choose(settings)
     test_fold = split_test_fold(search.cv, X, y)  # every fold present: the refit is fit number K, after the K folds
     start = time.perf_counter()
     net = search.estimator
-    out = {"job": best.name if best != results_dir else None, "params": results.read_cv_results(best)["params"][0],
-           "module": settings["module"], "cv": {}, "refit": {"engine": name}, "test": None}
-    row = results.read_cv_results(best)
-    out["cv"] = {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}
+    out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
+           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name}, "test": None}
     try:
         if name == "fused":
             spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=search.cv.get_n_splits())

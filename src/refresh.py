@@ -23,17 +23,18 @@ ATTEMPTS = 5  # rebuilds before a writer leaves the rest to the jobs finishing a
 
 
 def finished_jobs(sweep_dir: Path) -> dict[str, tuple[int, int, int]]:
-    """Each finished job folder's name, with its job.json's inode, modification time and size.
+    """Each job folder's job.json (by the folder's path under sweep_dir), with its inode, modification time and size.
 
-    A job.json is replaced by a rename, never rewritten in place, so a retried job changes its inode.
+    A job.json is replaced by a rename, never rewritten in place, so a retried job changes its inode. Only
+    stat() is read here: the rebuild itself validates the records (results.job_dirs).
     """
     found = {}
-    for job_dir in results.job_dirs(sweep_dir):
+    for job_dir in results.job_folders(sweep_dir):
         try:
             st = (job_dir / results.JOB).stat()
         except FileNotFoundError:  # moved or removed since the listing (a rerun arranging the folder)
             continue
-        found[job_dir.name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        found[job_dir.relative_to(sweep_dir).as_posix()] = (st.st_ino, st.st_mtime_ns, st.st_size)
     return found
 
 
@@ -45,8 +46,8 @@ def refresh(sweep_dir: Path, attempts: int = ATTEMPTS) -> bool:
         if not before:
             return True  # nothing finished yet: nothing to aggregate
         try:
-            results.aggregate(sweep_dir)
-            report.write_report([sweep_dir], sweep_dir / report.REPORT)
+            if results.aggregate(sweep_dir) is not None:  # None: no job folder holds a complete record
+                report.write_report([sweep_dir], sweep_dir / report.REPORT)
         except FileNotFoundError:  # a job folder moved while it was read (another run arranging the folder)
             continue
         if finished_jobs(sweep_dir) == before:

@@ -236,16 +236,41 @@ def job_dirs(results_dir: Path) -> list[Path]:
     return complete
 
 
-def aggregate(results_dir: Path) -> pd.DataFrame:
-    """Rebuild a sweep folder's aggregate from every finished job's rows (src.refresh.refresh checks it is current)."""
+def aggregate(results_dir: Path) -> pd.DataFrame | None:
+    """Rebuild a sweep folder's aggregate from every finished job's rows (src.refresh.refresh checks it is current);
+    None, writing nothing, when no job folder holds a complete record."""
     results_dir = Path(results_dir)
     for tmp in results_dir.glob(".*.tmp"):  # another writer's, still in use, unless it is old
         with contextlib.suppress(FileNotFoundError):
             if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
                 tmp.unlink()
-    df = rank(pd.concat([read_cv_results(d) for d in job_dirs(results_dir)], ignore_index=True))
+    dirs = job_dirs(results_dir)
+    if not dirs:
+        return None
+    df = rank(pd.concat([read_cv_results(d) for d in dirs], ignore_index=True))
     write_cv_results(df, results_dir)
     return df
+
+
+# Keys that change what a run prints or logs and whether it resumes (train.verbose, logger, resume), how it
+# computes (engine, train.threads: both engines train the same fits), and what the sweep does after its jobs
+# (cv.refit); none changes what a job computes.
+NOT_IDENTITY = ("train.verbose", "train.threads", "cv.refit", "resume", "engine", "logger")
+
+
+def without(settings: dict, keys) -> dict:
+    """`settings` less the dotted `keys` (a copy; the nodes on the way are copied, the rest shared)."""
+    out = dict(settings)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = node = dict(node[part])
+        else:
+            node.pop(leaf, None)
+    return out
 
 
 def job_key(identity: dict) -> str:

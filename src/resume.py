@@ -14,6 +14,7 @@ finds again.
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from src import locks, results
@@ -24,16 +25,17 @@ log = logging.getLogger(__name__)
 STAGING = ".resume-"  # a finished job folder on its way to its new number (hidden from the aggregate)
 
 
-def finished_folders(sweep_dir: Path) -> dict[str, Path]:
-    """Every finished job folder under sweep_dir (numbered, or left in staging by an interrupted arrange), by configuration."""
-    found: dict[str, Path] = {}
-    if not Path(sweep_dir).is_dir():
+def finished_folders(sweep_dir: Path) -> dict[str, tuple[Path, dict]]:
+    """Every finished job folder under sweep_dir (at any depth, or left in staging by an interrupted arrange),
+    with its record, by configuration."""
+    sweep_dir = Path(sweep_dir)
+    found: dict[str, tuple[Path, dict]] = {}
+    if not sweep_dir.is_dir():
         return found
-    for d in sorted(Path(sweep_dir).iterdir()):
-        if d.is_dir() and (d.name.isdigit() or d.name.startswith(STAGING)):
-            record = results.finished_job(d)
-            if record is not None:
-                found.setdefault(results.job_key(record["config"]), d)
+    for d in [*results.job_folders(sweep_dir), *sorted(sweep_dir.glob(f"{STAGING}*"))]:
+        record = results.finished_job(d)
+        if record is not None:
+            found.setdefault(results.job_key(record["config"]), (d, record))
     return found
 
 
@@ -67,17 +69,17 @@ def prepare_folder(checked: Checked) -> list[str]:
             if folder not in in_grid:  # a job of the grid says so itself, when it runs again
                 lines.append(f"{e}; the job in {folder} counts as unfinished and is left out of the aggregate")
     if checked.numbered and checked.identities:
-        lines += arrange(out, checked.identities)
+        lines += arrange(out, checked.identities, found)
     return lines
 
 
-def _check_comparable(sweep_dir: Path, finished: list[Path], wanted: list[dict]) -> None:
+def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wanted: list[dict]) -> None:
     """Refuse a sweep folder whose finished jobs the aggregate could not rank with this command's: scored with
     other metrics, or trained on a data set that has changed since (same dataset settings, other content)."""
     scoring = wanted[0]["cv"]["scoring"]
     now = {results.job_key(i["dataset"]): i["data_fingerprint"] for i in wanted}
-    for folder in finished:
-        theirs = results.finished_job(folder)["config"]
+    for folder, record in finished:
+        theirs = record["config"]
         if theirs["cv"]["scoring"] != scoring:
             raise ConfigError(f"cv.scoring={scoring}: hydra.sweep.dir={sweep_dir} holds finished jobs scored with {theirs['cv']['scoring']} "
                               f"(e.g. {folder}), and rows scored differently cannot be ranked together; use another hydra.sweep.dir")
@@ -90,18 +92,19 @@ def _check_comparable(sweep_dir: Path, finished: list[Path], wanted: list[dict])
 
 def _wait_for_jobs(sweep_dir: Path) -> None:
     """Wait until no job is writing a job folder here (a straggling job of an earlier command may be)."""
-    for marker in sorted(Path(sweep_dir).glob(f"*/{locks.JOB}")):
+    for marker in sorted(Path(sweep_dir).rglob(locks.JOB)):
         with locks.job(marker.parent):
             pass
 
 
-def arrange(sweep_dir: Path, wanted: list[dict]) -> list[str]:
+def arrange(sweep_dir: Path, wanted: list[dict], found: dict[str, tuple[Path, dict]]) -> list[str]:
     """Move finished job folders so that job k's folder holds the finished job with configuration wanted[k],
     where one exists; returns a line per move, for the log. Folders of unfinished (failed, killed) jobs
     in the way are removed: those jobs run again anyway. The command holds the sweep folder, and no job
-    is writing in it (prepare_folder)."""
+    is writing in it (prepare_folder). `found`: finished_folders(sweep_dir)."""
     sweep_dir = Path(sweep_dir)
-    found = finished_folders(sweep_dir)
+    records = {src: record for src, record in found.values()}
+    found = {k: src for k, (src, _) in found.items()}
     target = {results.job_key(identity): sweep_dir / str(k) for k, identity in enumerate(wanted)}
     moves = {src: target[k] for k, src in found.items() if k in target and src != target[k]}
     taken = set(target.values())
@@ -123,10 +126,6 @@ def arrange(sweep_dir: Path, wanted: list[dict]) -> list[str]:
         if dst.exists():  # an unfinished job's folder: it would be retrained and overwritten anyway
             shutil.rmtree(dst)
         os.rename(staged.get(src, src), dst)
-        lines.append(f"finished job {src.name.removeprefix(STAGING)} ({', '.join(_overrides(dst))}) is job {dst.name} now")
+        lines.append(f"finished job {src.name.removeprefix(STAGING)} ({' '.join(records[src]['overrides']) or 'defaults'}) is job {dst.name} now")
     return lines
 
-
-def _overrides(job_dir: Path) -> list[str]:
-    record = results.finished_job(job_dir) or {}
-    return record.get("overrides") or ["defaults"]

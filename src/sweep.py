@@ -37,12 +37,11 @@ def main(cfg: DictConfig) -> float:
     results_dir = Path(hc.sweep.dir) if multirun else job_dir
     overrides = list(hc.overrides.task)
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
-    sweep = OmegaConf.to_container(OmegaConf.load(results_dir / "multirun.yaml")) if multirun else {}
+    swept, total = job.multirun_facts(results_dir / "multirun.yaml") if multirun else (frozenset(), None)
     settings, launcher_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg, hc.launcher))
     with user_errors(), results.disk_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
-        placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0,
-                                  job.sweep_size(sweep))
-        row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, job.swept_keys(sweep) if multirun else set(), placement)
+        placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0, total)
+        row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, swept, placement)
         if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
             refresh.refresh(results_dir)
         elif not multirun:
@@ -50,7 +49,7 @@ def main(cfg: DictConfig) -> float:
 
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
-    done = f" [{results.progress(results_dir, job.sweep_size(sweep))}]" if multirun else ""
+    done = f" [{results.progress(results_dir, total)}]" if multirun else ""
     log.info(f"{label}: {row['status'][0]}, mean_test_{metric} {score:.4f} ± {row[f'std_test_{metric}'][0]:.4f}, "
              f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}{done}")
     if not multirun and report.print_outcome(job_dir):

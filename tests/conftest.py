@@ -30,9 +30,10 @@ def compose_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory) -> Path:
-    """A finished three-candidate multirun through the real CLI; tests read its folder."""
+    """A finished three-candidate multirun through the real CLI and the GridSearchCV path (the reference the fused
+    engine is compared with: engine=auto would pick the fused engine on CUDA); tests read its folder."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "s"
-    proc = run_cli("module.num_units=8,16,32", *TINY, f"hydra.sweep.dir={sweep_dir}", "-m")
+    proc = run_cli("module.num_units=8,16,32", *TINY, "engine=gridsearch", f"hydra.sweep.dir={sweep_dir}", "-m")
     assert proc.returncode == 0, proc.stderr
     sweep_dir.joinpath("stdout.txt").write_text(proc.stdout)
     return sweep_dir

@@ -169,12 +169,12 @@ def test_fingerprint_follows_the_content_and_is_computed_once_per_cached_set(tmp
     assert data.fingerprint(X + 1, y) != data.fingerprint(X, y) != data.fingerprint(X, y[::-1].copy())
     assert data.fingerprint(X.reshape(3, 4), y) != data.fingerprint(X, y)  # the shape counts, not only the bytes
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    cached, _ = from_file(str(tmp_path / "d.npz"))  # read-only: its hash is kept while it lives
-    first = data.fingerprint(cached, y)
-    assert data._fingerprints[id(cached)] == first == data.fingerprint(X, y)
+    cached, cached_y = from_file(str(tmp_path / "d.npz"))  # read-only: their hash is kept while they live
+    first = data.fingerprint(cached, cached_y)
+    assert data._fingerprints[(id(cached), id(cached_y))] == first == data.fingerprint(X, y)
     data._from_file.cache_clear()
-    key = id(cached)
-    del cached
+    key = (id(cached), id(cached_y))
+    del cached, cached_y
     assert key not in data._fingerprints  # gone with its array, so a new array at that address is hashed afresh
 
 

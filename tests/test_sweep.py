@@ -98,12 +98,6 @@ def test_single_run_writes_the_same_files(tmp_path):
     assert "mean_test_accuracy" in proc.stdout
 
 
-def test_named_sweep_runs_the_four_architectures(tmp_path):
-    proc = run_cli("+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [32, 64, 128, 256]
-
-
 def test_swept_keys_are_the_keys_a_sweep_varies():
     from src.job import swept_keys
 

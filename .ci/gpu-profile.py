@@ -44,7 +44,6 @@ with profile(activities=[ProfilerActivity.CUDA]) as prof:
     for s in range(10, 60):
         st.run_step(s, False)
     torch.cuda.synchronize()
-events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0]
 total = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages())
 print(f"CUDA kernel time per eager step: {total / 50:.1f} us; kernels per step: {sum(e.count for e in prof.key_averages() if getattr(e, 'self_device_time_total', 0) > 0) / 50:.1f}")
 print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70), file=sys.stderr)

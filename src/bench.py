@@ -161,10 +161,10 @@ def grid_jobs(size: str, device: str, epochs: int | None = None) -> list[tuple[d
 def time_grid(size: str, device: str, engines: tuple[str, ...] = ENGINES, epochs: int | None = None, **options) -> dict:
     """Seconds and mean test accuracy per width through each engine, in this process, on the same jobs."""
     jobs = grid_jobs(size, device, epochs)
-    X, y = config.load_data(jobs[0][0])  # loaded once, outside the timings
     out = {}
-    for name in engines:
+    for name in engines:  # the jobs are prepared (their data loaded, once per process) outside the timings
         prepared = [(settings, *job.prepare(settings, overrides, choices)) for settings, overrides, choices in jobs]
+        X, y = prepared[0][1:3]  # every job's: the grid varies the network only
         sync(device)
         start = time.perf_counter()
         fitted = {}
@@ -239,31 +239,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
     parser.add_argument("--grid-epochs", type=int, help="epochs per fit for --grid (default: the sweep's 25)")
     args = parser.parse_args(argv)
-    if args.grid:
-        engines = tuple(args.engines.split(","))
-        if not engines or set(engines) - set(ENGINES):
-            parser.error(f"--engines={args.engines}: choose from {', '.join(ENGINES)}")
-        if args.grid_epochs is not None and args.grid_epochs < 1:
-            parser.error(f"--grid-epochs={args.grid_epochs}: must be at least 1")
-        sizes = ["default", "full"] if args.grid_size == "both" else [args.grid_size]
-        measure, render = (lambda: run_grids(args.device, sizes, engines, args.grid_epochs)), grid_table
-    else:
-        for name in ("epochs", "n_samples", "num_units", "batch_size"):
-            least = 2 if name == "num_units" else 1
-            if getattr(args, name) < least:
-                parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least {least}")
-        measure, render = (lambda: run(args.device, args.epochs, args.n_samples, args.num_units, args.batch_size)), table
+    engines = tuple(args.engines.split(","))
+    if args.grid and (not engines or set(engines) - set(ENGINES)):
+        parser.error(f"--engines={args.engines}: choose from {', '.join(ENGINES)}")
+    least = {"grid_epochs": 1} if args.grid else {"epochs": 1, "n_samples": 1, "num_units": 2, "batch_size": 1}
+    for name, n in least.items():
+        if getattr(args, name) is not None and getattr(args, name) < n:
+            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least {n}")
+    sizes = ["default", "full"] if args.grid_size == "both" else [args.grid_size]
     try:
-        report = measure()
+        if args.grid:
+            report = run_grids(args.device, sizes, engines, args.grid_epochs)
+        else:
+            report = run(args.device, args.epochs, args.n_samples, args.num_units, args.batch_size)
     except ValueError as e:
         parser.error(str(e))
-    print(render(report))
+    print((grid_table if args.grid else table)(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     if args.profile and not args.grid:
         print(profile_project_epoch(report["device"], args.n_samples, args.num_units, args.batch_size))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

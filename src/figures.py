@@ -33,7 +33,7 @@ def is_log_scaled(values) -> bool:
 
 def key(value) -> str:
     """A hashable, comparable form of a cell value (lists and dicts as sorted JSON)."""
-    return json.dumps(results.plain(value), sort_keys=True, default=str)
+    return results.job_key(results.plain(value))
 
 
 def swept_params(df: pd.DataFrame) -> list[str]:
@@ -52,13 +52,13 @@ def param_names(columns: list[str]) -> dict[str, str]:
     return {c: name if last.count(name) == 1 else c.removeprefix("param_") for c, name in zip(columns, last)}
 
 
-def value_text(column: str, value, num_classes: int = 10, name: str | None = None) -> str:
+def value_text(column: str, value, name: str, num_classes: int = 10) -> str:
     """How a param value is written in labels: an architecture for num_units, else name=value."""
     if column == "param_module__num_units" and isinstance(value, (int, float)) and math.isfinite(value):
         return architecture(value, num_classes)
     if isinstance(value, float):
         value = f"{value:.4g}"
-    return f"{name or param_names([column])[column]}={value}"
+    return f"{name}={value}"
 
 
 def candidate_labels(df: pd.DataFrame, num_classes: list[int] | None = None, num_units: list[int | None] | None = None) -> list[str]:
@@ -76,7 +76,7 @@ def candidate_labels(df: pd.DataFrame, num_classes: list[int] | None = None, num
     names = param_names(swept)
     labels = []
     for i, row in enumerate(df.to_dict(orient="records")):
-        parts = [value_text(c, row[c], num_classes[i], names[c]) for c in swept if not is_missing(row[c])]
+        parts = [value_text(c, row[c], names[c], num_classes[i]) for c in swept if not is_missing(row[c])]
         units = row.get("param_module__num_units", num_units[i])
         if not parts and units is not None and not is_missing(units):
             parts = [architecture(units, num_classes[i])]
@@ -218,7 +218,7 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
         for i, row in rows.iterrows():
             ax.errorbar(row["_x"], row[mean], yerr=row[std], fmt=marker, ms=7, color=colors[i], capsize=4, zorder=2)
         if len(groups) > 1:
-            text = ", ".join(value_text(c, rows.iloc[0][c], name=names[c]) for c in series_cols if c != "sweep")
+            text = ", ".join(value_text(c, rows.iloc[0][c], names[c]) for c in series_cols if c != "sweep")
             text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
             ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
     if len(groups) > 1:

@@ -47,13 +47,16 @@ class ReportError(ValueError):
 
 def escaped(value):
     """A value with every string in it, nested ones and dict keys included, HTML-escaped."""
-    value = results.plain(value)
+    return _escaped(results.plain(value))  # plain() is recursive: once at the top is enough
+
+
+def _escaped(value):
     if isinstance(value, str):
         return html.escape(value)
     if isinstance(value, dict):
-        return {html.escape(str(k)): escaped(v) for k, v in value.items()}
+        return {html.escape(str(k)): _escaped(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [escaped(v) for v in value]
+        return [_escaped(v) for v in value]
     return value
 
 
@@ -96,10 +99,9 @@ def place_nulls(exp: hip.Experiment, columns: list[str]) -> list[str]:
     return invert
 
 
-def candidates_experiment(df: pd.DataFrame, labels: list[str] | None = None) -> hip.Experiment:
+def candidates_experiment(df: pd.DataFrame, labels: list[str]) -> hip.Experiment:
     """One datapoint per candidate: swept params, split/mean/std/rank test scores, train mean, fit time, status."""
     metric = results.metric_names(df)[0]
-    labels = labels or figures.candidate_labels(df)
     splits = [c for c in df.columns if c.startswith("split") and "_test_" in c]
     keep = [c for c in df.columns if c == "sweep"] + sorted(c for c in df.columns if c.startswith("param_")) + splits
     keep += [c for c in df.columns if c.startswith(("mean_test_", "std_test_", "rank_test_"))]
@@ -173,8 +175,7 @@ def read_histories(results_dir: Path) -> list[dict]:
     for directory in [results_dir, *results.job_dirs(results_dir)]:
         path = directory / results.HISTORY
         if path.is_file():
-            job = "0" if directory == results_dir else directory.name
-            found += [{**h, "job": job} for h in load_json(path)]
+            found += load_json(path)
     return found
 
 
@@ -372,8 +373,10 @@ def write_report(results_dirs: list[Path], out: Path) -> Path:
     labels = figures.candidate_labels(df, num_classes, [c.get("module", {}).get("num_units") for c in configs])
     colors = figures.candidate_colors(len(df))
     status = list(df["status"]) if "status" in df else ["ok"] * len(df)
-    folds = [[h for h in histories if (h.get("sweep"), figures.key(h["params"])) == (row.get("sweep"), figures.key(row["params"]))]
-             for row in df.to_dict(orient="records")]
+    by_candidate: dict[tuple, list[dict]] = {}  # grouped once: matching each row against every history is quadratic
+    for h in histories:
+        by_candidate.setdefault((h.get("sweep"), figures.key(h["params"])), []).append(h)
+    folds = [by_candidate.get((row.get("sweep"), figures.key(row["params"])), []) for row in df.to_dict(orient="records")]
     curves = [figures.mean_curves(f) if f else None for f in folds]
 
     name = " + ".join(str(d) for d in results_dirs)
@@ -416,13 +419,13 @@ def print_outcome(results_dir: Path) -> bool:
     return summary is not None
 
 
-def output_path(dirs: list[Path], output: Path | None, now: datetime.datetime | None = None) -> Path:
+def output_path(dirs: list[Path], output: Path | None) -> Path:
     """Where the report goes: -o, else DIR/hiplot.html for one folder, else outputs/compare/<date>/<time>/hiplot.html."""
     if output is not None:
         return output
     if len(dirs) == 1:
         return dirs[0] / REPORT
-    now = now or datetime.datetime.now()
+    now = datetime.datetime.now()
     return Path("outputs", "compare", now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S"), REPORT)
 
 

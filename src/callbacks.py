@@ -1,5 +1,6 @@
 """Hydra callbacks, run by the process that launched a multirun: at its end, rebuild the sweep's aggregate
-once more, print its ranked table, refit the best candidate (cv.refit), and report any failures."""
+once more, print its ranked table and verdicts, write the best candidate's config, refit it (cv.refit), and report
+any failures."""
 import logging
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ class PrintRankedTable(Callback):
         if not (sweep_dir / f"{results.CV_RESULTS}.json").is_file():
             return
         failed = report.print_outcome(sweep_dir)
+        if refit.write_best(sweep_dir) is not None:
+            print(f"best config: {sweep_dir / refit.BEST_CONFIG} (rerun it with python -m src.sweep --config-path "
+                  f"{sweep_dir.absolute()} --config-name {Path(refit.BEST_CONFIG).stem}), {refit.OPTIMIZATION_RESULTS}")
         if config.cv.get("refit", False):
             try:
                 out = refit.refit_best(sweep_dir, config.get("engine", "auto"))

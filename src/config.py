@@ -79,8 +79,16 @@ class TrainSchema(_Group):
 class CVSchema(_Group):
     folds: int = Field(ge=2)
     shuffle: bool
+    repeats: int = Field(default=1, ge=1)  # after shuffle: its check reads shuffle
     refit: bool = True
     scoring: list[str] = Field(min_length=1)
+
+    @field_validator("repeats")
+    @classmethod
+    def _shuffled(cls, repeats: int, info) -> int:
+        if repeats > 1 and info.data.get("shuffle") is False:
+            raise ValueError("repeats of an unshuffled split are the same split; set cv.shuffle=true, or cv.repeats=1")
+        return repeats
 
     @field_validator("scoring")
     @classmethod
@@ -89,6 +97,11 @@ class CVSchema(_Group):
         if unknown:
             raise ValueError(f"unknown scorer {unknown[0]!r}; scikit-learn knows e.g. accuracy, balanced_accuracy, f1_macro, roc_auc_ovr")
         return names
+
+
+class CompareSchema(_Group):
+    rope: float = Field(ge=0, allow_inf_nan=False)        # the region of practical equivalence, +-rope in the metric's units
+    confidence: float = Field(gt=0.5, lt=1, allow_inf_nan=False)  # the probability a verdict needs
 
 
 class DatasetSchema(_Group):
@@ -116,6 +129,7 @@ class ConfigSchema(_Group):
     module: ModuleSchema
     optimizer: OptimizerSchema
     cv: CVSchema
+    compare: CompareSchema
     train: TrainSchema
     seed: int = Field(ge=0, le=2**32 - 1)  # numpy's and scikit-learn's random_state take no more
     device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -17,7 +17,7 @@ import numpy as np
 
 from src import fused, results
 from src.estimator import PREDICT_BATCH_SIZE, resolve_device
-from src.seeding import split_test_fold
+from src.seeding import n_repeats, split_of, split_test_fold
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,28 @@ def shared_settings(settings: dict) -> fused.Shared:
 
 
 def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fused.FitSpec]:
-    """The job's fits, one per fold, with the training (and internal validation) rows the estimator would see."""
+    """The job's fits, one per split (repeat, fold), with the training (and internal validation) rows the estimator
+    would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit."""
     test_fold = split_test_fold(search.cv, X, y)
-    return [fit_spec(settings, search, np.flatnonzero(test_fold != fold), y, fold) for fold in range(search.cv.get_n_splits())]
+    columns = test_fold.reshape(len(y), -1)  # a column per repeat
+    folds = search.cv.get_n_splits() // n_repeats(search.cv)
+    specs = []
+    for r in range(columns.shape[1]):
+        for k in range(folds):
+            train = np.flatnonzero(columns[:, r] != k)
+            repeat, fold = split_of(test_fold[train])
+            specs.append(fit_spec(settings, search, train, y, fold, repeat))
+    return specs
 
 
-def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int) -> fused.FitSpec:
+def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int, repeat: int | None = None) -> fused.FitSpec:
     """One fit of the job on rows `train`, as the estimator would see them (after its internal validation split, if any)."""
     valid, train_split = None, search.estimator.train_split  # skorch's ValidSplit when train.valid_split is set
     if train_split is not None:  # the same split skorch makes of the fit's training rows
         inner_train, inner_valid = train_split(train, y[train])
         train, valid = train[np.asarray(inner_train.indices)], train[np.asarray(inner_valid.indices)]
     opt = {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
-    return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid)
+    return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
 
 
 def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
@@ -83,7 +92,7 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
     """Train the fits of several jobs (settings, identity, search) that share a group key, as one program.
 
     `devices`: where the fits train, spread over them (default: the first job's estimator's device).
-    Returns the fits by job key, each a {fold: FitOutcome} dict. `options` go to src.fused.train (layout, graph).
+    Returns the fits by job key, each a {(repeat, fold): FitOutcome} dict (repeat 0 without repeats). `options` go to src.fused.train (layout, graph).
     """
     settings = jobs[0][0]
     specs, owners = [], []
@@ -95,7 +104,7 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
     outcomes = fused.train(X, y, specs, shared_settings(settings), device=devices, **options)
     fits: dict[str, dict] = {}
     for owner, spec, outcome in zip(owners, specs, outcomes):
-        fits.setdefault(owner, {})[spec.fold] = outcome
+        fits.setdefault(owner, {})[spec.repeat or 0, spec.fold] = outcome
     return fits
 
 

@@ -12,7 +12,7 @@ from skorch.history import History
 from skorch.utils import to_tensor
 
 from src.model import NeuralNet
-from src.seeding import fit_generator, fold_of
+from src.seeding import fit_generator, split_of
 
 VERBOSITY = ("quiet", "fold", "epoch", "bar")
 # Rows per batch when the net predicts or scores (the validation split, GridSearchCV's scoring): each row's
@@ -76,8 +76,8 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
     """NeuralNetClassifier whose every fit draws from its own generator, and trains without per-batch host syncs.
 
     A fit's initial weights and then its per-epoch shuffling come from a torch.Generator seeded from
-    (seed, fold) (src.seeding). The fold is found from the `test_fold` fit parameter that the search
-    passes (GridSearchCV hands each fit the slice of it for its training rows); without it, from seed alone.
+    (seed, repeat, fold) (src.seeding). The split is found from the `test_fold` fit parameter that the
+    search passes (GridSearchCV hands each fit the slice of it for its training rows); without it, from seed alone.
     """
 
     def __init__(self, module, *args, seed: int = 0, **kwargs):
@@ -85,12 +85,12 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
         self.seed = seed
 
     def fit(self, X, y, test_fold=None, **fit_params):
-        """Fit on (X, y); `test_fold` (per row, as scikit-learn's PredefinedSplit has it) names the fold."""
-        self.fold_ = None if test_fold is None else fold_of(test_fold)
+        """Fit on (X, y); `test_fold` (per row, as scikit-learn's PredefinedSplit has it; a column per repeat) names the split."""
+        self.repeat_, self.fold_ = (None, None) if test_fold is None else split_of(test_fold)
         return super().fit(X, y, **fit_params)
 
     def initialize(self):
-        self.generator_ = fit_generator(self.seed, getattr(self, "fold_", None))
+        self.generator_ = fit_generator(self.seed, getattr(self, "fold_", None), getattr(self, "repeat_", None))
         return super().initialize()
 
     def initialize_module(self):
@@ -142,8 +142,8 @@ class PretrainedNet(SeededNeuralNetClassifier):
         self.fitted = fitted
 
     def fit(self, X, y, test_fold=None, **fit_params):
-        self.fold_ = fold_of(test_fold)
-        fit = self.fitted.fits[self.fold_]
+        self.repeat_, self.fold_ = split_of(test_fold)
+        fit = self.fitted.fits[self.repeat_ or 0, self.fold_]
         self.check_data(X, y)  # as NeuralNetClassifier.fit does: learns classes_ from y
         self.initialize()
         loggers = [cb for _, cb in self.callbacks_ if getattr(cb, "replays_history", False)]  # src.loggers
@@ -155,7 +155,7 @@ class PretrainedNet(SeededNeuralNetClassifier):
                 cb.on_epoch_end(self)
         self.history_ = History(fit.epochs)
         if fit.diverged is not None:
-            raise Diverged(fit.diverged, fit.epochs, self.fold_)
+            raise Diverged(fit.diverged, fit.epochs, self.fold_, self.repeat_)
         self.module_.load_state_dict(fit.state_dict)
         self.notify("on_train_end", X=X, y=y)  # as a fit ends: RecordHistory stores its history, loggers close
         return self
@@ -179,13 +179,14 @@ class Shared:
 
 
 class FitHistories(Shared):
-    """The per-epoch histories of a search's fits, as {"fold", "epochs"} records in the order the fits ended."""
+    """The per-epoch histories of a search's fits, as {"fold", "epochs"} records in the order the fits ended
+    ({"fold", "repeat", "epochs"} under repeated cross-validation)."""
 
     def __init__(self):
         self.records: list[dict] = []
 
-    def add(self, fold: int | None, epochs: list[dict]) -> None:
-        self.records.append({"fold": fold, "epochs": epochs})
+    def add(self, fold: int | None, epochs: list[dict], repeat: int | None = None) -> None:
+        self.records.append({"fold": fold, "epochs": epochs} | ({} if repeat is None else {"repeat": repeat}))
 
 
 class RecordHistory(Callback):
@@ -195,11 +196,11 @@ class RecordHistory(Callback):
         self.store = store
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
-        self.store.add(getattr(net, "fold_", None), epoch_history(net))
+        self.store.add(getattr(net, "fold_", None), epoch_history(net), getattr(net, "repeat_", None))
 
 
 class FittedFolds(Shared):
-    """Fits trained elsewhere (src.fused), by fold: each has a state_dict, its per-epoch history
+    """Fits trained elsewhere (src.fused), by (repeat, fold): each has a state_dict, its per-epoch history
     (`epochs`) and `diverged` (None, or the message of its non-finite training loss); and the data
     they trained on, as a tensor on their device, which PretrainedNet scores by row number."""
 
@@ -210,10 +211,10 @@ class FittedFolds(Shared):
 class Diverged(Exception):
     """A fit's training loss became NaN or infinite; its candidate is a result (status=diverged), not a crash."""
 
-    def __init__(self, message: str, epochs: list[dict], fold: int | None = None):
+    def __init__(self, message: str, epochs: list[dict], fold: int | None = None, repeat: int | None = None):
         super().__init__(message)
         self.epochs = epochs  # the per-epoch history up to the divergence
-        self.fold = fold
+        self.fold, self.repeat = fold, repeat
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -226,7 +227,8 @@ class StopOnNonFiniteLoss(Callback):
     def on_epoch_end(self, net, **kwargs):
         loss = net.history[-1, "train_loss"]
         if not math.isfinite(loss):
-            raise Diverged(f"training loss became {loss} in epoch {len(net.history)}", epoch_history(net), getattr(net, "fold_", None))
+            raise Diverged(f"training loss became {loss} in epoch {len(net.history)}", epoch_history(net), getattr(net, "fold_", None),
+                           getattr(net, "repeat_", None))
 
 
 def resolve_device(device: str) -> str:

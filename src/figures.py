@@ -1,6 +1,8 @@
 """The summary figure of a sweep (summary.png / summary.svg), and how every view names, colours and scales candidates.
 
 Left panel: mean ± std test score against the swept parameter, best candidate called out.
+Middle panel: each candidate's paired difference to the best, its 95% interval and the ±rope band,
+with its verdict (src.compare).
 Right panel: learning curves, the mean over folds per candidate with a ±std band.
 Drawn with matplotlib's object-oriented API (`Figure`, rendered by Agg for PNG), never pyplot, so no
 GUI backend or global figure state is involved when a sweep job or `python -m src.report` draws it.
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 LOG_RATIO = 8  # positive values whose max/min reaches this (32..256, 1e-3..1e-1) get a log axis
 MARKERS = "osD^vP*X"
+VERDICT_COLORS = {"best": "black", "worse": "tab:red", "equivalent": "tab:green", "undecided": "tab:orange"}  # src.compare's verdicts
+MOST_COMPARED = 30  # the difference panel shows the best-ranked this many candidates
 
 
 def is_log_scaled(values) -> bool:
@@ -155,8 +159,8 @@ def x_param(df: pd.DataFrame, swept: list[str]) -> str | None:
     return ([c for c in swept if is_numeric(df[c])] or swept or [None])[0]
 
 
-def best_callout(df: pd.DataFrame, labels: list[str], metric: str) -> str:
-    """The best candidate, its score, and its margin over the next-best in units of their pooled fold std."""
+def best_callout(df: pd.DataFrame, labels: list[str], metric: str, comparison: pd.DataFrame | None = None) -> str:
+    """The best candidate, its score, and how the others compare with it (the verdicts of src.compare)."""
     scored = df[f"mean_test_{metric}"].notna()
     if not scored.any():
         return "no candidate was scored"
@@ -166,11 +170,11 @@ def best_callout(df: pd.DataFrame, labels: list[str], metric: str) -> str:
     text = f"best: {labels[best]}  {mean:.4g} ± {std:.2g}"
     if len(order) == 1:
         return text + " (the only scored candidate)"
-    second = order[1]
-    margin = mean - df.at[second, f"mean_test_{metric}"]
-    pooled = math.sqrt((std ** 2 + df.at[second, f"std_test_{metric}"] ** 2) / 2)  # fold-to-fold spread of the two
-    sigmas = f"{margin / pooled:.2f} σ" if pooled > 0 else "σ = 0"
-    return text + f"\n+{margin:.3g} = {sigmas} over the next-best, {labels[second]}"
+    if comparison is None:
+        return text
+    counts = comparison["verdict"].value_counts()
+    verdicts = ", ".join(f"{counts[v]} {v}" for v in VERDICT_COLORS if v != "best" and v in counts)
+    return text + f"\nagainst it: {verdicts or 'no candidate on the same splits'} (confidence {comparison['confidence'].iloc[0]:g})"
 
 
 def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels: list[str], num_classes: list[int]) -> pd.Series:
@@ -198,7 +202,8 @@ def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels
     return names.map({t: i for i, t in enumerate(ticks)}).astype(float)
 
 
-def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_classes: list[int], metric: str, n_folds: int) -> None:
+def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_classes: list[int], metric: str, n_folds: int,
+                comparison: pd.DataFrame | None = None) -> None:
     """Mean ± std test score against the swept parameter; unscored candidates left out and named in a note."""
     mean, std = f"mean_test_{metric}", f"std_test_{metric}"
     swept = swept_params(df)
@@ -236,8 +241,39 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
         ax.margins(y=0.14)  # room at the bottom for the note
         ax.text(0.01, 0.01, f"not scored, left out: {named}{more}", transform=ax.transAxes, fontsize=8, color="tab:red",
                 va="bottom", ha="left", wrap=True, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
-    ax.set_ylabel(f"{metric}: mean ± std over {n_folds} folds")
-    ax.set_title(f"{metric} (cross-validated) vs {ax.get_xlabel().split(' [')[0]}\n{best_callout(df, labels, metric)}", fontsize=10)
+    ax.set_ylabel(f"{metric}: mean ± std over {n_folds} splits")
+    ax.set_title(f"{metric} (cross-validated) vs {ax.get_xlabel().split(' [')[0]}\n{best_callout(df, labels, metric, comparison)}",
+                 fontsize=10)
+
+
+def difference_panel(ax, comparison: pd.DataFrame, labels: list[str], colors: list) -> None:
+    """Each compared candidate's mean paired difference to the best (its score minus the best's), with its 95%
+    interval, coloured by verdict, over the ±rope band of practical equivalence."""
+    rank = next(c for c in comparison.columns if c.startswith("rank_test_"))
+    shown = comparison[comparison["verdict"].notna()].sort_values([rank], kind="stable")
+    left_out = len(shown) - MOST_COMPARED
+    shown = shown.iloc[:MOST_COMPARED]
+    rope, confidence, metric = (comparison[c].iloc[0] for c in ("rope", "confidence", "metric"))
+    ax.axvspan(-rope, rope, color="0.85", zorder=0, label=f"±rope {rope:g}: practically equivalent")
+    ax.axvline(0, color="0.4", lw=0.8, zorder=1)
+    for y, (i, row) in enumerate(shown.iterrows()):
+        d, low, high = -row["mean_difference"], -row["ci_high"], -row["ci_low"]  # the candidate minus the best
+        ax.errorbar(d, y, xerr=[[d - low], [high - d]], fmt="o", ms=6, color=colors[i], ecolor=colors[i], capsize=3, zorder=2)
+        if row["verdict"] == "best":
+            note = "best"
+        else:
+            prob = row["p_best_better"] if row["verdict"] == "worse" else row["p_equivalent"] if row["verdict"] == "equivalent" \
+                else max(row["p_best_better"], row["p_equivalent"])
+            note = f"{row['verdict']} (P={prob:.2f})"
+        ax.annotate(note, (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                    fontsize=8, va="center", color=VERDICT_COLORS[row["verdict"]])
+    ax.set_yticks(range(len(shown)), [labels[i] for i in shown.index], fontsize=8)
+    ax.set_ylim(len(shown) - 0.5, -0.5)  # the best on top
+    ax.set_xlabel(f"{metric} difference to the best (paired over the same splits)")
+    more = f"; {left_out} more not shown" if left_out > 0 else ""
+    ax.set_title(f"difference to the best: mean and 95% interval\nverdict at P ≥ {confidence:g}, corrected t{more}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3, axis="x")
     ax.grid(alpha=0.3)
 
 
@@ -295,19 +331,27 @@ def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list,
 
 
 def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str], colors: list,
-                   num_classes: list[int], title: str = "") -> "Figure":
-    """The two-panel summary of a results frame: scores against the swept parameter, and learning curves.
+                   num_classes: list[int], title: str = "", comparison: pd.DataFrame | None = None) -> "Figure":
+    """The summary of a results frame: scores against the swept parameter, the differences to the best (where
+    two or more candidates were compared: src.compare), and learning curves.
 
-    df: cv_results_ rows (index 0..n-1); curves, labels, colors, num_classes: one per row (curves: mean_curves() or None).
+    df: cv_results_ rows (index 0..n-1); curves, labels, colors, num_classes: one per row (curves: mean_curves() or None);
+    comparison: src.compare.compare(df), row for row.
     """
     from matplotlib.figure import Figure
 
     metric = results.metric_names(df)[0]
     labels, title = [plain_text(label) for label in labels], plain_text(title)
     n_folds = len([c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")])
-    fig = Figure(figsize=(15, 5.4), layout="constrained")
-    score_ax, curves_ax = fig.subplots(1, 2, width_ratios=[1, 1.15])
-    score_panel(score_ax, df, labels, colors, num_classes, metric, n_folds)
+    compared = comparison is not None and comparison["verdict"].isin(["worse", "equivalent", "undecided"]).any()
+    if compared:
+        fig = Figure(figsize=(21, 5.4), layout="constrained")
+        score_ax, diff_ax, curves_ax = fig.subplots(1, 3, width_ratios=[1, 0.85, 1.15])
+        difference_panel(diff_ax, comparison, labels, colors)
+    else:
+        fig = Figure(figsize=(15, 5.4), layout="constrained")
+        score_ax, curves_ax = fig.subplots(1, 2, width_ratios=[1, 1.15])
+    score_panel(score_ax, df, labels, colors, num_classes, metric, n_folds, comparison)
     curves_panel(curves_ax, curves, labels, colors, list(df["status"]) if "status" in df else ["ok"] * len(df))
     if title:
         fig.suptitle(title, fontsize=11)

@@ -1,7 +1,7 @@
 """The fused engine: train many (candidate, fold) fits of NeuralNet at once, as one batched program.
 
 Each fit is the one the GridSearchCV path trains (src.estimator): the same initial weights and the
-same per-epoch order, drawn from its (seed, fold) generator (src.seeding); the same batches; the same
+same per-epoch order, drawn from its (seed, repeat, fold) generator (src.seeding); the same batches; the same
 loss and optimizer arithmetic. The fits of a group share the data, batch size, epochs, optimizer class
 and activation; each has its own width, init, optimizer hyper-parameters and training rows.
 
@@ -71,6 +71,7 @@ class FitSpec:
     fold: int
     train_idx: np.ndarray    # rows of X, in the order the estimator sees them (the fold's, after any validation split)
     valid_idx: np.ndarray | None = None  # rows of the internal validation split (train.valid_split), if any
+    repeat: int | None = None  # the repeat of repeated cross-validation (None: the search does not repeat)
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ class Stack:
         self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
         self.sizes, self.generators = sizes, []
         for m, spec in enumerate(specs):  # NeuralNet's init, drawn in its order from the fit's own generator
-            g = fit_generator(spec.seed, spec.fold)
+            g = fit_generator(spec.seed, spec.fold, spec.repeat)
             for i in range(3):
                 n_in, n_out = sizes[m][i], sizes[m][i + 1]
                 self.params[2 * i][m, :n_in, :n_out] = draw_init(torch.empty(n_in, n_out), n_in, spec.init, g)

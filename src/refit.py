@@ -5,7 +5,12 @@ A sweep's jobs each cross-validate one candidate, so the refit runs once at the 
 as GridSearchCV(refit=True) would: the candidate ranked first by the first metric of cv.scoring is
 cloned and fitted on all the cross-validation data (its generator is the (seed, K) one, K the number
 of folds: src.seeding), then scored with the same scorers on the held-out set (config.load_test).
-It writes, beside the sweep's aggregate:
+Beside the sweep's aggregate, write_best() writes, with or without the refit:
+- best_config.yaml: the best job's whole composed config, as a Hydra primary config over conf/, so that
+  `python -m src.sweep --config-path <sweep folder> --config-name best_config` reruns that candidate;
+- optimization_results.yaml: best_params (the swept keys, as overrides), best_value, the job and its
+  folder, in the form of Hydra's Optuna sweeper's file of that name.
+The refit writes:
 - best_model.pt: the fitted NeuralNet's state_dict (skorch's save_params), loadable with
   torch.load(..., weights_only=True);
 - test_scores.json: the candidate, its CV and held-out scores, and what its NeuralNet needs to be rebuilt;
@@ -18,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
 from src import config, engine, fused, job, results
 from src.estimator import Diverged
-from src.seeding import split_test_fold
 
 log = logging.getLogger(__name__)
 
 BEST_MODEL = "best_model.pt"
+BEST_CONFIG = "best_config.yaml"
+OPTIMIZATION_RESULTS = "optimization_results.yaml"
 TEST_SCORES = "test_scores.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
 
@@ -48,6 +55,42 @@ def best_job(results_dir: Path) -> tuple[Path, dict, pd.DataFrame] | None:
     return best
 
 
+def write_best(results_dir: Path) -> Path | None:
+    """Write best_config.yaml and optimization_results.yaml for the best job of a sweep folder; returns the
+    best job's folder (None, writing nothing, when no job finished with scores)."""
+    results_dir = Path(results_dir)
+    found = best_job(results_dir)
+    if found is None or found[0] == results_dir:
+        return None
+    best, record, row = found
+    composed = yaml.safe_load((best / ".hydra" / "config.yaml").read_text())  # the job's own config, as Hydra composed it
+    choices = yaml.safe_load((best / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    # conf/config.yaml's own groups are overridden to the job's choices (else the default option's keys would
+    # merge with the job's); groups the job added (+logger=...) need no entry: their values are in the config
+    groups = [next(iter(d)) for d in yaml.safe_load((config.CONF_DIR / "config.yaml").read_text())["defaults"]
+              if isinstance(d, dict) and "/" not in next(iter(d)) and not next(iter(d)).startswith("override")]
+    defaults = ["config", *({f"override {g}": choices[g]} for g in groups if choices.get(g)), "_self_"]
+    best_config = {"defaults": defaults, "hydra": {"searchpath": [f"file://{config.CONF_DIR}"]}, **composed}
+    header = (f"# The best candidate of {results_dir} (job {best.name}), as a Hydra config over this project's conf/. Rerun it with\n"
+              f"#   python -m src.sweep --config-path {results_dir.absolute()} --config-name {Path(BEST_CONFIG).stem}\n")
+    results.atomic_write(results_dir / BEST_CONFIG, header + yaml.safe_dump(best_config, sort_keys=False))
+    swept, _ = job.multirun_facts(results_dir / "multirun.yaml") if (results_dir / "multirun.yaml").is_file() else (frozenset(), None)
+    metric = results.metric_names(row)[0]
+    best_params = {}
+    for key in sorted(swept):
+        if key in choices:
+            best_params[key] = choices[key]
+            continue
+        node = record["config"]
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        best_params[key] = node
+    optimization = {"name": "mlp-sweep", "best_params": best_params, "best_value": float(row[f"mean_test_{metric}"][0]),
+                    "metric": f"mean_test_{metric}", "best_job": best.name, "best_job_dir": str(best)}
+    results.atomic_write(results_dir / OPTIMIZATION_RESULTS, yaml.safe_dump(optimization, sort_keys=False))
+    return best
+
+
 def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     """Refit the best candidate of a results folder with `engine_name` (engine=), score it on the held-out set
     and save it; returns what test_scores.json holds."""
@@ -62,14 +105,15 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     X, y, search, _ = job.prepare(settings, [], {}, swept=set())
     held_out = config.load_test(settings)
     name = engine.choose(settings)
-    test_fold = split_test_fold(search.cv, X, y)  # every fold present: the refit is fit number K, after the K folds
+    folds = settings["cv"]["folds"]
+    test_fold = np.arange(len(y)) % folds  # every fold present: the refit is fit number K, after the K folds (src.seeding)
     start = time.perf_counter()
     net = search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
            "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name}, "test": None}
     try:
         if name == "fused":
-            spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=search.cv.get_n_splits())
+            spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=folds)
             outcome = fused.train(X, y, [spec], engine.shared_settings(settings), device=net.device)[0]
             if outcome.diverged:
                 raise Diverged(outcome.diverged, outcome.epochs)

@@ -9,6 +9,7 @@ them get param_* columns). Pages, for a report FILE (default hiplot.html):
   <stem>_curves.html     learning curves, one line per candidate (the mean over folds)
   <stem>_curves_folds.html  the same, one line per fold
   summary.png/.svg       the summary figure (<stem>_summary.* when FILE is not hiplot.html)
+  comparison.csv/.json   every candidate against the best (src.compare; <stem>_comparison.* likewise)
 """
 import argparse
 import base64
@@ -29,13 +30,15 @@ from urllib.parse import quote
 import hiplot as hip
 import pandas as pd
 
-from src import figures, results
+from src import compare, figures, results
 
 REPORT = "hiplot.html"
 STATUS_COLORS = {"ok": "rgb(44, 160, 44)", "diverged": "rgb(255, 127, 14)", "failed": "rgb(214, 39, 40)"}
 BOOKKEEPING = ("dur", "train_batch_count", "valid_batch_count", "train_loss_best", "valid_loss_best", "valid_acc_best")
 HIDDEN = ["uid", "from_uid"]
 GREY = "rgb(150, 150, 150)"
+VERDICT_COLORS = {"best": "rgb(0, 0, 0)", "equivalent": "rgb(44, 160, 44)", "undecided": "rgb(255, 127, 14)",
+                  "worse": "rgb(214, 39, 40)", "null": GREY}  # src.compare's verdicts; null: not compared
 CURVES_HELP = ('<p style="font-size:13px;margin:4px 0 0">Drag a rectangle on the plot to zoom in, click it to zoom out; '
                "right-click a column title in the table to plot that column instead (valid_loss, valid_acc, ...).</p>")
 TABLE_CSS = "<style>.sample-rows-table td { white-space: nowrap; }</style>"  # a label per line, not one word per line
@@ -99,12 +102,15 @@ def place_nulls(exp: hip.Experiment, columns: list[str]) -> list[str]:
     return invert
 
 
-def candidates_experiment(df: pd.DataFrame, labels: list[str]) -> hip.Experiment:
-    """One datapoint per candidate: swept params, split/mean/std/rank test scores, train mean, fit time, status."""
+def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[str | None] | None = None) -> hip.Experiment:
+    """One datapoint per candidate: swept params, split/mean/std/rank test scores, the verdict against the best
+    (src.compare), train mean, fit time, status."""
     metric = results.metric_names(df)[0]
+    if verdicts is not None:
+        df = df.assign(verdict=[v or "null" for v in verdicts])
     splits = [c for c in df.columns if c.startswith("split") and "_test_" in c]
     keep = [c for c in df.columns if c == "sweep"] + sorted(c for c in df.columns if c.startswith("param_")) + splits
-    keep += [c for c in df.columns if c.startswith(("mean_test_", "std_test_", "rank_test_"))]
+    keep += [c for c in df.columns if c.startswith(("mean_test_", "std_test_", "rank_test_"))] + [c for c in ("verdict",) if c in df]
     keep += [c for c in df.columns if c.startswith("mean_train_")] + ["mean_fit_time"] + [c for c in ("status", "error") if c in df]
     ranks = [c for c in keep if c.startswith("rank_test_")]
     width = len(str(len(df)))
@@ -120,6 +126,8 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str]) -> hip.Experiment
     for col in ranks:  # categorical, rank 1 on top
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.CATEGORICAL
     exp.parameters_definition["status"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=STATUS_COLORS)
+    if verdicts is not None:
+        exp.parameters_definition["verdict"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=VERDICT_COLORS)
     exp.parameters_definition["candidate"].type = hip.ValueType.CATEGORICAL
     exp.colorby = f"mean_test_{metric}"
     order = ["candidate"] + [html.escape(c) for c in keep]
@@ -365,12 +373,20 @@ def read_merged(results_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict], lis
     return (results.rank(df) if merge else df), [c for rows in configs for c in rows], histories
 
 
-def write_report(results_dirs: list[Path], out: Path) -> Path:
-    """Render the summary figure, the candidates page at `out` and the learning-curves pages beside it; returns `out`."""
+def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | None = None) -> pd.DataFrame:
+    """Render the summary figure, the candidates page at `out` and the learning-curves pages beside it, and write
+    the comparison of every candidate with the best beside them (src.compare: rope and confidence from
+    `compare_settings`, else those the first folder was run with); returns the comparison.
+
+    Candidates are compared with the best only where they were cross-validated on the same splits (a merge
+    of sweeps with other seeds, data or folds gives no verdict across them)."""
     results_dirs, out = [Path(d) for d in results_dirs], Path(out)
     df, configs, histories = read_merged(results_dirs)
     num_classes = [int(c.get("module", {}).get("num_classes", 10)) for c in configs]
     labels = figures.candidate_labels(df, num_classes, [c.get("module", {}).get("num_units") for c in configs])
+    comparison = compare.compare(df, **(compare_settings or compare.settings(results_dirs[0])), configs=configs)
+    comparison.insert(0, "candidate", labels)
+    compared = len(df) > 1
     colors = figures.candidate_colors(len(df))
     status = list(df["status"]) if "status" in df else ["ok"] * len(df)
     by_candidate: dict[tuple, list[dict]] = {}  # grouped once: matching each row against every history is quadratic
@@ -381,7 +397,8 @@ def write_report(results_dirs: list[Path], out: Path) -> Path:
 
     name = " + ".join(str(d) for d in results_dirs)
     with held_signals():
-        png, svg = figures.figure_bytes(figures.summary_figure(df, curves, labels, colors, num_classes, title=f"mlp-sweep: {name}"))
+        png, svg = figures.figure_bytes(figures.summary_figure(df, curves, labels, colors, num_classes, title=f"mlp-sweep: {name}",
+                                                               comparison=comparison if compared else None))
     png_path, svg_path = summary_paths(out)
     has_curves = any(h["epochs"] for h in histories)  # none when every job failed before its first epoch
     links = [("Candidates", out)] + ([("Learning curves (mean over folds)", curves_path(out)), ("per fold", folds_path(out))] if has_curves else [])
@@ -389,7 +406,8 @@ def write_report(results_dirs: list[Path], out: Path) -> Path:
     def nav(this: Path) -> list[tuple[str, Path | None]]:
         return [(text, None if path == this else path) for text, path in links]
 
-    pages = {out: page(candidates_experiment(df, labels), f"{name} · candidates · mlp-sweep",
+    verdicts = comparison["verdict"].tolist() if compared else None
+    pages = {out: page(candidates_experiment(df, labels, verdicts), f"{name} · candidates · mlp-sweep",
                        header(f"mlp-sweep report: {name}", nav(out), figure_block(png, png_path, svg_path)))}
     if has_curves:
         css = [figures.css_rgb(c) for c in colors]
@@ -400,18 +418,26 @@ def write_report(results_dirs: list[Path], out: Path) -> Path:
         pages[folds_path(out)] = page(curves_experiment(fold_lines, dict(zip(labels, css)), per_fold=True),
                                       f"{name} · learning curves per fold · mlp-sweep",
                                       header(f"Learning curves, one line per fold: {name}", nav(folds_path(out)), key))
+    if compared:
+        compare.write(comparison, out)
     results.atomic_write(png_path, png)
     results.atomic_write(svg_path, svg)
     for path in reversed(pages):  # the candidates page last: what it links to is already there
         results.atomic_write(path, pages[path])
-    return out
+    return comparison
 
 
 def print_outcome(results_dir: Path) -> bool:
     """Print a results folder's ranked table, its report's path and any failures; True if a job failed."""
     results_dir = Path(results_dir)
     df = results.read_cv_results(results_dir)
-    print(f"\n{len(df)} candidate{'s' * (len(df) != 1)}, ranked ({results_dir}):\n{results.ranked_table(df)}")
+    comparison = compare.read(results_dir) if len(df) > 1 else None
+    if comparison is not None and [figures.key(p) for p in comparison["params"]] != [figures.key(p) for p in df["params"]]:
+        comparison = None  # written for another set of rows (a rebuild was cut short): no verdicts rather than wrong ones
+    verdicts = None if comparison is None else comparison["verdict"].tolist()
+    print(f"\n{len(df)} candidate{'s' * (len(df) != 1)}, ranked ({results_dir}):\n{results.ranked_table(df, verdicts=verdicts)}")
+    if comparison is not None:
+        print(compare.verdict_line(comparison))
     print(f"report: {results_dir / REPORT}")
     summary = results.failure_summary(results_dir)
     if summary:
@@ -452,19 +478,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results folder(s) holding cv_results.json")
     parser.add_argument("-o", "--output", type=Path, help=f"output HTML file (default: DIR/{REPORT} for one folder, "
                         f"outputs/compare/<date>/<time>/{REPORT} for several)")
+    parser.add_argument("--rope", type=float, help="region of practical equivalence, +-ROPE in the metric's units "
+                        f"(default: the first folder's compare.rope, else {compare.DEFAULTS['rope']})")
+    parser.add_argument("--confidence", type=float, help="the probability a verdict needs, in (0.5, 1) "
+                        f"(default: the first folder's compare.confidence, else {compare.DEFAULTS['confidence']})")
     args = parser.parse_args(argv)
+    if args.rope is not None and not (args.rope >= 0 and math.isfinite(args.rope)):
+        parser.error(f"--rope {args.rope}: must be a finite number >= 0")
+    if args.confidence is not None and not 0.5 < args.confidence < 1:
+        parser.error(f"--confidence {args.confidence}: must be between 0.5 and 1 (exclusive)")
     try:
         for d in args.dirs:
             if not (d / f"{results.CV_RESULTS}.json").is_file():
                 raise ReportError(f"DIR={d}: no {results.CV_RESULTS}.json there; give a sweep folder or a run folder of src.sweep")
         out = output_path(args.dirs, args.output)
         check_output(out, create=args.output is None)
-        write_report(args.dirs, out)
+        settings = compare.settings(args.dirs[0])
+        settings |= {k: v for k, v in (("rope", args.rope), ("confidence", args.confidence)) if v is not None}
+        comparison = write_report(args.dirs, out, settings)
     except (ReportError, OSError) as e:
         print(f"Error: {e}" if isinstance(e, ReportError) else f"Error: cannot write the report: {e}", file=sys.stderr)
         return 2
-    written = [p for p in (out, curves_path(out), folds_path(out), *summary_paths(out)) if p.is_file()]
+    written = [p for p in (out, curves_path(out), folds_path(out), *summary_paths(out), *compare.paths(out)) if p.is_file()]
     print(f"wrote {out.parent}/: {', '.join(p.name for p in written)}")
+    if len(comparison) > 1:
+        print(compare.verdict_line(comparison))
     return 0
 
 

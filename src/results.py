@@ -254,8 +254,8 @@ def aggregate(results_dir: Path) -> pd.DataFrame | None:
 
 # Keys that change what a run prints or logs and whether it resumes (train.verbose, logger, resume), how it
 # computes (engine, train.threads: both engines train the same fits), and what the sweep does after its jobs
-# (cv.refit); none changes what a job computes.
-NOT_IDENTITY = ("train.verbose", "train.threads", "cv.refit", "resume", "engine", "logger")
+# (cv.refit, and how the candidates are compared: compare); none changes what a job computes.
+NOT_IDENTITY = ("train.verbose", "train.threads", "cv.refit", "resume", "engine", "logger", "compare")
 
 
 def without(settings: dict, keys) -> dict:
@@ -365,12 +365,16 @@ def progress(sweep_dir: Path, total: int | None) -> str:
     return line
 
 
-def ranked_table(df: pd.DataFrame, metric: str | None = None) -> str:
-    """The candidates best first, like the tutorial's results.head(): params, split and mean scores, fit time."""
+def ranked_table(df: pd.DataFrame, metric: str | None = None, verdicts: list[str | None] | None = None) -> str:
+    """The candidates best first, like the tutorial's results.head(): params, split and mean scores, the verdict
+    against the best (src.compare) where given, fit time."""
     metric = metric or metric_names(df)[0]
+    if verdicts is not None:
+        df = df.assign(verdict=[v or "-" for v in verdicts])
     cols = sorted(c for c in df.columns if c.startswith("param_"))
     cols += [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
-    cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}", "mean_fit_time"]
+    cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"] + (["verdict"] if verdicts is not None else [])
+    cols += ["mean_fit_time"]
     cols += ["status"] if "status" in df else []
     table = df.sort_values(f"rank_test_{metric}", kind="stable")[cols]
     table.columns = [c.removeprefix("param_") for c in cols]

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
 from src import fused, results
 from src.estimator import Diverged, FitHistories, FittedFolds, PretrainedNet
@@ -21,6 +21,7 @@ def build_search(
     param_grid: dict[str, list],
     *,
     folds: int = 3,
+    repeats: int = 1,
     shuffle: bool = True,
     seed: int = 0,
     scoring: list[str] | tuple[str, ...] = ("accuracy",),
@@ -28,11 +29,16 @@ def build_search(
 ) -> GridSearchCV:
     """GridSearchCV with stratified, seeded folds and named metrics (columns like split0_test_accuracy).
 
-    refit=False: a sweep compares candidates; it does not need a model trained on all the data.
+    repeats > 1: scikit-learn's RepeatedStratifiedKFold, `folds` x `repeats` splits, each repeat shuffled
+    with its own draw from `seed`; its first repeat is StratifiedKFold(shuffle=True, random_state=seed),
+    the split of repeats=1. refit=False: a sweep compares candidates; it does not need a model trained on all the data.
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"cv.folds={folds!r} must be an integer >= 2")
-    cv = StratifiedKFold(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
+    if repeats > 1:
+        cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    else:
+        cv = StratifiedKFold(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
     return GridSearchCV(
         estimator,
         param_grid,
@@ -49,7 +55,7 @@ def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict 
                fitted: Callable[[], dict] | None = None, engine: str = "gridsearch") -> results.SearchResult:
     """Cross-validate `search` on (X, y) and return its result; a raising or diverging fit is recorded, not raised.
 
-    Every fit gets the `test_fold` of its rows, so that it draws from its own (seed, fold) generator.
+    Every fit gets the `test_fold` of its rows, so that it draws from its own (seed, repeat, fold) generator.
     With `fitted` (a function returning {fold: fit} from the fused engine), the estimator scores those
     fits instead of training (on the data already on its device, by row number), and the fit times
     are the fused engine's.
@@ -72,14 +78,15 @@ def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict 
             seconds = [fit.seconds for fit in fits.values()]
             job["mean_fit_time"], job["std_fit_time"] = float(np.mean(seconds)), float(np.std(seconds))
     except Diverged as e:
-        store.add(e.fold, e.epochs)
-        status, error = "diverged", f"fold {e.fold}: {e}"
+        store.add(e.fold, e.epochs, e.repeat)
+        status, error = "diverged", f"{'' if e.repeat is None else f'repeat {e.repeat} '}fold {e.fold}: {e}"
     except Exception as e:  # any failure of this grid point: recorded, and the sweep goes on
         status, error, trace = "failed", f"{type(e).__name__}: {e}".strip().splitlines()[0], traceback.format_exc()
     if status != "ok":
         unscored = results.unscored_results(search.param_grid, search.cv.get_n_splits(), list(search.scoring))
         job = results.job_results(unscored, extras, status, error)
     params = results.plain(job["params"][0])
-    histories = [{"fold": r["fold"], "params": params, "epochs": r["epochs"]} for r in store.records]
+    histories = [{"fold": r["fold"], **({"repeat": r["repeat"]} if "repeat" in r else {}), "params": params, "epochs": r["epochs"]}
+                 for r in store.records]
     return results.SearchResult(results.rank(job), histories, status, error, trace, engine, search.estimator.device,
                                 time.perf_counter() - start)

@@ -15,6 +15,12 @@ times the whole grid num_units=32,64,128,256 x 3 folds through both engines in o
 default sweep (the bundled 5,000 digits, 25 epochs) and the original grid at full size (70,000
 synthetic MNIST-shaped samples, 25 epochs). Each engine's figure is its wall time from the prepared
 jobs to their scored cv_results_ rows (training and scoring; the data are loaded before).
+    python -m src.bench --repeated [--runs 3] [--overrides key=value ...]
+
+times two whole commands in turn, each in its own process, `--runs` times: the main command as it
+runs today (module.num_units=32,64,128,256, cv.repeats=1, engine=gridsearch) and the same with
+repeated cross-validation on the fused engine (cv.repeats=5 engine=fused, five times the fits). It
+prints each one's median wall time and the median of the per-pair ratios.
 It measures and prints; it asserts nothing about time.
 """
 import argparse
@@ -24,8 +30,11 @@ import json
 import platform
 import pstats
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -207,6 +216,40 @@ def grid_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+MAIN = ["module.num_units=32,64,128,256", "train.verbose=quiet"]
+REPEATED = {"today": ["cv.repeats=1", "engine=gridsearch"], "repeated": ["cv.repeats=5", "engine=fused"]}
+
+
+def time_repeated(runs: int = 3, overrides: list[str] | None = None) -> dict:
+    """Wall seconds of the main command today and with cv.repeats=5 on the fused engine, whole processes, in turn."""
+    seconds: dict[str, list[float]] = {name: [] for name in REPEATED}
+    lines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            for name, extra in REPEATED.items():
+                sweep = Path(tmp) / f"{name}{i}"
+                start = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-m", "src.sweep", *MAIN, *extra, *(overrides or []), f"hydra.sweep.dir={sweep}", "-m"],
+                                      cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+                seconds[name].append(time.perf_counter() - start)
+                if proc.returncode != 0:
+                    raise ValueError(f"the {name} command failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+                lines[name] = next((x for x in proc.stdout.splitlines() if x.startswith("Best ")), None)
+    ratios = [b / a for a, b in zip(seconds["today"], seconds["repeated"])]
+    return {"commands": {name: " ".join(["python -m src.sweep", *MAIN, *extra, *(overrides or []), "-m"]) for name, extra in REPEATED.items()},
+            "seconds": seconds, "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},
+            "ratios": ratios, "median_ratio": statistics.median(ratios), "verdicts": lines["repeated"]}
+
+
+def repeated_table(report: dict) -> str:
+    """The --repeated results as text."""
+    lines = [f"{name:<9}{report['median_seconds'][name]:>8.2f} s (median of {len(report['seconds'][name])})  {report['commands'][name]}"
+             for name in REPEATED]
+    lines.append(f"repeated / today: median ratio {report['median_ratio']:.2f} ({', '.join(f'{r:.2f}' for r in report['ratios'])})")
+    lines.append(f"verdicts: {report['verdicts']}")
+    return "\n".join(lines)
+
+
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
 
@@ -238,7 +281,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: the bundled 5,000 digits; full: 70,000 synthetic samples; both (default)")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
     parser.add_argument("--grid-epochs", type=int, help="epochs per fit for --grid (default: the sweep's 25)")
+    parser.add_argument("--repeated", action="store_true", help="time the main command today against cv.repeats=5 on the fused engine")
+    parser.add_argument("--runs", type=int, default=3, help="pairs of whole commands for --repeated (default: 3)")
+    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for both --repeated commands")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs={args.runs}: must be at least 1")
+    if args.repeated:
+        try:
+            report = time_repeated(args.runs, args.overrides)
+        except ValueError as e:
+            parser.error(str(e))
+        print(repeated_table(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return 0
     engines = tuple(args.engines.split(","))
     if args.grid and (not engines or set(engines) - set(ENGINES)):
         parser.error(f"--engines={args.engines}: choose from {', '.join(ENGINES)}")

@@ -164,13 +164,13 @@ def curves_experiment(lines: list[dict], colors: dict[str, str], per_fold: bool 
             exp.parameters_definition[col].type = hip.ValueType.NUMERIC_LOG  # one wild curve must not flatten the rest
     exp.colorby = "candidate"
     rank = next((c for c in columns if c.startswith("rank_test_")), None)
-    order = ["candidate", "sweep", "fold", "epoch", "train_loss", "valid_loss", "valid_acc"]
+    order = ["candidate", "sweep", "repeat", "fold", "epoch", "train_loss", "valid_loss", "valid_acc"]
     exp.display_data(hip.Displays.XY).update({
         "axis_x": "epoch", "axis_y": "train_loss", "height": 620,
         "lines_thickness": 1.4 if per_fold else 2.6, "lines_opacity": 0.75 if per_fold else 0.95,
         "dots_thickness": 2.0 if per_fold else 3.2, "dots_opacity": 0.9,
     })
-    order_by = ([[rank, "asc"]] if rank else []) + [["candidate", "asc"]] + ([["fold", "asc"]] if per_fold else []) + [["epoch", "asc"]]
+    order_by = ([[rank, "asc"]] if rank else []) + [["candidate", "asc"]] + ([["repeat", "asc"]] if per_fold and "repeat" in columns else []) + ([["fold", "asc"]] if per_fold else []) + [["epoch", "asc"]]
     exp.display_data(hip.Displays.TABLE).update({"order": [c for c in order if c in columns], "order_by": order_by, "hide": HIDDEN})
     exp.enabledDisplays = [hip.Displays.XY, hip.Displays.TABLE]
     return exp
@@ -314,7 +314,8 @@ def curve_lines(df: pd.DataFrame, labels: list[str], folds: list[list[dict]], cu
             mean_lines.append({"values": values, "epochs": [rows[e] for e in sorted(rows)]})
         for h in folds[i]:
             epochs = [{k: v for k, v in r.items() if k not in BOOKKEEPING} for r in h["epochs"]]
-            fold_lines.append({"values": {**values, "fold": h["fold"]}, "epochs": epochs})
+            split = {"fold": h["fold"], **({"repeat": h["repeat"]} if "repeat" in h else {})}  # cv.repeats: (repeat, fold)
+            fold_lines.append({"values": {**values, **split}, "epochs": epochs})
     return mean_lines, fold_lines
 
 

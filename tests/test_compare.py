@@ -176,3 +176,35 @@ def test_verdict_line_names_each_group():
 
 def test_defaults_match_the_config_group():
     assert yaml.safe_load((CONF_DIR / "compare" / "paired.yaml").read_text()) == compare.DEFAULTS
+
+
+def test_a_sweep_prints_verdicts_and_writes_the_comparison_and_the_best_config(tmp_path):
+    """Through the CLI: module.num_units=2 against 256 with repeated CV is `worse` with P >= 0.99, shown in the table,
+    the line under it, comparison.csv, the HiPlot page and the summary figure; best_config.yaml reruns the best."""
+    import json
+
+    from conftest import run_cli
+    from src import results
+
+    sweep = tmp_path / "s"
+    args = ["module.num_units=2,256", "cv.repeats=2", "dataset.limit=600", "train.max_epochs=4", "optimizer=adam",
+            "train.verbose=quiet", "cv.refit=false"]
+    proc = run_cli(*args, f"hydra.sweep.dir={sweep}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout[proc.stdout.index("2 candidates, ranked"):]
+    header, best_row, worse_row = table.splitlines()[1:4]
+    assert "verdict" in header.split() and "best" in best_row.split() and "worse" in worse_row.split()
+    line = next(x for x in table.splitlines() if x.startswith("Best "))
+    assert line.startswith("Best [256, 128, 10] 0.") and "worse: [2, 1, 10] (P=" in line
+    comparison = pd.read_csv(sweep / "comparison.csv")
+    worse = comparison[comparison["verdict"] == "worse"].iloc[0]
+    assert json.loads(worse["params"]) == {"module__num_units": 2} and worse["p_best_better"] >= 0.99
+    assert worse["ci_low"] > 0 and worse["rope"] == 0.01 and worse["confidence"] == 0.95
+    assert "verdict" in (sweep / "hiplot.html").read_text() and "difference to the best" in (sweep / "summary.svg").read_text()
+    assert list(results.read_cv_results(sweep).columns) == list(results.read_cv_results(sweep / "1").columns)  # the schema unchanged
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"module.num_units": 256} and best["best_job"] == "1"
+    rerun = run_cli("--config-path", str(sweep), "--config-name", "best_config", f"hydra.run.dir={tmp_path / 'rerun'}")
+    assert rerun.returncode == 0, rerun.stderr
+    splits = [f"split{s}_test_accuracy" for s in range(6)]
+    pd.testing.assert_frame_equal(results.read_cv_results(tmp_path / "rerun")[splits], results.read_cv_results(sweep / "1")[splits])

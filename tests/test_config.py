@@ -104,7 +104,7 @@ INVALID = [
     (["dataset=imagenet"], "dataset=imagenet is not known; choose one of"),
     (["module=cnn"], "module=cnn is not known; choose one of mlp"),
     (["cv=loo"], "cv=loo is not known; choose one of stratified_kfold"),
-    (["+sweeps=nope", "-m"], "sweeps=nope is not known; choose one of hidden_sizes, seed_reproduction"),
+    (["+sweeps=nope", "-m"], "sweeps=nope is not known; choose one of hidden_sizes, hidden_sizes_verdict, seed_reproduction"),
     (["module.activation=swish"], "module.activation='swish': Input should be 'relu', 'tanh', 'sigmoid' or 'gelu'"),
     (["cv.scoring=[acc]"], "cv.scoring=['acc']: unknown scorer 'acc'"),
     (["hydra.run.dir=/etc/hostname/runs"], "hydra.run.dir=/etc/hostname/runs: this output folder cannot be written"),
@@ -121,6 +121,16 @@ INVALID = [
     (["dataset.limit=25"], "dataset.test_size=0.2 of 25 samples holds out 5 and keeps 20; each part needs at least one sample of each of the 10 classes"),
     # item 6: a swept scoring would rank rows by metrics that some of them lack
     (["cv.scoring=[accuracy],[f1_macro]", "-m"], "cv.scoring=['accuracy'] and ['f1_macro']: every job of a sweep must be scored the same way"),
+    # repeated cross-validation and the comparison (issue 15)
+    (["cv.repeats=0"], "cv.repeats=0: Input should be greater than or equal to 1"),
+    (["cv.repeats=-2"], "cv.repeats=-2: Input should be greater than or equal to 1"),
+    (["cv.repeats=1.5"], "cv.repeats=1.5: Input should be a valid integer"),
+    (["cv.repeats=3", "cv.shuffle=false"], "cv.repeats=3: repeats of an unshuffled split are the same split; set cv.shuffle=true"),
+    (["module.num_units=8,16", "cv.repeats=2,0", "-m"], "cv.repeats=0: Input should be greater than or equal to 1"),
+    (["compare.rope=-0.01"], "compare.rope=-0.01: Input should be greater than or equal to 0"),
+    (["compare.rope=nan"], "compare.rope=nan: Input should be a finite number"),
+    (["compare.confidence=0.5"], "compare.confidence=0.5: Input should be greater than 0.5"),
+    (["compare.confidence=1"], "compare.confidence=1: Input should be less than 1"),
 ]
 
 
@@ -133,7 +143,7 @@ def test_preflight_names_key_value_and_what_is_allowed(args, message):
 
 # through the real CLI: a range, a group option, a named sweep, a folder, a grid point, and three values that
 # used to fail as jobs (reliability item 5): the seed's range, an optimizer keyword, a subset that cannot be drawn
-CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19, 20, 22, 25)]
+CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19, 20, 22, 25)] + [case for case in INVALID if case[0][0] in ("cv.repeats=0", "compare.rope=nan")]
 
 
 @pytest.mark.parametrize("args, message", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])

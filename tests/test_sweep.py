@@ -130,7 +130,7 @@ def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path):
 
     from conftest import ROOT
 
-    assert "sweeps: hidden_sizes, seed_reproduction" in run_cli("--help").stdout
+    assert "sweeps: hidden_sizes, hidden_sizes_verdict, seed_reproduction" in run_cli("--help").stdout
     proc = subprocess.run([sys.executable, "-m", "src.sweep", "+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", "-m"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"})

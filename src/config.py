@@ -32,10 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src import launchers, loggers, results
+from src import fused, launchers, loggers, results
 from src.data import SCALINGS, check_data, fingerprint, holdout
 from src.devices import cores
-from src.engine import ENGINES
+from src.engine import ENGINES, fit_bytes
 from src.estimator import VERBOSITY, resolve_device
 from src.layers import INITS
 from src.loggers import LOGGERS
@@ -278,6 +278,7 @@ def preflight(argv: list[str]) -> Checked:
             for cfg, settings in job_settings(jobs):
                 check(settings)
                 _check_data(settings)  # most sweeps vary the network, not the data: each data set is checked once (load_data)
+                _check_memory(settings)
                 identities.append(identity(settings))
                 progress.step()
             out_dir = str(OmegaConf.select(cfg, out_key))
@@ -433,6 +434,25 @@ def _check_data(settings: dict) -> None:
         raise ConfigError(str(e.__cause__ or e)) from None
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_memory(settings: dict) -> None:
+    """Refuse a candidate of which a single fit would not fit in its device's available memory (the fused engine's
+    estimate, src.engine.fit_bytes); larger grids are fine: they train stack by stack."""
+    device = resolve_device(settings["device"])
+    need = fit_bytes(settings, len(load_data(settings)[1]))
+    have = _available(device)
+    if need > have:
+        units = settings["module"]["num_units"]
+        raise ConfigError(f"module.num_units={units}: one fit of this width needs about {need / 2**30:.1f} GiB (parameters, "
+                          f"gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
+                          "choose a smaller width, or a smaller train.batch_size")
+
+
+@functools.lru_cache(maxsize=8)
+def _available(device: str) -> int:
+    """The device's available memory, read once per command (src.fused.free_memory)."""
+    return fused.free_memory(device)
 
 
 def settings_of(cfg) -> dict:

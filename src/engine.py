@@ -10,8 +10,9 @@ differ only in the per-fit keys (module.num_units, module.init and the optimizer
 launcher (hydra_plugins/fused_launcher) trains each such group once, and the jobs then pick up their
 fits here (take_fits) instead of training.
 """
+import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -62,6 +63,18 @@ def shared_settings(settings: dict) -> fused.Shared:
                         valid_batch_size=PREDICT_BATCH_SIZE)
 
 
+def fit_bytes(settings: dict, n_rows: int) -> int:
+    """An estimate of the memory one fit of this job needs while the fused engine trains and scores it (bytes):
+    a stack of one (src.fused.stack_bytes) on a fold's share of `n_rows` cross-validation rows."""
+    folds, split = settings["cv"]["folds"], settings["train"]["valid_split"]
+    n_train = n_rows * (folds - 1) // folds
+    n_valid = int(n_train * split) if split else 0
+    opt = {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
+    spec = fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], 0,
+                         np.empty(n_train - n_valid, dtype=np.int64), np.empty(n_valid, dtype=np.int64) if n_valid else None)
+    return fused.stack_bytes([spec], shared_settings(settings))
+
+
 def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fused.FitSpec]:
     """The job's fits, one per split (repeat, fold), with the training (and internal validation) rows the estimator
     would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit."""
@@ -87,12 +100,14 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
     return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
 
 
-def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-                **options) -> dict[str, dict]:
-    """Train the fits of several jobs (settings, identity, search) that share a group key, as one program.
+def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
+               **options) -> Iterator[tuple[str, dict]]:
+    """Train the fits of several jobs (settings, identity, search) that share a group key, as one program, stack
+    by stack (src.fused.train_stacks); yields (job key, its {(repeat, fold): FitOutcome}) as soon as each job's
+    fits are all trained, so that it can be scored and recorded, and its fits freed, while the rest train.
 
     `devices`: where the fits train, spread over them (default: the first job's estimator's device).
-    Returns the fits by job key, each a {(repeat, fold): FitOutcome} dict (repeat 0 without repeats). `options` go to src.fused.train (layout, graph).
+    `options` go to src.fused.train_stacks (layout, graph, memory_budget).
     """
     settings = jobs[0][0]
     specs, owners = [], []
@@ -101,11 +116,21 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
             specs.append(spec)
             owners.append(results.job_key(identity))
     devices = devices or [jobs[0][2].estimator.device]
-    outcomes = fused.train(X, y, specs, shared_settings(settings), device=devices, **options)
+    waiting = collections.Counter(owners)
     fits: dict[str, dict] = {}
-    for owner, spec, outcome in zip(owners, specs, outcomes):
-        fits.setdefault(owner, {})[spec.repeat or 0, spec.fold] = outcome
-    return fits
+    for indices, outcomes in fused.train_stacks(X, y, specs, shared_settings(settings), device=devices, **options):
+        for i, outcome in zip(indices, outcomes):
+            owner, spec = owners[i], specs[i]
+            fits.setdefault(owner, {})[spec.repeat or 0, spec.fold] = outcome
+            waiting[owner] -= 1
+            if not waiting[owner]:
+                yield owner, fits.pop(owner)
+
+
+def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
+                **options) -> dict[str, dict]:
+    """train_jobs, all at once: the fits by job key, each a {(repeat, fold): FitOutcome} dict (repeat 0 without repeats)."""
+    return dict(train_jobs(jobs, X, y, devices, **options))
 
 
 def keep_fits(fits: dict[str, dict | BaseException]) -> None:

@@ -24,11 +24,12 @@ import contextlib
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ ZERO_AT_ZERO = ("relu", "tanh", "gelu")  # f(0) = 0: padded units stay zero with
 LAYOUTS = ("auto", "width", "padded")
 _CAPTURE = threading.Lock()  # CUDA-graph captures of stacks trained in several threads (train(device=[...]))
 WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuBLAS workspaces, the first momentum step)
+CPU_STACK_BYTES = 1 << 30  # the largest stack on the CPU (stack_budget)
 
 
 @dataclass(frozen=True)
@@ -106,40 +108,66 @@ def unsupported(optimizer: str, kwargs: dict) -> str | None:
     return None
 
 
-def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *, device: str | Sequence[str] = "cpu",
-          layout: str = "auto", graph: bool | None = None, memory_budget: int | None = None) -> list[FitOutcome]:
-    """Train every fit; the data go to each device once. Returns one outcome per spec, in order.
+def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, **options) -> list[FitOutcome]:
+    """Train every fit (train_stacks, with its `options`); returns one outcome per spec, in order."""
+    outcomes: list[FitOutcome | None] = [None] * len(specs)
+    for indices, trained in train_stacks(X, y, specs, shared, **options):
+        for i, outcome in zip(indices, trained):
+            outcomes[i] = outcome
+    return outcomes
+
+
+def train_stacks(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, *, device: str | Sequence[str] = "cpu",
+                 layout: str = "auto", graph: bool | None = None,
+                 memory_budget: int | None = None) -> Iterator[tuple[list[int], list[FitOutcome]]]:
+    """Train every fit, stack by stack; the data go to each device once. Yields (indices into specs, their
+    outcomes) as each stack finishes, in the calling thread, so that the caller can score, record and free
+    them before more are trained: a sweep's memory is then its largest stack's, not the sum of its fits.
 
     device: one device, or several (the GPUs of a machine): the fits are then split into one share per
     device (spread) and the shares train at the same time, each in its own thread.
     layout: "width" (a stack per width), "padded" (one stack per device), "auto" (padded on CUDA, width on the CPU).
     graph: capture the step in a CUDA graph (default: on CUDA). memory_budget: bytes a stack may use
-    (default: most of the device's free memory); a stack that would need more is split.
+    (default: stack_budget(device)); a stack that would need more is split.
     """
     devices = [device] if isinstance(device, str) else list(device)
-    outcomes: list[FitOutcome | None] = [None] * len(specs)
     shares = [(d, members) for d, members in zip(devices, spread(specs, shared, len(devices))) if members]
 
-    def train_share(device: str, members: list[int]) -> None:
+    def share_stacks(device: str, members: list[int]) -> Iterator[tuple[list[int], list[FitOutcome]]]:
         Xd, yd = on_device(X, device), on_device(y, device)
         use_graph = device.startswith("cuda") if graph is None else graph
-        budget = memory_budget if memory_budget is not None else free_memory(device)
+        budget = memory_budget if memory_budget is not None else stack_budget(device)
         mine = [specs[i] for i in members]
         with torch.cuda.device(device) if device.startswith("cuda") else contextlib.nullcontext():  # this thread's GPU
             for stack_members in plan(mine, shared, layout=layout, device=device, budget=budget, n_rows=len(X)):
-                stack = Stack([mine[i] for i in stack_members], shared, Xd, yd)
-                for i, outcome in zip(stack_members, stack.train(graph=use_graph)):
-                    outcomes[members[i]] = outcome
+                trained = Stack([mine[i] for i in stack_members], shared, Xd, yd).train(graph=use_graph)  # the stack is freed here
+                yield [members[i] for i in stack_members], trained
 
     if len(shares) == 1:
-        train_share(*shares[0])
-        return outcomes
+        yield from share_stacks(*shares[0])
+        return
     for device, _ in shares:  # copy the data in this thread, before the shares start
         on_device(X, device), on_device(y, device)
+    finished: queue.Queue = queue.Queue()
+
+    def run_share(device: str, members: list[int]) -> None:
+        try:
+            for item in share_stacks(device, members):
+                finished.put(item)
+        finally:
+            finished.put(None)  # this share is done (or failed: its future re-raises below)
+
     with ThreadPoolExecutor(len(shares), thread_name_prefix="fused") as pool:
-        for done in [pool.submit(train_share, d, members) for d, members in shares]:
+        futures = [pool.submit(run_share, d, members) for d, members in shares]
+        running = len(shares)
+        while running:
+            item = finished.get()
+            if item is None:
+                running -= 1
+            else:
+                yield item
+        for done in futures:
             done.result()  # re-raises a share's error (out of memory ...)
-    return outcomes
 
 
 def spread(specs: list[FitSpec], shared: Shared, n: int) -> list[list[int]]:
@@ -207,7 +235,10 @@ def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: 
 
 
 def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
-    """An estimate of the memory one stack of these fits needs while it trains (bytes), besides the data."""
+    """An estimate of the memory one stack of these fits needs while it trains and until its fits are scored
+    (bytes), besides the data: its buffers, activations and validation batches, and the trained fits it hands
+    back (one copy of each model's parameters). Scoring them afterwards, one fit and one prediction batch at
+    a time, takes a constant besides."""
     M, B = len(specs), shared.batch_size
     widths = [max(col) for col in zip(*(layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs))]
     numel = M * sum(a * b + b for a, b in zip(widths, widths[1:]))
@@ -216,17 +247,31 @@ def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
     steps = max(math.ceil(len(s.train_idx) / B) for s in specs)
     tables = 2 * steps * M * B * (8 + 4)                            # each epoch's row order and row weights, host and device
     evaluation = M * min(shared.valid_batch_size, max((len(s.valid_idx) for s in specs if s.valid_idx is not None), default=0)) * sum(widths) * 4
-    return buffers * numel * 4 + activations + tables + evaluation
+    kept = numel * 4                                                  # the trained fits, copied out of the stack
+    return buffers * numel * 4 + activations + tables + evaluation + kept
 
 
 def free_memory(device: str) -> int:
-    """Bytes a stack may take: 90% of the GPU's free memory, or half the machine's available memory."""
+    """Bytes the fits may take: 90% of the GPU's free memory, or 90% of the machine's available memory."""
     if device.startswith("cuda"):
         return int(torch.cuda.mem_get_info(torch.device(device))[0] * 0.9)
+    try:  # MemAvailable: free memory plus the page cache the kernel would give back
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return int(kib * 1024 * 0.9)
+    except (OSError, StopIteration, ValueError):
+        pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.9)
     except (ValueError, OSError, AttributeError):
         return 2**62
+
+
+def stack_budget(device: str) -> int:
+    """Bytes one stack may take: free_memory on CUDA (one big stack fills the GPU); on the CPU at most
+    CPU_STACK_BYTES, since there the work is arithmetic, a larger stack is no faster, and a sweep's peak
+    memory should not grow with its number of candidates."""
+    return free_memory(device) if device.startswith("cuda") else min(free_memory(device), CPU_STACK_BYTES)
 
 
 def _views(flat: torch.Tensor, shapes: list[tuple]) -> list[torch.Tensor]:

@@ -2,14 +2,16 @@
 
 launch() composes every job of a multirun, as Hydra's basic launcher does, and puts the jobs that the
 fused engine can train together into groups (src.engine.group_key). Each group's fits train as one
-program (src.engine.train_group); then every job of the group runs through Hydra's own job runner,
-which writes its folder (.hydra/, job.json, its cv_results row, history.json, environment.json) from
-the fits instead of training. Jobs that cannot be fused run one after another through the
-GridSearchCV path. The sweep's aggregate and report are rebuilt once per group.
+program, stack by stack (src.engine.train_jobs); as soon as a job's fits are trained, the job runs
+through Hydra's own job runner, which scores them and writes its folder (.hydra/, job.json, its
+cv_results row, history.json, environment.json) instead of training, and its fits are freed. So a
+sweep holds one stack's fits at a time, however many candidates it has. Jobs that cannot be fused run
+one after another through the GridSearchCV path. The sweep's aggregate and report are rebuilt after
+each group, and every REBUILD_EVERY_S within a long one.
 """
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
@@ -20,6 +22,7 @@ from src import config, devices, engine, job, refresh, results
 log = logging.getLogger(__name__)
 
 TARGET = "hydra_plugins.fused_launcher.fused_launcher.FusedLauncher"
+REBUILD_EVERY_S = 10.0  # within a long group, the aggregate and report are rebuilt at most this often
 
 
 def aggregates(hydra_config) -> bool:
@@ -45,15 +48,27 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         jobs.append(cfg)
     returns: dict[int, JobReturn] = {}
     swept = job.swept_keys(OmegaConf.to_container(launcher.config))
+    rebuilt = time.perf_counter()
+
+    def run(i: int) -> None:
+        nonlocal rebuilt
+        returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
+                             job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+        if time.perf_counter() - rebuilt > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
+            with results.disk_errors():
+                refresh.refresh(sweep_dir)
+            rebuilt = time.perf_counter()
+
     for fuse, members in plan(jobs):
-        if fuse:
-            train(jobs, members, swept)
+        for i in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
+            run(i)
         for i in members:
-            returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
-                                 job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-            configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+            if i not in returns:  # not fused, or its preparation failed: the job reports it
+                run(i)
         with results.disk_errors():
             refresh.refresh(sweep_dir)
+        rebuilt = time.perf_counter()
     return [returns[i] for i in range(len(jobs))]
 
 
@@ -69,29 +84,36 @@ def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:
     return list(groups.values())
 
 
-def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> None:
-    """Train a group's fits as one program and keep them for its jobs; an error that stops the training
-    is kept in their place, so that each job records it as its failure."""
-    entries, nums = [], []
+def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterator[int]:
+    """Train a group's fits as one program, stack by stack; yields each job's index as soon as its fits are trained
+    and kept for it (src.engine.keep_fits), so that the job records them and they are freed before the next stack.
+    An error that stops the training is kept in place of the fits of every job not trained yet, so that each
+    of them records it as its failure."""
+    entries, index = [], {}
     for i in members:
         settings = config.settings_of(jobs[i])
         try:
             X, y, search, _ = job.prepare(settings, list(jobs[i].hydra.overrides.task), dict(jobs[i].hydra.runtime.choices), swept)
         except ValueError:
             continue  # the job itself will report its mistake
-        entries.append((settings, config.identity(settings), search))
-        nums.append(str(jobs[i].hydra.job.num))
+        identity = config.identity(settings)
+        entries.append((settings, identity, search))
+        index[results.job_key(identity)] = i
     if not entries:
         return
-    start = time.perf_counter()
+    nums = ", ".join(str(jobs[i].hydra.job.num) for i in index.values())
     on = devices.fused_devices(entries[0][0]["device"])  # every GPU of the machine for device=auto
+    seconds, fits, clock = 0.0, 0, time.perf_counter()
     try:
-        fits = engine.train_group(entries, X, y, devices=on)
-    except Exception as e:  # out of memory, ...: every job of the group records it as its failure
-        fits = {results.job_key(identity): e for _, identity, _ in entries}
-    engine.keep_fits(fits)
-    log.info(f"fused engine: jobs {', '.join(nums)} ({sum(len(f) for f in fits.values() if isinstance(f, dict))} fits) "
-             f"trained at once in {time.perf_counter() - start:.1f} s on {', '.join(on)}")
+        for key, trained in engine.train_jobs(entries, X, y, devices=on):
+            seconds += time.perf_counter() - clock
+            engine.keep_fits({key: trained})
+            fits += len(trained)
+            yield index.pop(key)
+            clock = time.perf_counter()
+    except Exception as e:  # out of memory, ...: every job of the group not trained yet records it as its failure
+        engine.keep_fits({key: e for key in index})
+    log.info(f"fused engine: jobs {nums} ({fits} fits) trained at once in {seconds:.1f} s on {', '.join(on)}")
 
 
 def _job_dir(cfg: DictConfig) -> Path:

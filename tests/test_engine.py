@@ -100,3 +100,34 @@ def test_default_sweep_through_both_engines_agrees(tmp_path):
     fused, reference = by_units(tmp_path / "fused"), by_units(tmp_path / "gridsearch")
     np.testing.assert_allclose(fused["mean_test_accuracy"], reference["mean_test_accuracy"], atol=0.002)
     assert (fused["mean_test_accuracy"] > 0.85).all()
+
+
+def peak_rss_mb(*args: str) -> float:
+    """The peak resident memory (MB) of a sweep command, from the kernel's accounting of its finished process."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import resource, runpy, sys; sys.argv = ['src.sweep', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('src.sweep', run_name='__main__')\n"
+            "finally:\n    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+    return int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0]) / 1024
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_the_number_of_candidates(tmp_path):
+    """16 and 64 candidates of one width (1024: 48 and 192 fits of 1.3 M weights, more than one CPU stack holds):
+    each job is recorded and its fits freed as soon as its stack is trained, so the peaks agree."""
+    common = ["module.init=default,randn", "module.num_units=1024", "dataset.limit=300", "train.max_epochs=1", "engine=fused",
+              "cv.refit=false", "train.verbose=quiet", "-m"]
+    peaks = {}
+    for n in (16, 64):
+        lrs = ",".join(f"{0.001 * (k + 1):g}" for k in range(n // 2))
+        peaks[n] = peak_rss_mb(f"optimizer.lr={lrs}", *common, f"hydra.sweep.dir={tmp_path / str(n)}")
+        assert len(results.read_cv_results(tmp_path / str(n))) == n
+    assert peaks[64] < 1.25 * peaks[16], peaks

@@ -216,3 +216,44 @@ def test_cuda_graph_equals_eager_and_the_gridsearch_path(data, optimizer, cases)
             torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(c.state_dict[name], b.state_dict[name], atol=1e-5, rtol=1e-5)
         assert_same_weights(a, reference_fit(X, y, test_fold, spec.fold, spec, shared, device="cuda"), atol=1e-4, rtol=1e-4)
+
+
+def test_stacks_are_handed_back_one_at_a_time_and_each_job_as_soon_as_it_is_trained(data, monkeypatch):
+    """train_stacks yields each stack's fits before the next stack trains, and train_jobs each job as soon as all of
+    its fits are trained: a sweep holds one stack's fits at a time (the CPU layout: a stack per width)."""
+    X, y = data
+    events = []
+    real = fused.Stack.train
+
+    def spy(self, graph=False):
+        events.append(("train", tuple(sorted({s.num_units for s in self.specs}))))
+        return real(self, graph=graph)
+
+    monkeypatch.setattr(fused.Stack, "train", spy)
+    settings = {"module": {"num_units": 8, "init": "default", "activation": "relu", "input_dim": 784, "num_classes": 10},
+                "optimizer": {"_target_": SGD, "lr": 0.01}, "seed": 0,
+                "train": {"max_epochs": 1, "batch_size": 64, "shuffle": True, "valid_split": None}}
+    jobs = []
+    for units in (8, 16, 24):
+        s = {**settings, "module": {**settings["module"], "num_units": units}}
+        jobs.append((s, {"units": units}, build_search(build_estimator(s["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1,
+                                                                       verbose="quiet"), {}, folds=3)))
+    for key, fits in engine.train_jobs(jobs, X, y, devices=["cpu"]):
+        events.append(("job", key))
+        assert sorted(fits) == [(0, 0), (0, 1), (0, 2)]
+    assert [e[0] for e in events] == ["train", "job"] * 3
+    assert [e[1] for e in events[::2]] == [(8,), (16,), (24,)]
+
+
+def test_the_cpu_caps_a_stack_so_that_memory_does_not_grow_with_the_grid(data):
+    """On the CPU a stack takes at most CPU_STACK_BYTES: many fits of one width train in several stacks."""
+    X, y = data
+    _, train = folds(y)
+    shared = fused.Shared(max_epochs=1)
+    specs = [fused.FitSpec(1024, "default", {"lr": 0.01}, 0, f, train[f]) for _ in range(40) for f in range(3)]
+    one = fused.stack_bytes(specs[:1], shared)
+    stacks = fused.plan(specs, shared, layout="width", budget=fused.stack_budget("cpu"), n_rows=len(X))
+    assert len(stacks) > 1 and sorted(i for s in stacks for i in s) == list(range(len(specs)))
+    assert all(fused.stack_bytes([specs[i] for i in s], shared) <= fused.CPU_STACK_BYTES for s in stacks)
+    assert max(len(s) for s in stacks) >= fused.CPU_STACK_BYTES // (2 * one)  # split in halves: no stack needlessly small
+    assert fused.stack_budget("cpu") <= fused.CPU_STACK_BYTES < fused.free_memory("cpu")

@@ -239,7 +239,7 @@ def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[
 @dataclass
 class Checked:
     """What preflight() learnt: where the command writes, and each job's configuration (for resuming)."""
-    out_dir: Path | None = None     # the sweep folder (-m) or the run folder; None: Hydra handles the command line (--help ...)
+    out_dir: Path | None = None     # the sweep folder (-m) or the run folder
     multirun: bool = False
     resume: bool = True
     identities: list[dict] | None = None  # in job order; None when the jobs are not known up front (another sweeper)
@@ -248,14 +248,10 @@ class Checked:
 
 
 def preflight(argv: list[str]) -> Checked:
-    """Check every job the command line would launch; raise ConfigError on the first bad one.
-
-    Command lines with Hydra flags other than -m (--cfg, --help, -cn ...) are left to Hydra.
-    """
+    """Check every job the command line (overrides and -m; src.sweep leaves other flags to Hydra) would launch;
+    raise ConfigError on the first bad one."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if a not in ("-m", "--multirun")]
-    if any(a.startswith("-") for a in overrides):
-        return Checked()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="preflight"):
         try:
             own_points = False

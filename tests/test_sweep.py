@@ -150,3 +150,19 @@ def test_defaults_reach_the_accuracy_the_readme_promises(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert results.read_cv_results(tmp_path)["mean_test_accuracy"][0] >= 0.88
 
+
+
+def test_help_is_hydras_own_help_without_loading_the_project():
+    """`--help` (printed without Hydra's slow listing of its own groups, and without importing torch) is the text
+    Hydra's own help prints."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    hydras = run_cli("--help", "-m")  # not the fast path: Hydra's own help (-m changes nothing in it)
+    code = "import runpy, sys; sys.argv = ['src.sweep', '--help']; runpy.run_module('src.sweep', run_name='__main__'); print(sorted(m for m in sys.modules if m in ('torch', 'sklearn', 'skorch', 'pandas')))"
+    ours = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert hydras.returncode == 0 and ours.returncode == 0, ours.stderr
+    text, loaded = ours.stdout.rstrip("\n").rsplit("\n", 1)
+    assert text + "\n" == hydras.stdout and loaded == "[]"

@@ -61,8 +61,8 @@ def probabilities(differences: np.ndarray, ratio: float, rope: float) -> tuple[f
     if scale == 0:
         first, second = float(mean > rope), float(mean < -rope)
     else:
-        posterior = stats.t(len(differences) - 1, loc=mean, scale=scale)
-        first, second = float(posterior.sf(rope)), float(posterior.cdf(-rope))
+        df = len(differences) - 1
+        first, second = float(stats.t.sf(rope, df, loc=mean, scale=scale)), float(stats.t.cdf(-rope, df, loc=mean, scale=scale))
     return first, 1.0 - first - second, second
 
 
@@ -72,7 +72,7 @@ def interval(differences: np.ndarray, ratio: float, level: float = 0.95) -> tupl
     mean, scale = float(np.mean(differences)), corrected_std(differences, ratio)
     if scale == 0:
         return mean, mean
-    low, high = stats.t(len(differences) - 1, loc=mean, scale=scale).interval(level)
+    low, high = stats.t.interval(level, len(differences) - 1, loc=mean, scale=scale)
     return float(low), float(high)
 
 
@@ -101,18 +101,16 @@ def repeats_to_decide(differences: np.ndarray, folds: int, rope: float, confiden
     verdict, or None if no number up to MOST_REPEATS would (the corrected variance keeps its n_test/n_train
     term however many repeats: more folds or more data are then the way)."""
     mean, var = float(np.mean(differences)), float(np.var(differences, ddof=1))
-    ratio = 1 / (folds - 1)
-    for repeats in range(1, MOST_REPEATS + 1):
-        n = folds * repeats
-        if n < 2:
-            continue
-        scale = math.sqrt(var * (1 / n + ratio))
-        if scale == 0:
-            return repeats
-        posterior = stats.t(n - 1, loc=mean, scale=scale)
-        if verdict(posterior.sf(rope), posterior.cdf(rope) - posterior.cdf(-rope), confidence) != "undecided":
-            return repeats
-    return None
+    repeats = np.arange(1, MOST_REPEATS + 1)
+    n = folds * repeats
+    repeats, n = repeats[n >= 2], n[n >= 2]
+    if var == 0:
+        return int(repeats[0])
+    scale = np.sqrt(var * (1 / n + 1 / (folds - 1)))
+    better = stats.t.sf(rope, n - 1, loc=mean, scale=scale)
+    same = stats.t.cdf(rope, n - 1, loc=mean, scale=scale) - stats.t.cdf(-rope, n - 1, loc=mean, scale=scale)
+    decided = np.flatnonzero((better >= confidence) | (same >= confidence))
+    return int(repeats[decided[0]]) if len(decided) else None
 
 
 def split_key(config: dict) -> str | None:

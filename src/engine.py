@@ -140,6 +140,11 @@ def keep_fits(fits: dict[str, dict | BaseException]) -> None:
     _trained.update(fits)
 
 
+def drop_fits(key: str) -> None:
+    """Forget the fits kept for a job (by job key) that returned without taking them (finished already, refused)."""
+    _trained.pop(key, None)
+
+
 def take_fits(identity: dict) -> dict | BaseException | None:
     """The fits kept for this job, once; None if none were trained for it."""
     return _trained.pop(results.job_key(identity), None)

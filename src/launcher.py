@@ -110,6 +110,7 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
             engine.keep_fits({key: trained})
             fits += len(trained)
             yield index.pop(key)
+            engine.drop_fits(key)  # the job took them, or returned before it needed them: either way they are freed
             clock = time.perf_counter()
     except Exception as e:  # out of memory, ...: every job of the group not trained yet records it as its failure
         engine.keep_fits({key: e for key in index})

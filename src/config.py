@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sklearn.metrics import get_scorer_names
 
 from src import launchers, loggers, results
-from src.data import SCALINGS, check_data, fingerprint, holdout
+from src.data import SCALINGS, check_data, check_finite, check_labels, fingerprint, holdout
 from src.devices import cores
 from src.engine import ENGINES
 from src.estimator import VERBOSITY, resolve_device
@@ -384,8 +384,11 @@ def load_data(settings: dict):
 
 @functools.lru_cache(maxsize=16)
 def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int) -> None:
-    """check_data on the data set's cross-validation part; remembered once it passes (an error is raised again each time)."""
-    X, y, _, _ = _split(dataset, seed)
+    """check_data on the data set's cross-validation part, and its labels on the held-out part (_split checked the
+    features of both); remembered once it passes (an error is raised again each time)."""
+    X, y, _, y_test = _split(dataset, seed)
+    if y_test is not None:
+        check_labels(y_test, num_classes)
     check_data(X, y, input_dim=input_dim, num_classes=num_classes, folds=folds, limit=json.loads(dataset).get("limit"))
 
 
@@ -402,8 +405,10 @@ def _split(dataset: str, seed: int) -> tuple:
     ds = json.loads(dataset)
     test_size = ds.pop("test_size", None)
     X, y = instantiate(ds)
+    check_finite(X)  # the whole data set, before any part is held out (a NaN in the held-out part would score the refit on it)
     if ds["_target_"] == "src.data.torchvision_mnist" and ds.get("split") == "train":
         X_test, y_test = instantiate({**ds, "split": "test", "limit": None})
+        check_finite(X_test)
     elif test_size:
         X, y, X_test, y_test = holdout(X, y, test_size, seed)
     else:

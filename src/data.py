@@ -315,13 +315,8 @@ def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int
         raise ValueError(f"dataset: X has {len(X)} rows but y has {len(y)} labels")
     if X.shape[1] != input_dim:
         raise ValueError(f"dataset: the samples have {X.shape[1]} features but module.input_dim={input_dim}; set module.input_dim={X.shape[1]}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"dataset: {int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        wrong = int(y.min() if y.min() < 0 else y.max())
-        raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
+    check_finite(X)
+    check_labels(y, num_classes)
     counts = np.bincount(y, minlength=num_classes)
     if (counts < folds).any():
         cls = int(np.argmin(counts))
@@ -329,3 +324,18 @@ def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int
             raise ValueError(f"dataset.limit={limit}: leaves class {cls} {int(counts[cls])} samples, fewer than cv.folds={folds}; "
                              "every class needs at least one per fold, so raise dataset.limit or lower cv.folds")
         raise ValueError(f"dataset: class {cls} has {int(counts[cls])} samples, fewer than cv.folds={folds}; every class needs at least one per fold")
+
+
+def check_finite(X: np.ndarray) -> None:
+    """Raise ValueError, naming the first bad sample, if any feature is NaN or infinite."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"dataset: {int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
+
+
+def check_labels(y: np.ndarray, num_classes: int) -> None:
+    """Raise ValueError unless every label is in 0..num_classes-1."""
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        wrong = int(y.min() if y.min() < 0 else y.max())
+        raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")

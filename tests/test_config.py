@@ -192,3 +192,26 @@ def test_schema_accepts_every_shipped_config(compose_cfg, data_for):
     assert len(loggers) == 2
     for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS] + loggers:
         check(settings_of(compose_cfg(option, *data_for.get(option, []))))
+
+
+# ---- Reliability, round three (issue 18) -------------------------------------------------------------
+
+def test_a_nan_in_the_held_out_part_is_found_before_the_split(tmp_path):
+    """Item 7: the whole data set is checked, not only its cross-validation part."""
+    import numpy as np
+
+    X, y = np.random.default_rng(0).normal(size=(100, 784)).astype(np.float32), np.arange(100) % 10
+    test_rows = _held_out_rows(y)
+    X[test_rows[0], 3] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=y)
+    with pytest.raises(ConfigError, match=f"1 features are NaN or infinite .the first in sample {test_rows[0]}"):
+        preflight(["dataset=file", f"dataset.path={tmp_path / 'nan.npz'}", f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+def _held_out_rows(y):
+    """The rows dataset.test_size=0.2 holds out (seed 0), as src.data.holdout draws them."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    _, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    return np.sort(test)

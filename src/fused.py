@@ -30,7 +30,7 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -205,9 +205,15 @@ def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: 
     return stacks
 
 
+def batch_rows(specs: list[FitSpec], shared: Shared) -> int:
+    """The rows of a stack's batch: train.batch_size, or fewer where no fit has that many rows (a batch_size of
+    10**7 on 400-row folds is one batch of 400, as skorch's DataLoader makes it, not buffers for 10**7 rows)."""
+    return max(1, min(shared.batch_size, max(len(s.train_idx) for s in specs)))
+
+
 def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
     """An estimate of the memory one stack of these fits needs while it trains (bytes), besides the data."""
-    M, B = len(specs), shared.batch_size
+    M, B = len(specs), batch_rows(specs, shared)
     widths = [max(col) for col in zip(*(layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs))]
     numel = M * sum(a * b + b for a, b in zip(widths, widths[1:]))
     buffers = 2 + 2 + (2 if shared.optimizer.endswith("Adam") else 1)  # theta, grad, per-element hyper-parameters, state
@@ -242,6 +248,7 @@ class Stack:
     """M fits padded to the widest, with parameters, gradients and optimizer state in flat buffers."""
 
     def __init__(self, specs: list[FitSpec], shared: Shared, X: torch.Tensor, y: torch.Tensor):
+        shared = replace(shared, batch_size=batch_rows(specs, shared))  # the same batches, buffers no larger than the rows
         self.specs, self.shared, self.X, self.y = specs, shared, X, y
         device, M, B = X.device, len(specs), shared.batch_size
         sizes = [layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs]

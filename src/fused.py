@@ -21,6 +21,7 @@ are BatchedLinearFunction's own. It computes what autograd through BatchedLinear
 engine's per-step bookkeeping.
 """
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -99,7 +100,9 @@ def unsupported(optimizer: str, kwargs: dict) -> str | None:
     """Why fits with this optimizer cannot be fused, or None if they can."""
     if optimizer not in OPTIMIZERS:
         return f"optimizer {optimizer} (the fused engine reproduces {', '.join(OPTIMIZERS)})"
-    extra = sorted(set(kwargs) - set(OPTIMIZERS[optimizer]))
+    defaults = {name: p.default for name, p in inspect.signature(getattr(torch.optim, optimizer.rsplit(".", 1)[-1])).parameters.items()}
+    # a keyword the engine does not reproduce is harmless at the value torch takes without it (amsgrad=false written out)
+    extra = sorted(k for k in set(kwargs) - set(OPTIMIZERS[optimizer]) if k not in defaults or kwargs[k] != defaults[k])
     if extra:
         return f"optimizer keyword {extra[0]} (the fused engine supports {', '.join(OPTIMIZERS[optimizer])})"
     return None

@@ -308,6 +308,11 @@ def job_record(job_dir: Path) -> dict | None:
     rows = _read_json(job_dir / f"{CV_RESULTS}.json")
     if not isinstance(rows, dict) or not rows.get("params") or len({len(v) if isinstance(v, list) else -1 for v in rows.values()}) != 1:
         raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (not one row per candidate in cv_results_ form)")
+    scoring = (record["config"].get("cv") or {}).get("scoring") or []
+    needed = ["status", "error", *(f"mean_test_{m}" for m in scoring)]  # the aggregate, the report and the refit read these
+    missing = [c for c in needed if c not in rows] or ([] if any(c.startswith("mean_test_") for c in rows) else ["mean_test_<metric>"])
+    if missing:
+        raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (no {', '.join(missing)} column)")
     if (job_dir / HISTORY).exists() and not isinstance(_read_json(job_dir / HISTORY), list):  # the report reads it where it is
         raise DamagedJob(f"{job_dir / HISTORY} is incomplete (not a list of fold histories)")
     return record

@@ -274,8 +274,25 @@ def without(settings: dict, keys) -> dict:
 
 
 def job_key(identity: dict) -> str:
-    """A job's resolved configuration (its identity) as a dictionary key."""
-    return json.dumps(identity, sort_keys=True, default=str)
+    """A job's resolved configuration (its identity) as a dictionary key; values compare as the config means them
+    (momentum 0 and 0.0 are one value)."""
+    return json.dumps(canonical(identity), sort_keys=True, default=str)
+
+
+def same_job(a: dict, b: dict) -> bool:
+    """Whether two identities are one configuration (job_key)."""
+    return job_key(a) == job_key(b)
+
+
+def canonical(value):
+    """`value` with every integral float as an int (YAML's `momentum: 0` and the command line's 0.0 are one number)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
 
 
 class DamagedJob(Exception):

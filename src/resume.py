@@ -47,7 +47,7 @@ def prepare_folder(checked: Checked) -> list[str]:
         return []
     if not checked.multirun:
         record = results.finished_job(out)
-        if record is not None and record["config"] != checked.identities[0]:
+        if record is not None and not results.same_job(record["config"], checked.identities[0]):
             raise ConfigError(f"hydra.run.dir={out}: holds a finished run with another configuration "
                               f"({' '.join(record['overrides']) or 'defaults'}); use another hydra.run.dir, or resume=false to overwrite it")
         return []

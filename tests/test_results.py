@@ -10,6 +10,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
+from conftest import fake_job
 from src import refresh, results
 
 
@@ -104,17 +105,6 @@ def test_ranked_table_prints_params_with_g_and_scores_with_4_decimals(search):
     assert "1e-05" in table and "5e-05" in table and "1e+30" in table and "0.01" in table
     best = df.sort_values("rank_test_accuracy").iloc[0]
     assert f"{best['mean_test_accuracy']:.4f}" in table.splitlines()[1]
-
-
-def fake_job(job_dir, config: dict, drop: tuple[str, ...] = (), status: str = "ok", units: int = 8):
-    """A finished job folder as src.results.record writes it (one candidate), less the cv_results columns in `drop`."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    rows = {"mean_fit_time": [1.0], "param_module__num_units": [units], "params": [{"module__num_units": units}],
-            "split0_test_accuracy": [0.5], "mean_test_accuracy": [0.5], "std_test_accuracy": [0.0], "rank_test_accuracy": [1],
-            "status": [status], "error": [None]}
-    results.write_json(job_dir / "cv_results.json", {k: v for k, v in rows.items() if k not in drop})
-    results.write_json(job_dir / results.JOB, {"status": status, "error": None, "overrides": [f"module.num_units={units}"], "config": config})
-    return job_dir
 
 
 @pytest.mark.parametrize("drop", [("status",), ("error",), ("mean_test_accuracy",)])

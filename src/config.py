@@ -29,6 +29,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
@@ -261,11 +262,16 @@ def preflight(argv: list[str]) -> Checked:
                 out_key = "hydra.sweep.dir"
             identities = []
             progress = Progress(len(jobs))
-            for cfg, settings in job_settings(jobs):
+            folders = JobFolders(base.hydra) if multirun and not own_points else None
+            for job, (cfg, settings) in zip(jobs, job_settings(jobs)):
                 check(settings)
                 _check_data(settings)  # most sweeps vary the network, not the data: each data set is checked once (load_data)
                 identities.append(identity(settings))
+                if folders is not None:
+                    folders.add(job)
                 progress.step()
+            if multirun:
+                _check_distinct(jobs, identities)
             out_dir = str(OmegaConf.select(cfg, out_key))
             check_writable(out_dir, out_key)
         except MissingConfigException as e:
@@ -285,6 +291,58 @@ def preflight(argv: list[str]) -> Checked:
     return Checked(out_dir=Path(out_dir), multirun=True, resume=settings["resume"], identities=None if own_points else identities,
                    numbered=OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}",
                    sweeper=base.hydra.sweeper._target_.rsplit(".", 1)[-1])
+
+
+class JobFolders:
+    """Each job's folder under the sweep folder (hydra.sweep.subdir, resolved as Hydra's launcher resolves it for
+    job k), so that a template that puts two jobs into one folder (hydra.sweep.subdir=fixed) is refused up front."""
+
+    def __init__(self, hydra_cfg: DictConfig):
+        self.hydra = OmegaConf.to_container(hydra_cfg, resolve=False)
+        subdir = self.hydra["sweep"].get("subdir")
+        self.template = None if subdir is None else str(subdir)
+        self.unique = subdir is None or "${hydra.job.num}" in self.template or "${hydra.job.id}" in self.template  # Hydra's default
+        self.seen: dict[str, int] = {}
+        self.parser = OverridesParser.create()
+
+    def add(self, job: list[str]) -> None:
+        """Resolve job len(seen)'s folder; ConfigError if an earlier job has it. A template that resolves only
+        inside the run (it reads the app's config, or a resolver Hydra registers later) is not checked."""
+        if self.unique:
+            return
+        k, named = len(self.seen), self.hydra["job"]["config"]["override_dirname"]
+        lines = sorted(o.input_line for o in self.parser.parse_overrides(job)
+                       if not o.is_hydra_override() and o.key_or_group not in named["exclude_keys"])
+        dirname = named["item_sep"].join(lines).replace("=", named["kv_sep"])  # hydra.job.override_dirname, as Hydra builds it
+        node = OmegaConf.create({"hydra": {**self.hydra, "job": {**self.hydra["job"], "num": k, "id": str(k), "override_dirname": dirname}}})
+        try:
+            folder = str(OmegaConf.select(node, "hydra.sweep.subdir", throw_on_resolution_failure=True))
+        except OmegaConfBaseException:
+            self.unique = True
+            return
+        if folder in self.seen:
+            raise ConfigError(f"hydra.sweep.subdir={self.template}: puts jobs {self.seen[folder]} and {k} into one folder ({folder}), "
+                              "where the second would overwrite the first; include ${hydra.job.num} in it, as the default does")
+        self.seen[folder] = k
+
+
+def _check_distinct(jobs: list[list[str]], identities: list[dict]) -> None:
+    """Refuse a sweep two of whose jobs would compute the same result (they differ only in keys outside the
+    identity, such as train.threads or engine, or in how a number is written): they would share one record."""
+    first: dict[str, int] = {}
+    parser = OverridesParser.create()
+    for k, ident in enumerate(identities):
+        key = results.job_key(ident)
+        if key not in first:
+            first[key] = k
+            continue
+        j = first[key]
+        a, b = ({o.key_or_group: o.input_line for o in parser.parse_overrides(jobs[i])} for i in (j, k))
+        differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name)) or ["the overrides"]
+        raise ConfigError(f"{', '.join(differ)}: jobs {j} ({' '.join(a.get(d, '') for d in differ).strip()}) and {k} "
+                          f"({' '.join(b.get(d, '') for d in differ).strip()}) of this sweep compute the same result, as "
+                          f"{', '.join(differ)} {'is' if len(differ) == 1 else 'are'} not part of what a job computes (or "
+                          "name one value twice); sweep it in separate commands, each with its own hydra.sweep.dir")
 
 
 class Progress:

@@ -100,7 +100,8 @@ def _wait_for_jobs(sweep_dir: Path) -> None:
 def arrange(sweep_dir: Path, wanted: list[dict], found: dict[str, tuple[Path, dict]]) -> list[str]:
     """Move finished job folders so that job k's folder holds the finished job with configuration wanted[k],
     where one exists; returns a line per move, for the log. Folders of unfinished (failed, killed) jobs
-    in the way are removed: those jobs run again anyway. The command holds the sweep folder, and no job
+    in the way are removed: those jobs run again anyway. A finished folder in the way is moved aside, past the
+    grid, never removed. The command holds the sweep folder, and no job
     is writing in it (prepare_folder). `found`: finished_folders(sweep_dir)."""
     sweep_dir = Path(sweep_dir)
     records = {src: record for src, record in found.values()}
@@ -123,7 +124,11 @@ def arrange(sweep_dir: Path, wanted: list[dict], found: dict[str, tuple[Path, di
             staged[src] = stage
     lines = []
     for src, dst in moves.items():
-        if dst.exists():  # an unfinished job's folder: it would be retrained and overwritten anyway
+        if dst.exists() and results.finished_job(dst) is not None:  # finished, yet not found: a second job of one identity
+            aside = next(spare)
+            os.rename(dst, aside)
+            lines.append(f"finished job {dst.name} is in the way (it repeats the configuration of another); moved aside to job {aside.name}")
+        elif dst.exists():  # an unfinished job's folder: it would be retrained and overwritten anyway
             shutil.rmtree(dst)
         os.rename(staged.get(src, src), dst)
         lines.append(f"finished job {src.name.removeprefix(STAGING)} ({' '.join(records[src]['overrides']) or 'defaults'}) is job {dst.name} now")

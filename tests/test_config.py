@@ -215,3 +215,21 @@ def _held_out_rows(y):
 
     _, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
     return np.sort(test)
+
+
+@pytest.mark.parametrize("sweep, key", [("train.threads=1,2", "train.threads"), ("engine=fused,gridsearch", "engine"),
+                                        ("optimizer.momentum=0,0.0", "optimizer.momentum")])
+def test_a_sweep_whose_grid_points_share_an_identity_is_refused_naming_the_key(tmp_path, sweep, key):
+    """Item 1: two grid points of one sweep never share an identity (and so a record) silently."""
+    with pytest.raises(ConfigError) as err:
+        preflight([sweep, "module.num_units=8", "dataset.limit=150", f"hydra.sweep.dir={tmp_path / 's'}", "-m"])
+    assert str(err.value).startswith(f"{key}: jobs 0 ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("subdir", ["fixed", "n/${hydra.job.name}"])
+def test_a_sweep_whose_job_folders_collide_is_refused(tmp_path, subdir):
+    """Item 4: hydra.sweep.subdir=fixed would put every job into one folder."""
+    with pytest.raises(ConfigError, match=r"hydra.sweep.subdir=.*: puts jobs 0 and 1 into one folder"):
+        preflight(["module.num_units=8,16", "dataset.limit=150", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={tmp_path / 's'}", "-m"])
+    preflight(["module.num_units=8,16", "dataset.limit=150", "hydra.sweep.subdir=${hydra.job.override_dirname}",
+               f"hydra.sweep.dir={tmp_path / 's'}", "-m"])  # one folder per grid point: accepted

@@ -19,3 +19,17 @@ def test_momentum_0_and_0_0_are_one_configuration(tmp_path):
     assert results.job_key(zero.identities[0]) == results.job_key(zero_float.identities[0])
     fake_job(tmp_path / "s", zero.identities[0])
     assert resume.prepare_folder(zero_float) == []  # the finished run is this run: not refused as another configuration
+
+
+def identity_of(units: int, **more) -> dict:
+    return {"module": {"num_units": units}, "cv": {"scoring": ["accuracy"]}, **more}
+
+
+def test_a_finished_folder_in_the_way_is_moved_aside_never_deleted(tmp_path):
+    """Item 1: two finished folders of one identity (written before the preflight refused such sweeps); a rerun
+    moves job 0 to number 1, where the second one sits: that one moves past the grid, it is not removed."""
+    for k in (0, 1):
+        fake_job(tmp_path / str(k), identity_of(8)).joinpath("mark").write_text(str(k))
+    lines = resume.arrange(tmp_path, [identity_of(16), identity_of(8)], resume.finished_folders(tmp_path))
+    marks = {d.name: d.joinpath("mark").read_text() for d in results.job_folders(tmp_path)}
+    assert marks == {"1": "0", "2": "1"} and any("moved aside" in line for line in lines)

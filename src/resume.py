@@ -43,6 +43,8 @@ def prepare_folder(checked: Checked) -> list[str]:
     """Get the command's results folder ready for its jobs; returns lines for the log. Raises ConfigError
     where its finished jobs would be overwritten or could not be ranked with this command's."""
     out = checked.out_dir
+    if out.is_dir():
+        _check_kind(out, checked.multirun)
     if not checked.resume or not out.is_dir():
         return []
     if not checked.multirun:
@@ -71,6 +73,17 @@ def prepare_folder(checked: Checked) -> list[str]:
     if checked.numbered and checked.identities:
         lines += arrange(out, checked.identities, found)
     return lines
+
+
+def _check_kind(folder: Path, multirun: bool) -> None:
+    """Refuse a sweep into a single run's folder, or a single run into a sweep's: a folder is one or the other,
+    never both (a run's files at the top of a sweep folder would be taken for the aggregate, and the other way round)."""
+    if multirun and ((folder / results.JOB).is_file() or (folder / ".hydra").is_dir()):
+        raise ConfigError(f"hydra.sweep.dir={folder}: holds a single run (its job.json or .hydra); a folder holds a run or a sweep, "
+                          "never both; use another hydra.sweep.dir")
+    if not multirun and (folder / "multirun.yaml").is_file():
+        raise ConfigError(f"hydra.run.dir={folder}: holds a sweep (its multirun.yaml); a folder holds a run or a sweep, never both; "
+                          "use another hydra.run.dir")
 
 
 def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wanted: list[dict]) -> None:

@@ -33,3 +33,21 @@ def test_a_finished_folder_in_the_way_is_moved_aside_never_deleted(tmp_path):
     lines = resume.arrange(tmp_path, [identity_of(16), identity_of(8)], resume.finished_folders(tmp_path))
     marks = {d.name: d.joinpath("mark").read_text() for d in results.job_folders(tmp_path)}
     assert marks == {"1": "0", "2": "1"} and any("moved aside" in line for line in lines)
+
+
+@pytest.mark.parametrize("resume_flag", ["resume=true", "resume=false"])
+def test_a_folder_is_a_run_or_a_sweep_never_both(tmp_path, resume_flag):
+    """Item 6: a sweep into a single run's folder, or a single run into a sweep's folder, is refused in one line."""
+    run = checked(tmp_path, resume_flag, multirun=False)
+    fake_job(tmp_path / "s", run.identities[0])  # a finished single run
+    with pytest.raises(ConfigError, match=r"hydra.sweep.dir=.*: holds a single run .*never both"):
+        resume.prepare_folder(checked(tmp_path, "module.num_units=8,16", resume_flag))
+    (tmp_path / "s" / results.JOB).unlink()
+    (tmp_path / "s" / ".hydra").mkdir()  # a single run that has not finished yet is a run too
+    with pytest.raises(ConfigError, match="holds a single run"):
+        resume.prepare_folder(checked(tmp_path, "module.num_units=8,16", resume_flag))
+    sweep = tmp_path / "t" / "s"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    with pytest.raises(ConfigError, match=r"hydra.run.dir=.*: holds a sweep .*never both"):
+        resume.prepare_folder(checked(tmp_path / "t", resume_flag, multirun=False))

@@ -212,13 +212,16 @@ def read_cv_results(directory: Path) -> pd.DataFrame:
 
 def job_folders(results_dir: Path) -> list[Path]:
     """The folders under a sweep folder that hold a job.json, at any depth (hydra.sweep.subdir may nest
-    them, as in n/${hydra.job.num}), in job-number order; damaged ones included."""
+    them, as in n/${hydra.job.num}), in job-number order; damaged ones included. A folder holding its own
+    multirun.yaml is another sweep's, and so is everything under it: a sweep owns only its own jobs."""
     found, todo = [], [Path(results_dir)]
     while todo:
         for d in todo.pop().iterdir():
-            if d.is_dir() and (d / JOB).is_file():
+            if not d.is_dir() or (d / "multirun.yaml").is_file():
+                continue
+            if (d / JOB).is_file():
                 found.append(d)
-            elif d.is_dir() and not d.name.startswith("."):  # .hydra and the like hold no jobs
+            elif not d.name.startswith("."):  # .hydra and the like hold no jobs
                 todo.append(d)
 
     def number_order(d: Path) -> list[tuple]:

@@ -45,6 +45,11 @@ def prepare_folder(checked: Checked) -> list[str]:
     out = checked.out_dir
     if out.is_dir():
         _check_kind(out, checked.multirun)
+    if checked.numbered and out.is_dir():
+        for k in range(len(checked.identities or [])):
+            if (out / str(k) / "multirun.yaml").is_file():
+                raise ConfigError(f"hydra.sweep.dir={out}: its job {k} would write into {out / str(k)}, another sweep's folder "
+                                  "(it holds a multirun.yaml); a sweep writes only into folders of its own: use another hydra.sweep.dir")
     if not checked.resume or not out.is_dir():
         return []
     if not checked.multirun:

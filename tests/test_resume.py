@@ -51,3 +51,19 @@ def test_a_folder_is_a_run_or_a_sweep_never_both(tmp_path, resume_flag):
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     with pytest.raises(ConfigError, match=r"hydra.run.dir=.*: holds a sweep .*never both"):
         resume.prepare_folder(checked(tmp_path / "t", resume_flag, multirun=False))
+
+
+def test_a_sweep_owns_only_its_own_job_folders_not_a_nested_sweeps(tmp_path):
+    """Item 5: a sweep into S/ablation, then one into S: the outer one neither resumes, moves nor aggregates
+    the inner one's jobs; and it refuses to launch a job into a numbered folder that is another sweep."""
+    outer = checked(tmp_path, "module.num_units=8,16")
+    inner = tmp_path / "s" / "ablation"
+    fake_job(inner / "0", outer.identities[1], units=16)  # the inner sweep's job is the outer grid's job 1
+    (inner / "multirun.yaml").write_text("hydra: {}\n")
+    assert resume.finished_folders(tmp_path / "s") == {} and results.job_folders(tmp_path / "s") == []
+    assert resume.prepare_folder(outer) == []
+    assert (inner / "0" / results.JOB).is_file() and not (tmp_path / "s" / "1").exists()
+    assert results.aggregate(tmp_path / "s") is None
+    inner.rename(tmp_path / "s" / "1")  # a nested sweep where the outer one's job 1 would write
+    with pytest.raises(ConfigError, match=r"hydra.sweep.dir=.*: its job 1 would write into .*, another sweep's folder"):
+        resume.prepare_folder(outer)

@@ -23,6 +23,7 @@ from src.config import Checked, ConfigError
 log = logging.getLogger(__name__)
 
 STAGING = ".resume-"  # a finished job folder on its way to its new number (hidden from the aggregate)
+REPLACED = ".replaced"  # what resume=false set aside (hidden from the aggregate), one numbered folder per command
 
 
 def finished_folders(sweep_dir: Path) -> dict[str, tuple[Path, dict]]:
@@ -50,8 +51,13 @@ def prepare_folder(checked: Checked) -> list[str]:
             if (out / str(k) / "multirun.yaml").is_file():
                 raise ConfigError(f"hydra.sweep.dir={out}: its job {k} would write into {out / str(k)}, another sweep's folder "
                                   "(it holds a multirun.yaml); a sweep writes only into folders of its own: use another hydra.sweep.dir")
-    if not checked.resume or not out.is_dir():
+    if not out.is_dir():
         return []
+    if not checked.resume:
+        if not checked.multirun:
+            return []  # a single run's resume=false overwrites its folder's one job
+        _wait_for_jobs(out)
+        return set_aside(out)
     if not checked.multirun:
         record = results.finished_job(out)
         if record is not None and not results.same_job(record["config"], checked.identities[0]):
@@ -67,6 +73,7 @@ def prepare_folder(checked: Checked) -> list[str]:
             "hydra.sweep.dir, or resume=false to overwrite them")
     if checked.identities:
         _check_comparable(out, found.values(), checked.identities)
+        _check_one_command(out, found.values(), checked.identities)
     lines = []
     in_grid = {out / str(k) for k in range(len(checked.identities or []))} if checked.numbered else set()
     for folder in results.job_folders(out):
@@ -106,6 +113,53 @@ def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wa
             raise ConfigError(f"dataset={theirs['dataset']['_target_'].rsplit('.', 1)[-1]}: its data have changed since the finished "
                               f"jobs in hydra.sweep.dir={sweep_dir} were trained on them (e.g. {folder}); use resume=false to "
                               "retrain every job on the data as they are now, or another hydra.sweep.dir")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as {"module.num_units": 64, ...}, values canonical (results.canonical)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = results.job_key(v)
+    return out
+
+
+def _check_one_command(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wanted: list[dict]) -> None:
+    """Refuse a command whose jobs differ from the folder's finished jobs in a key that neither varies: its rows
+    and theirs would stand in one aggregate, and one ranking and refit, with no column to tell them apart (the
+    aggregate's columns are the keys a sweep varies). A grown, shrunk or reordered grid varies the same keys."""
+    finished = list(finished)
+    theirs, ours = [_flat(record["config"]) for _, record in finished], [_flat(i) for i in wanted]
+    if not theirs:
+        return
+
+    def varied(rows: list[dict]) -> set[str]:
+        return {k for k in set().union(*rows) if len({row.get(k) for row in rows}) > 1}
+
+    free = varied(theirs) | varied(ours)
+    for key in sorted(set().union(*theirs, *ours) - free, key=lambda k: (k == "data_fingerprint", k)):
+        if theirs[0].get(key) != ours[0].get(key):
+            (folder, record), now = finished[0], ours[0].get(key, "(none)")
+            raise ConfigError(f"{key}={now}: hydra.sweep.dir={sweep_dir} holds finished jobs of another command, with {key}="
+                              f"{theirs[0].get(key, '(none)')} (e.g. {folder}), and neither command varies {key}, so their rows "
+                              "would be ranked together with no column to tell them apart; use resume=false to start the folder "
+                              "afresh (its jobs are moved aside to .replaced/), or another hydra.sweep.dir")
+
+
+def set_aside(sweep_dir: Path) -> list[str]:
+    """resume=false: move what the folder holds (its jobs, aggregate, report and refit) into .replaced/<n>/, out
+    of the aggregate but not deleted, so that the command starts afresh. Another sweep nested here stays."""
+    keep = {locks.COMMAND, "multirun.yaml", REPLACED}
+    entries = [e for e in sorted(Path(sweep_dir).iterdir()) if e.name not in keep and not (e / "multirun.yaml").is_file()]
+    if not entries:
+        return []
+    aside = next(d for d in (sweep_dir / REPLACED / str(n) for n in range(10**9)) if not d.exists())
+    aside.mkdir(parents=True)
+    for entry in entries:
+        os.rename(entry, aside / entry.name)
+    return [f"resume=false, so the folder's earlier jobs and results are moved aside to {aside}, out of the aggregate"]
 
 
 def _wait_for_jobs(sweep_dir: Path) -> None:

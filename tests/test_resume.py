@@ -10,7 +10,7 @@ from src.config import ConfigError, preflight
 def checked(tmp_path, *overrides, multirun=True):
     """preflight() of a tiny command into tmp_path/s."""
     out = f"hydra.sweep.dir={tmp_path / 's'}" if multirun else f"hydra.run.dir={tmp_path / 's'}"
-    return preflight([*overrides, *TINY, out, *(["-m"] if multirun else [])])
+    return preflight([*TINY, *overrides, out, *(["-m"] if multirun else [])])
 
 
 def test_momentum_0_and_0_0_are_one_configuration(tmp_path):
@@ -67,3 +67,26 @@ def test_a_sweep_owns_only_its_own_job_folders_not_a_nested_sweeps(tmp_path):
     inner.rename(tmp_path / "s" / "1")  # a nested sweep where the outer one's job 1 would write
     with pytest.raises(ConfigError, match=r"hydra.sweep.dir=.*: its job 1 would write into .*, another sweep's folder"):
         resume.prepare_folder(outer)
+
+
+def finished_sweep(tmp_path, *overrides):
+    """tmp_path/s holding the finished jobs of `overrides -m`, as the command would have left them."""
+    first = checked(tmp_path, *overrides)
+    for k, identity in enumerate(first.identities):
+        fake_job(tmp_path / "s" / str(k), identity, units=identity["module"]["num_units"])
+    (tmp_path / "s" / "multirun.yaml").write_text("hydra: {}\n")
+    return first
+
+
+def test_a_second_command_with_other_fixed_settings_is_refused_and_resume_false_starts_afresh(tmp_path):
+    """Item 2: rows of two commands are never mixed in one aggregate without a column to tell them apart."""
+    finished_sweep(tmp_path, "module.num_units=8,16")
+    with pytest.raises(ConfigError) as err:
+        resume.prepare_folder(checked(tmp_path, "module.num_units=8,16", "train.max_epochs=3"))
+    assert str(err.value).startswith("train.max_epochs=3: hydra.sweep.dir=") and "train.max_epochs=2" in str(err.value)
+    assert "resume=false" in str(err.value) and "\n" not in str(err.value)
+    resume.prepare_folder(checked(tmp_path, "module.num_units=8,32"))  # accepted: a grown grid varies the keys its jobs vary
+    resume.prepare_folder(checked(tmp_path, "module.num_units=16"))    # and so does a shrunk one
+    lines = resume.prepare_folder(checked(tmp_path, "module.num_units=8", "train.max_epochs=3", "resume=false"))
+    assert results.job_folders(tmp_path / "s") == [] and lines and "moved aside" in lines[0]
+    assert sorted(p.parent.name for p in (tmp_path / "s" / ".replaced").rglob(results.JOB)) == ["0", "1"]  # kept, not deleted

@@ -14,6 +14,7 @@ import copy
 import functools
 import inspect
 import json
+import math
 import sys
 import tempfile
 import time
@@ -436,18 +437,25 @@ def load_data(settings: dict):
     network and the folds it is for (once per process too)."""
     dataset, m = json.dumps(settings["dataset"], sort_keys=True), settings["module"]
     X, y, _, _ = _split(dataset, settings["seed"])
-    _checked(dataset, settings["seed"], m["input_dim"], m["num_classes"], settings["cv"]["folds"])
+    _checked(dataset, settings["seed"], m["input_dim"], m["num_classes"], settings["cv"]["folds"], settings["train"].get("valid_split"))
     return X, y
 
 
 @functools.lru_cache(maxsize=16)
-def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int) -> None:
+def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int, valid_split: float | None = None) -> None:
     """check_data on the data set's cross-validation part, and its labels on the held-out part (_split checked the
     features of both); remembered once it passes (an error is raised again each time)."""
     X, y, _, y_test = _split(dataset, seed)
     if y_test is not None:
         check_labels(y_test, num_classes)
     check_data(X, y, input_dim=input_dim, num_classes=num_classes, folds=folds, limit=json.loads(dataset).get("limit"))
+    if valid_split:  # skorch's stratified split of each fit's rows, as scikit-learn's StratifiedShuffleSplit sizes it
+        n_train, classes = len(y) - math.ceil(len(y) / folds), len(set(y.tolist()))  # the smallest fold's training rows
+        n_valid = math.ceil(valid_split * n_train)
+        if min(n_valid, n_train - n_valid) < classes:
+            raise ValueError(f"train.valid_split={valid_split:g}: holds out {n_valid} of a fold's {n_train} training samples and keeps "
+                             f"{n_train - n_valid}; each part needs at least one sample of each of the {classes} classes "
+                             f"(use about {classes / n_train:.3g} to {1 - classes / n_train:.3g}, or train.valid_split=null)")
 
 
 def load_test(settings: dict) -> tuple | None:

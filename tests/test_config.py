@@ -233,3 +233,11 @@ def test_a_sweep_whose_job_folders_collide_is_refused(tmp_path, subdir):
         preflight(["module.num_units=8,16", "dataset.limit=150", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={tmp_path / 's'}", "-m"])
     preflight(["module.num_units=8,16", "dataset.limit=150", "hydra.sweep.subdir=${hydra.job.override_dirname}",
                f"hydra.sweep.dir={tmp_path / 's'}", "-m"])  # one folder per grid point: accepted
+
+
+@pytest.mark.parametrize("share", ["0.001", "0.999"])
+def test_a_valid_split_that_leaves_a_class_out_of_a_part_is_refused_naming_the_key(tmp_path, share):
+    """Issue 18, minor: skorch's stratified split would fail in every fit with scikit-learn's message, which names no key."""
+    with pytest.raises(ConfigError, match=rf"^train.valid_split={share}: holds out \d+ of a fold's 400 training samples"):
+        preflight([f"train.valid_split={share}", "dataset.limit=750", f"hydra.run.dir={tmp_path / 'run'}"])
+    preflight(["train.valid_split=0.2", "dataset.limit=750", f"hydra.run.dir={tmp_path / 'run'}"])

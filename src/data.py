@@ -255,11 +255,16 @@ def _from_file(path: str, mtime_ns: int, label_column: str, scaling: str) -> tup
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or y.ndim != 1:
         raise ValueError(f"dataset.path={path}: X must be 2-d (samples, features) and y 1-d; got {X.shape} and {y.shape}")
+    if len(X) == 0 or len(y) == 0:
+        raise ValueError(f"dataset.path={path}: holds no samples (no rows)")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise ValueError(f"dataset.path={path}: features must be real numbers; got {X.dtype}")
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating) or not np.array_equal(y, np.round(y)):
         raise ValueError(f"dataset.path={path}: labels must be integers 0..n_classes-1")
+    for label in (y.min(), y.max()):  # int64 would wrap these around (1e20 -> -9223372036854775808); name them as they are
+        if not -2**63 <= int(label) < 2**63:
+            raise ValueError(f"dataset.path={path}: label {int(label)} is outside 0..n_classes-1 (labels must be integers 0..n_classes-1)")
     if len(X) != len(y):
         raise ValueError(f"dataset.path={path}: X has {len(X)} rows but y has {len(y)} labels")
     return _frozen(scale_pixels(X, scaling), y.astype(np.int64))

@@ -266,6 +266,7 @@ def preflight(argv: list[str]) -> Checked:
             folders = JobFolders(base.hydra) if multirun and not own_points else None
             for job, (cfg, settings) in zip(jobs, job_settings(jobs)):
                 check(settings)
+                _check_relative_path(cfg, settings)
                 _check_data(settings)  # most sweeps vary the network, not the data: each data set is checked once (load_data)
                 identities.append(identity(settings))
                 if folders is not None:
@@ -325,6 +326,14 @@ class JobFolders:
             raise ConfigError(f"hydra.sweep.subdir={self.template}: puts jobs {self.seen[folder]} and {k} into one folder ({folder}), "
                               "where the second would overwrite the first; include ${hydra.job.num} in it, as the default does")
         self.seen[folder] = k
+
+
+def _check_relative_path(cfg: DictConfig, settings: dict) -> None:
+    """Refuse a relative dataset.path under hydra.job.chdir=true: the job runs in its own folder, where it finds nothing."""
+    path = settings["dataset"].get("path")
+    if OmegaConf.select(cfg, "hydra.job.chdir") and isinstance(path, str) and not Path(path).expanduser().is_absolute():
+        raise ConfigError(f"dataset.path={path}: is relative, and hydra.job.chdir=true runs each job in its own folder, where it "
+                          f"would not be found; give an absolute path, e.g. dataset.path={Path(path).absolute()}")
 
 
 def _check_distinct(jobs: list[list[str]], identities: list[dict]) -> None:

@@ -241,3 +241,15 @@ def test_a_valid_split_that_leaves_a_class_out_of_a_part_is_refused_naming_the_k
     with pytest.raises(ConfigError, match=rf"^train.valid_split={share}: holds out \d+ of a fold's 400 training samples"):
         preflight([f"train.valid_split={share}", "dataset.limit=750", f"hydra.run.dir={tmp_path / 'run'}"])
     preflight(["train.valid_split=0.2", "dataset.limit=750", f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+def test_a_relative_data_path_with_hydra_job_chdir_is_refused(tmp_path, monkeypatch):
+    """Issue 18, minor: with hydra.job.chdir=true each job runs in its own folder, where a relative path finds nothing."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", X=np.zeros((90, 784)), y=np.arange(90) % 10)
+    args = ["dataset=file", "dataset.path=d.npz", f"hydra.run.dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="^dataset.path=d.npz: is relative, and hydra.job.chdir=true"):
+        preflight([*args, "hydra.job.chdir=true"])
+    preflight(args)

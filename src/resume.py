@@ -11,6 +11,7 @@ finished is lost or overwritten, and the aggregate keeps them. Each move is one 
 (through a hidden staging name), so a crash midway leaves only complete folders, which the next run
 finds again.
 """
+import json
 import logging
 import os
 import shutil
@@ -116,7 +117,7 @@ def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wa
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
-    """A nested config as {"module.num_units": 64, ...}, values canonical (results.canonical)."""
+    """A nested config as {"module.num_units": "64", ...}, each value as its canonical JSON (results.job_key)."""
     out = {}
     for k, v in config.items():
         if isinstance(v, dict):
@@ -141,9 +142,11 @@ def _check_one_command(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], w
     free = varied(theirs) | varied(ours)
     for key in sorted(set().union(*theirs, *ours) - free - {"data_fingerprint"}):  # the data's content: _check_comparable
         if theirs[0].get(key) != ours[0].get(key):
-            (folder, record), now = finished[0], ours[0].get(key, "(none)")
-            raise ConfigError(f"{key}={now}: hydra.sweep.dir={sweep_dir} holds finished jobs of another command, with {key}="
-                              f"{theirs[0].get(key, '(none)')} (e.g. {folder}), and neither command varies {key}, so their rows "
+            def shown(value: str | None) -> str:
+                return "(none)" if value is None else str(json.loads(value))
+            folder = finished[0][0]
+            raise ConfigError(f"{key}={shown(ours[0].get(key))}: hydra.sweep.dir={sweep_dir} holds finished jobs of another command, "
+                              f"with {key}={shown(theirs[0].get(key))} (e.g. {folder}), and neither command varies {key}, so their rows "
                               "would be ranked together with no column to tell them apart; use resume=false to start the folder "
                               "afresh (its jobs are moved aside to .replaced/), or another hydra.sweep.dir")
 

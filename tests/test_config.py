@@ -14,13 +14,13 @@ OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
 NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweeps").glob("*.yaml"))
 
 
-def prepared(compose_cfg, *overrides):
+def prepared(compose_cfg, *overrides, limit=60):
     """prepare() on the config `python -m src.sweep overrides` composes, as the job would see it."""
-    cfg = compose_cfg(*overrides, "dataset.limit=60")
+    cfg = compose_cfg(*overrides, f"dataset.limit={limit}")
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    return prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, "dataset.limit=60"], choices)
+    return prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, f"dataset.limit={limit}"], choices)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,8 @@ def test_every_group_option_builds_a_search(compose_cfg, data_for, option):
 def test_named_sweeps_compose(compose_cfg, name):
     cfg = compose_cfg(f"+sweeps={name}")
     assert str(cfg.hydra.sweeper.params["module.num_units"]) == "32,64,128,256"
-    X, y, search, _ = prepared(compose_cfg, f"+sweeps={name}")
+    # seed_reproduction's train.valid_split=0.2 needs a sample of each class in each part of a fit's rows: 150, not 60
+    X, y, search, _ = prepared(compose_cfg, f"+sweeps={name}", limit=150)
     if name == "seed_reproduction":
         assert cfg.module.init == "randn"
         assert search.estimator.iterator_train__shuffle is False and search.estimator.train_split is not None

@@ -14,6 +14,7 @@ import copy
 import functools
 import inspect
 import json
+import math
 import sys
 import tempfile
 import time
@@ -29,11 +30,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
 from src import fused, launchers, loggers, results
-from src.data import SCALINGS, check_data, fingerprint, holdout
+from src.data import SCALINGS, check_data, check_finite, check_labels, fingerprint, holdout
 from src.devices import cores
 from src.engine import ENGINES, fit_bytes
 from src.estimator import VERBOSITY, resolve_device
@@ -271,12 +273,18 @@ def preflight(argv: list[str]) -> Checked:
                 out_key = "hydra.sweep.dir"
             identities = []
             progress = Progress(len(jobs))
-            for cfg, settings in job_settings(jobs):
+            folders = JobFolders(base.hydra) if multirun and not own_points else None
+            for job, (cfg, settings) in zip(jobs, job_settings(jobs)):
                 check(settings)
+                _check_relative_path(cfg, settings)
                 _check_data(settings)  # most sweeps vary the network, not the data: each data set is checked once (load_data)
                 _check_memory(settings)
                 identities.append(identity(settings))
+                if folders is not None:
+                    folders.add(job)
                 progress.step()
+            if multirun:
+                _check_distinct(jobs, identities)
             out_dir = str(OmegaConf.select(cfg, out_key))
             check_writable(out_dir, out_key)
         except MissingConfigException as e:
@@ -296,6 +304,66 @@ def preflight(argv: list[str]) -> Checked:
     return Checked(out_dir=Path(out_dir), multirun=True, resume=settings["resume"], identities=None if own_points else identities,
                    numbered=OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}",
                    sweeper=base.hydra.sweeper._target_.rsplit(".", 1)[-1])
+
+
+class JobFolders:
+    """Each job's folder under the sweep folder (hydra.sweep.subdir, resolved as Hydra's launcher resolves it for
+    job k), so that a template that puts two jobs into one folder (hydra.sweep.subdir=fixed) is refused up front."""
+
+    def __init__(self, hydra_cfg: DictConfig):
+        self.hydra = OmegaConf.to_container(hydra_cfg, resolve=False)
+        subdir = self.hydra["sweep"].get("subdir")
+        self.template = None if subdir is None else str(subdir)
+        self.unique = subdir is None or "${hydra.job.num}" in self.template or "${hydra.job.id}" in self.template  # Hydra's default
+        self.seen: dict[str, int] = {}
+        self.parser = OverridesParser.create()
+
+    def add(self, job: list[str]) -> None:
+        """Resolve job len(seen)'s folder; ConfigError if an earlier job has it. A template that resolves only
+        inside the run (it reads the app's config, or a resolver Hydra registers later) is not checked."""
+        if self.unique:
+            return
+        k, named = len(self.seen), self.hydra["job"]["config"]["override_dirname"]
+        lines = sorted(o.input_line for o in self.parser.parse_overrides(job)
+                       if not o.is_hydra_override() and o.key_or_group not in named["exclude_keys"])
+        dirname = named["item_sep"].join(lines).replace("=", named["kv_sep"])  # hydra.job.override_dirname, as Hydra builds it
+        node = OmegaConf.create({"hydra": {**self.hydra, "job": {**self.hydra["job"], "num": k, "id": str(k), "override_dirname": dirname}}})
+        try:
+            folder = str(OmegaConf.select(node, "hydra.sweep.subdir", throw_on_resolution_failure=True))
+        except OmegaConfBaseException:
+            self.unique = True
+            return
+        if folder in self.seen:
+            raise ConfigError(f"hydra.sweep.subdir={self.template}: puts jobs {self.seen[folder]} and {k} into one folder ({folder}), "
+                              "where the second would overwrite the first; include ${hydra.job.num} in it, as the default does")
+        self.seen[folder] = k
+
+
+def _check_relative_path(cfg: DictConfig, settings: dict) -> None:
+    """Refuse a relative dataset.path under hydra.job.chdir=true: the job runs in its own folder, where it finds nothing."""
+    path = settings["dataset"].get("path")
+    if OmegaConf.select(cfg, "hydra.job.chdir") and isinstance(path, str) and not Path(path).expanduser().is_absolute():
+        raise ConfigError(f"dataset.path={path}: is relative, and hydra.job.chdir=true runs each job in its own folder, where it "
+                          f"would not be found; give an absolute path, e.g. dataset.path={Path(path).absolute()}")
+
+
+def _check_distinct(jobs: list[list[str]], identities: list[dict]) -> None:
+    """Refuse a sweep two of whose jobs would compute the same result (they differ only in keys outside the
+    identity, such as train.threads or engine, or in how a number is written): they would share one record."""
+    first: dict[str, int] = {}
+    parser = OverridesParser.create()
+    for k, ident in enumerate(identities):
+        key = results.job_key(ident)
+        if key not in first:
+            first[key] = k
+            continue
+        j = first[key]
+        a, b = ({o.key_or_group: o.input_line for o in parser.parse_overrides(jobs[i])} for i in (j, k))
+        differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name)) or ["the overrides"]
+        raise ConfigError(f"{', '.join(differ)}: jobs {j} ({' '.join(a.get(d, '') for d in differ).strip()}) and {k} "
+                          f"({' '.join(b.get(d, '') for d in differ).strip()}) of this sweep compute the same result, as "
+                          f"{', '.join(differ)} {'is' if len(differ) == 1 else 'are'} not part of what a job computes (or "
+                          "name one value twice); sweep it in separate commands, each with its own hydra.sweep.dir")
 
 
 class Progress:
@@ -389,15 +457,25 @@ def load_data(settings: dict):
     network and the folds it is for (once per process too)."""
     dataset, m = json.dumps(settings["dataset"], sort_keys=True), settings["module"]
     X, y, _, _ = _split(dataset, settings["seed"])
-    _checked(dataset, settings["seed"], m["input_dim"], m["num_classes"], settings["cv"]["folds"])
+    _checked(dataset, settings["seed"], m["input_dim"], m["num_classes"], settings["cv"]["folds"], settings["train"].get("valid_split"))
     return X, y
 
 
 @functools.lru_cache(maxsize=16)
-def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int) -> None:
-    """check_data on the data set's cross-validation part; remembered once it passes (an error is raised again each time)."""
-    X, y, _, _ = _split(dataset, seed)
+def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int, valid_split: float | None = None) -> None:
+    """check_data on the data set's cross-validation part, and its labels on the held-out part (_split checked the
+    features of both); remembered once it passes (an error is raised again each time)."""
+    X, y, _, y_test = _split(dataset, seed)
+    if y_test is not None:
+        check_labels(y_test, num_classes)
     check_data(X, y, input_dim=input_dim, num_classes=num_classes, folds=folds, limit=json.loads(dataset).get("limit"))
+    if valid_split:  # skorch's stratified split of each fit's rows, as scikit-learn's StratifiedShuffleSplit sizes it
+        n_train, classes = len(y) - math.ceil(len(y) / folds), len(set(y.tolist()))  # the smallest fold's training rows
+        n_valid = math.ceil(valid_split * n_train)
+        if min(n_valid, n_train - n_valid) < classes:
+            raise ValueError(f"train.valid_split={valid_split:g}: holds out {n_valid} of a fold's {n_train} training samples and keeps "
+                             f"{n_train - n_valid}; each part needs at least one sample of each of the {classes} classes "
+                             f"(use about {classes / n_train:.3g} to {1 - classes / n_train:.3g}, or train.valid_split=null)")
 
 
 def load_test(settings: dict) -> tuple | None:
@@ -413,8 +491,10 @@ def _split(dataset: str, seed: int) -> tuple:
     ds = json.loads(dataset)
     test_size = ds.pop("test_size", None)
     X, y = instantiate(ds)
+    check_finite(X)  # the whole data set, before any part is held out (a NaN in the held-out part would score the refit on it)
     if ds["_target_"] == "src.data.torchvision_mnist" and ds.get("split") == "train":
         X_test, y_test = instantiate({**ds, "split": "test", "limit": None})
+        check_finite(X_test)
     elif test_size:
         X, y, X_test, y_test = holdout(X, y, test_size, seed)
     else:

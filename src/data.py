@@ -255,11 +255,16 @@ def _from_file(path: str, mtime_ns: int, label_column: str, scaling: str) -> tup
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or y.ndim != 1:
         raise ValueError(f"dataset.path={path}: X must be 2-d (samples, features) and y 1-d; got {X.shape} and {y.shape}")
+    if len(X) == 0 or len(y) == 0:
+        raise ValueError(f"dataset.path={path}: holds no samples (no rows)")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise ValueError(f"dataset.path={path}: features must be real numbers; got {X.dtype}")
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating) or not np.array_equal(y, np.round(y)):
         raise ValueError(f"dataset.path={path}: labels must be integers 0..n_classes-1")
+    for label in (y.min(), y.max()):  # int64 would wrap these around (1e20 -> -9223372036854775808); name them as they are
+        if not -2**63 <= int(label) < 2**63:
+            raise ValueError(f"dataset.path={path}: label {int(label)} is outside 0..n_classes-1 (labels must be integers 0..n_classes-1)")
     if len(X) != len(y):
         raise ValueError(f"dataset.path={path}: X has {len(X)} rows but y has {len(y)} labels")
     return _frozen(scale_pixels(X, scaling), y.astype(np.int64))
@@ -315,13 +320,8 @@ def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int
         raise ValueError(f"dataset: X has {len(X)} rows but y has {len(y)} labels")
     if X.shape[1] != input_dim:
         raise ValueError(f"dataset: the samples have {X.shape[1]} features but module.input_dim={input_dim}; set module.input_dim={X.shape[1]}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"dataset: {int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        wrong = int(y.min() if y.min() < 0 else y.max())
-        raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
+    check_finite(X)
+    check_labels(y, num_classes)
     counts = np.bincount(y, minlength=num_classes)
     if (counts < folds).any():
         cls = int(np.argmin(counts))
@@ -329,3 +329,18 @@ def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int
             raise ValueError(f"dataset.limit={limit}: leaves class {cls} {int(counts[cls])} samples, fewer than cv.folds={folds}; "
                              "every class needs at least one per fold, so raise dataset.limit or lower cv.folds")
         raise ValueError(f"dataset: class {cls} has {int(counts[cls])} samples, fewer than cv.folds={folds}; every class needs at least one per fold")
+
+
+def check_finite(X: np.ndarray) -> None:
+    """Raise ValueError, naming the first bad sample, if any feature is NaN or infinite."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"dataset: {int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
+
+
+def check_labels(y: np.ndarray, num_classes: int) -> None:
+    """Raise ValueError unless every label is in 0..num_classes-1."""
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        wrong = int(y.min() if y.min() < 0 else y.max())
+        raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")

@@ -21,6 +21,7 @@ are BatchedLinearFunction's own. It computes what autograd through BatchedLinear
 engine's per-step bookkeeping.
 """
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -102,7 +103,9 @@ def unsupported(optimizer: str, kwargs: dict) -> str | None:
     """Why fits with this optimizer cannot be fused, or None if they can."""
     if optimizer not in OPTIMIZERS:
         return f"optimizer {optimizer} (the fused engine reproduces {', '.join(OPTIMIZERS)})"
-    extra = sorted(set(kwargs) - set(OPTIMIZERS[optimizer]))
+    defaults = {name: p.default for name, p in inspect.signature(getattr(torch.optim, optimizer.rsplit(".", 1)[-1])).parameters.items()}
+    # a keyword the engine does not reproduce is harmless at the value torch takes without it (amsgrad=false written out)
+    extra = sorted(k for k in set(kwargs) - set(OPTIMIZERS[optimizer]) if k not in defaults or kwargs[k] != defaults[k])
     if extra:
         return f"optimizer keyword {extra[0]} (the fused engine supports {', '.join(OPTIMIZERS[optimizer])})"
     return None
@@ -234,12 +237,18 @@ def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: 
     return stacks
 
 
+def batch_rows(specs: list[FitSpec], shared: Shared) -> int:
+    """The rows of a stack's batch: train.batch_size, or fewer where no fit has that many rows (a batch_size of
+    10**7 on 400-row folds is one batch of 400, as skorch's DataLoader makes it, not buffers for 10**7 rows)."""
+    return max(1, min(shared.batch_size, max(len(s.train_idx) for s in specs)))
+
+
 def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
     """An estimate of the memory one stack of these fits needs while it trains and until its fits are scored
     (bytes), besides the data: its buffers, activations and validation batches, and the trained fits it hands
     back (one copy of each model's parameters). Scoring them afterwards, one fit and one prediction batch at
     a time, takes a constant besides."""
-    M, B = len(specs), shared.batch_size
+    M, B = len(specs), batch_rows(specs, shared)
     widths = [max(col) for col in zip(*(layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs))]
     numel = M * sum(a * b + b for a, b in zip(widths, widths[1:]))
     buffers = 2 + 2 + (2 if shared.optimizer.endswith("Adam") else 1)  # theta, grad, per-element hyper-parameters, state
@@ -288,6 +297,7 @@ class Stack:
     """M fits padded to the widest, with parameters, gradients and optimizer state in flat buffers."""
 
     def __init__(self, specs: list[FitSpec], shared: Shared, X: torch.Tensor, y: torch.Tensor):
+        shared = replace(shared, batch_size=batch_rows(specs, shared))  # the same batches, buffers no larger than the rows
         self.specs, self.shared, self.X, self.y = specs, shared, X, y
         device, M, B = X.device, len(specs), shared.batch_size
         sizes = [layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs]

@@ -76,7 +76,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
             log.warning(f"{label}: {e}; the job counts as unfinished and runs again")
             record = None
         if record is not None and settings["resume"] and record["status"] != "failed":
-            if record["config"] == identity:
+            if results.same_job(record["config"], identity):
                 log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
                 return results.read_cv_results(job_dir)
             raise config.ConfigError(f"{job_dir} holds a finished job with another configuration ({' '.join(record['overrides']) or 'defaults'}), "

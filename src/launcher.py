@@ -78,7 +78,7 @@ def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:
     groups: dict[str, tuple[bool, list[int]]] = {}
     for i, cfg in enumerate(jobs):
         settings = config.settings_of(cfg)
-        finished = settings["resume"] and (results.finished_job(_job_dir(cfg)) or {}).get("config") == config.identity(settings)
+        finished = settings["resume"] and results.same_job((results.finished_job(_job_dir(cfg)) or {}).get("config"), config.identity(settings))
         fuse = not finished and engine.choose(settings) == "fused"
         groups.setdefault(engine.group_key(settings) if fuse else f"job {i}", (fuse, []))[1].append(i)
     return list(groups.values())

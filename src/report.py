@@ -456,17 +456,23 @@ def output_path(dirs: list[Path], output: Path | None) -> Path:
     return Path("outputs", "compare", now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S"), REPORT)
 
 
-def check_output(out: Path, create: bool) -> None:
-    """Refuse an output that is a folder, or whose folder is missing (unless `create`) or cannot be written."""
+def check_output(out: Path) -> None:
+    """Refuse an output that is a folder, is not an .html page, or whose pages or figures would overwrite a file
+    that is not a report's (an input such as cv_results.json, or the sweep's best_model.pt, through a link too),
+    or whose folder cannot be written; then create its folder (as -o cmp/ab.html asks)."""
     if out.is_dir():
         raise ReportError(f"-o {out}: is a folder; give the path of an HTML file, e.g. -o {out / REPORT}")
-    if create:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ReportError(f"{out.parent}: cannot create this output folder ({e.strerror})") from None
-    if not out.parent.is_dir():
-        raise ReportError(f"-o {out}: folder {out.parent} does not exist; create it or choose another -o")
+    if out.suffix.lower() != ".html":
+        raise ReportError(f"-o {out}: the report is an HTML page; give a path ending in .html, e.g. -o {out.with_suffix('.html')}")
+    for path in (out, curves_path(out), folds_path(out), *summary_paths(out), *compare.paths(out)):
+        target = path.resolve()
+        if target.is_file() and not (target.suffix.lower() in (".html", ".svg")
+                                     or target.name.endswith(("summary.png", f"{compare.COMPARISON}.csv", f"{compare.COMPARISON}.json"))):
+            raise ReportError(f"-o {out}: would overwrite {target}, which is not a report's page; choose another -o")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"-o {out}: cannot create its folder {out.parent} ({e.strerror})") from None
     try:  # the real test: the permission bits say nothing for root, or on a read-only mount
         tempfile.TemporaryFile(dir=out.parent).close()
     except OSError as e:
@@ -493,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (d / f"{results.CV_RESULTS}.json").is_file():
                 raise ReportError(f"DIR={d}: no {results.CV_RESULTS}.json there; give a sweep folder or a run folder of src.sweep")
         out = output_path(args.dirs, args.output)
-        check_output(out, create=args.output is None)
+        check_output(out)
         settings = compare.settings(args.dirs[0])
         settings |= {k: v for k, v in (("rope", args.rope), ("confidence", args.confidence)) if v is not None}
         comparison = write_report(args.dirs, out, settings)

@@ -213,13 +213,16 @@ def read_cv_results(directory: Path) -> pd.DataFrame:
 
 def job_folders(results_dir: Path) -> list[Path]:
     """The folders under a sweep folder that hold a job.json, at any depth (hydra.sweep.subdir may nest
-    them, as in n/${hydra.job.num}), in job-number order; damaged ones included."""
+    them, as in n/${hydra.job.num}), in job-number order; damaged ones included. A folder holding its own
+    multirun.yaml is another sweep's, and so is everything under it: a sweep owns only its own jobs."""
     found, todo = [], [Path(results_dir)]
     while todo:
         for d in todo.pop().iterdir():
-            if d.is_dir() and (d / JOB).is_file():
+            if not d.is_dir() or (d / "multirun.yaml").is_file():
+                continue
+            if (d / JOB).is_file():
                 found.append(d)
-            elif d.is_dir() and not d.name.startswith("."):  # .hydra and the like hold no jobs
+            elif not d.name.startswith("."):  # .hydra and the like hold no jobs
                 todo.append(d)
 
     def number_order(d: Path) -> list[tuple]:
@@ -275,8 +278,25 @@ def without(settings: dict, keys) -> dict:
 
 
 def job_key(identity: dict) -> str:
-    """A job's resolved configuration (its identity) as a dictionary key."""
-    return json.dumps(identity, sort_keys=True, default=str)
+    """A job's resolved configuration (its identity) as a dictionary key; values compare as the config means them
+    (momentum 0 and 0.0 are one value)."""
+    return json.dumps(canonical(identity), sort_keys=True, default=str)
+
+
+def same_job(a: dict, b: dict) -> bool:
+    """Whether two identities are one configuration (job_key)."""
+    return job_key(a) == job_key(b)
+
+
+def canonical(value):
+    """`value` with every integral float as an int (YAML's `momentum: 0` and the command line's 0.0 are one number)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
 
 
 class DamagedJob(Exception):
@@ -309,6 +329,11 @@ def job_record(job_dir: Path) -> dict | None:
     rows = _read_json(job_dir / f"{CV_RESULTS}.json")
     if not isinstance(rows, dict) or not rows.get("params") or len({len(v) if isinstance(v, list) else -1 for v in rows.values()}) != 1:
         raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (not one row per candidate in cv_results_ form)")
+    scoring = (record["config"].get("cv") or {}).get("scoring") or []
+    needed = ["status", "error", *(f"mean_test_{m}" for m in scoring)]  # the aggregate, the report and the refit read these
+    missing = [c for c in needed if c not in rows] or ([] if any(c.startswith("mean_test_") for c in rows) else ["mean_test_<metric>"])
+    if missing:
+        raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (no {', '.join(missing)} column)")
     if (job_dir / HISTORY).exists() and not isinstance(_read_json(job_dir / HISTORY), list):  # the report reads it where it is
         raise DamagedJob(f"{job_dir / HISTORY} is incomplete (not a list of fold histories)")
     return record

@@ -13,6 +13,7 @@ second command into it waits, and moves finished jobs to the numbers of their co
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -151,7 +152,10 @@ def pin_output_dir(checked) -> None:
     """Make Hydra write into the folder the preflight checked and this command holds: a ${now:...} in the
     configured one would otherwise be resolved again, a moment later, perhaps to the next second."""
     key = "hydra.sweep.dir" if checked.multirun else "hydra.run.dir"
-    quoted = "'" + str(checked.out_dir).replace("'", "\\'") + "'"  # Hydra's quoted value: commas, spaces, = stay literal
+    # Hydra's quoted value (commas, spaces, = stay literal): a quote is escaped, and backslashes before a quote or
+    # the closing quote are doubled (a folder ending in a backslash was a lexer error)
+    quoted = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", str(checked.out_dir))
+    quoted = "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, quoted) + "'"
     rest = [a for a in sys.argv[1:] if not a.startswith(f"{key}=")]
     sys.argv = [sys.argv[0], f"{key}={quoted}", *rest]  # before any flag: argparse takes one run of overrides
 

@@ -89,3 +89,16 @@ def write_mnist_raw(root: Path, folder: str = "MNIST", n_train: int = 60, n_test
         write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", labels, gz)
         written[part] = (images, labels)
     return written
+
+
+def fake_job(job_dir: Path, config: dict, drop: tuple[str, ...] = (), status: str = "ok", units: int = 8):
+    """A finished job folder as src.results.record writes it (one candidate), less the cv_results columns in `drop`."""
+    from src import results
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    rows = {"mean_fit_time": [1.0], "param_module__num_units": [units], "params": [{"module__num_units": units}],
+            "split0_test_accuracy": [0.5], "mean_test_accuracy": [0.5], "std_test_accuracy": [0.0], "rank_test_accuracy": [1],
+            "status": [status], "error": [None]}
+    results.write_json(job_dir / "cv_results.json", {k: v for k, v in rows.items() if k not in drop})
+    results.write_json(job_dir / results.JOB, {"status": status, "error": None, "overrides": [f"module.num_units={units}"], "config": config})
+    return job_dir

@@ -14,13 +14,13 @@ OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
 NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweeps").glob("*.yaml"))
 
 
-def prepared(compose_cfg, *overrides):
+def prepared(compose_cfg, *overrides, limit=60):
     """prepare() on the config `python -m src.sweep overrides` composes, as the job would see it."""
-    cfg = compose_cfg(*overrides, "dataset.limit=60")
+    cfg = compose_cfg(*overrides, f"dataset.limit={limit}")
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    return prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, "dataset.limit=60"], choices)
+    return prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, f"dataset.limit={limit}"], choices)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,8 @@ def test_every_group_option_builds_a_search(compose_cfg, data_for, option):
 def test_named_sweeps_compose(compose_cfg, name):
     cfg = compose_cfg(f"+sweeps={name}")
     assert str(cfg.hydra.sweeper.params["module.num_units"]) == "32,64,128,256"
-    X, y, search, _ = prepared(compose_cfg, f"+sweeps={name}")
+    # seed_reproduction's train.valid_split=0.2 needs a sample of each class in each part of a fit's rows: 150, not 60
+    X, y, search, _ = prepared(compose_cfg, f"+sweeps={name}", limit=150)
     if name == "seed_reproduction":
         assert cfg.module.init == "randn"
         assert search.estimator.iterator_train__shuffle is False and search.estimator.train_split is not None
@@ -202,3 +203,64 @@ def test_schema_accepts_every_shipped_config(compose_cfg, data_for):
     assert len(loggers) == 2
     for option in OPTIONS + [f"+sweeps={n}" for n in NAMED_SWEEPS] + loggers:
         check(settings_of(compose_cfg(option, *data_for.get(option, []))))
+
+
+# ---- Reliability, round three (issue 18) -------------------------------------------------------------
+
+def test_a_nan_in_the_held_out_part_is_found_before_the_split(tmp_path):
+    """Item 7: the whole data set is checked, not only its cross-validation part."""
+    import numpy as np
+
+    X, y = np.random.default_rng(0).normal(size=(100, 784)).astype(np.float32), np.arange(100) % 10
+    test_rows = _held_out_rows(y)
+    X[test_rows[0], 3] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=y)
+    with pytest.raises(ConfigError, match=f"1 features are NaN or infinite .the first in sample {test_rows[0]}"):
+        preflight(["dataset=file", f"dataset.path={tmp_path / 'nan.npz'}", f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+def _held_out_rows(y):
+    """The rows dataset.test_size=0.2 holds out (seed 0), as src.data.holdout draws them."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    _, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    return np.sort(test)
+
+
+@pytest.mark.parametrize("sweep, key", [("train.threads=1,2", "train.threads"), ("engine=fused,gridsearch", "engine"),
+                                        ("optimizer.momentum=0,0.0", "optimizer.momentum")])
+def test_a_sweep_whose_grid_points_share_an_identity_is_refused_naming_the_key(tmp_path, sweep, key):
+    """Item 1: two grid points of one sweep never share an identity (and so a record) silently."""
+    with pytest.raises(ConfigError) as err:
+        preflight([sweep, "module.num_units=8", "dataset.limit=150", f"hydra.sweep.dir={tmp_path / 's'}", "-m"])
+    assert str(err.value).startswith(f"{key}: jobs 0 ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("subdir", ["fixed", "n/${hydra.job.name}"])
+def test_a_sweep_whose_job_folders_collide_is_refused(tmp_path, subdir):
+    """Item 4: hydra.sweep.subdir=fixed would put every job into one folder."""
+    with pytest.raises(ConfigError, match=r"hydra.sweep.subdir=.*: puts jobs 0 and 1 into one folder"):
+        preflight(["module.num_units=8,16", "dataset.limit=150", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={tmp_path / 's'}", "-m"])
+    preflight(["module.num_units=8,16", "dataset.limit=150", "hydra.sweep.subdir=${hydra.job.override_dirname}",
+               f"hydra.sweep.dir={tmp_path / 's'}", "-m"])  # one folder per grid point: accepted
+
+
+@pytest.mark.parametrize("share", ["0.001", "0.999"])
+def test_a_valid_split_that_leaves_a_class_out_of_a_part_is_refused_naming_the_key(tmp_path, share):
+    """Issue 18, minor: skorch's stratified split would fail in every fit with scikit-learn's message, which names no key."""
+    with pytest.raises(ConfigError, match=rf"^train.valid_split={share}: holds out \d+ of a fold's 400 training samples"):
+        preflight([f"train.valid_split={share}", "dataset.limit=750", f"hydra.run.dir={tmp_path / 'run'}"])
+    preflight(["train.valid_split=0.2", "dataset.limit=750", f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+def test_a_relative_data_path_with_hydra_job_chdir_is_refused(tmp_path, monkeypatch):
+    """Issue 18, minor: with hydra.job.chdir=true each job runs in its own folder, where a relative path finds nothing."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", X=np.zeros((90, 784)), y=np.arange(90) % 10)
+    args = ["dataset=file", "dataset.path=d.npz", f"hydra.run.dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="^dataset.path=d.npz: is relative, and hydra.job.chdir=true"):
+        preflight([*args, "hydra.job.chdir=true"])
+    preflight(args)

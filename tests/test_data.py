@@ -218,3 +218,18 @@ def test_bad_data_is_one_line_exit_2_before_anything_runs(tmp_path, args, messag
     proc = run_cli(*args, f"dataset.root={tmp_path}" if args[0] == "dataset=mnist" else "seed=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("y, message", [(np.array([0, 1, 1e20, 2]), "label 100000000000000000000 is outside"),
+                                        (np.array([0, 1, 2**63 + 5, 2], dtype=np.uint64), "label 9223372036854775813 is outside")])
+def test_a_huge_label_is_named_as_it_is(tmp_path, y, message):
+    """Issue 18, minor: not as the int64 it wraps around to (-9223372036854775808)."""
+    np.savez(tmp_path / "huge.npz", X=np.zeros((4, 2)), y=y)
+    with pytest.raises(ValueError, match=message):
+        from_file(str(tmp_path / "huge.npz"))
+
+
+def test_a_header_only_csv_says_it_has_no_rows(tmp_path):
+    (tmp_path / "empty.csv").write_text("f0,f1,label\n")
+    with pytest.raises(ValueError, match="empty.csv: holds no samples"):
+        from_file(str(tmp_path / "empty.csv"))

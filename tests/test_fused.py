@@ -257,3 +257,25 @@ def test_the_cpu_caps_a_stack_so_that_memory_does_not_grow_with_the_grid(data):
     assert all(fused.stack_bytes([specs[i] for i in s], shared) <= fused.CPU_STACK_BYTES for s in stacks)
     assert max(len(s) for s in stacks) >= fused.CPU_STACK_BYTES // (2 * one)  # split in halves: no stack needlessly small
     assert fused.stack_budget("cpu") <= fused.CPU_STACK_BYTES < fused.free_memory("cpu")
+
+
+def test_a_batch_size_beyond_the_rows_sizes_buffers_by_the_rows(data):
+    """Issue 18 item 8: train.batch_size=10**7 on 400-row folds sizes the stack's buffers by the rows a fit has
+    (one batch of them), and trains what batch_size = the rows trains."""
+    X, y = data
+    _, train = folds(y)
+    specs = [fused.FitSpec(8, "default", {"lr": 0.05}, 0, f, train[f]) for f in (0, 1)]
+    rows = max(len(s.train_idx) for s in specs)
+    huge, exact = fused.Shared(max_epochs=2, batch_size=10**7), fused.Shared(max_epochs=2, batch_size=rows)
+    assert fused.stack_bytes(specs, huge) == fused.stack_bytes(specs, exact)
+    for a, b in zip(fused.train(X, y, specs, huge), fused.train(X, y, specs, exact)):
+        assert [e["train_batch_count"] for e in a.epochs] == [1, 1]
+        for name in a.state_dict:
+            torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
+
+
+def test_optimizer_keywords_written_out_at_their_defaults_still_fuse():
+    """Issue 18, minor: optimizer=adam optimizer.amsgrad=false (the default, written out) does not change the engine."""
+    assert fused.unsupported(ADAM, {"lr": 0.1, "amsgrad": False, "maximize": False, "foreach": None}) is None
+    assert fused.unsupported(SGD, {"lr": 0.1, "momentum": 0, "maximize": False}) is None
+    assert "amsgrad" in fused.unsupported(ADAM, {"lr": 0.1, "amsgrad": True})

@@ -349,3 +349,37 @@ def test_a_signal_during_the_figure_is_delivered_after_it():
         assert reached and signal.getsignal(signal.SIGINT) is handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ---- Reliability, round three (issue 18 item 9, issue 19) ------------------------------------------------
+
+@pytest.fixture
+def sweep_files(tmp_path):
+    """A results folder's files, as far as the output check needs them: its rows and its model."""
+    folder = tmp_path / "S"
+    folder.mkdir()
+    (folder / "cv_results.json").write_text('{"params": [{}], "mean_test_accuracy": [0.5]}')
+    (folder / "best_model.pt").write_bytes(b"model")
+    (folder / "evil.html").symlink_to(folder / "cv_results.json")
+    return folder
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("best_model.pt", "the report is an HTML page; give a path ending in .html"),
+    ("cv_results.json", "the report is an HTML page; give a path ending in .html"),
+    ("x.txt", "the report is an HTML page; give a path ending in .html"),
+    ("evil.html", "would overwrite"),
+])
+def test_an_output_that_would_overwrite_an_input_or_is_not_html_is_refused(sweep_files, capsys, target, expected):
+    before = {p.name: p.read_bytes() for p in sweep_files.iterdir()}
+    assert report.main([str(sweep_files), "-o", str(sweep_files / target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: -o {sweep_files / target}: ") and expected in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in sweep_files.iterdir()} == before
+
+
+def test_an_output_in_a_missing_folder_creates_it(tiny_sweep, tmp_path, monkeypatch):
+    """Issue 19: -o cmp/ab.html creates cmp."""
+    monkeypatch.chdir(tmp_path)
+    assert report.main([str(tiny_sweep), "-o", "cmp/ab.html"]) == 0
+    assert (tmp_path / "cmp" / "ab.html").is_file() and (tmp_path / "cmp" / "ab_curves.html").is_file()

@@ -10,6 +10,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
+from conftest import fake_job
 from src import refresh, results
 
 
@@ -104,3 +105,15 @@ def test_ranked_table_prints_params_with_g_and_scores_with_4_decimals(search):
     assert "1e-05" in table and "5e-05" in table and "1e+30" in table and "0.01" in table
     best = df.sort_values("rank_test_accuracy").iloc[0]
     assert f"{best['mean_test_accuracy']:.4f}" in table.splitlines()[1]
+
+
+@pytest.mark.parametrize("drop", [("status",), ("error",), ("mean_test_accuracy",)])
+def test_job_rows_without_status_error_or_the_row_metric_are_a_damaged_record(tmp_path, drop):
+    """Issue 18 item 10: such a job folder counts as unfinished (its job is retrained) and stays out of the aggregate."""
+    config = {"cv": {"scoring": ["accuracy"]}}
+    fake_job(tmp_path / "0", config)
+    fake_job(tmp_path / "1", config, drop=drop, units=16)
+    with pytest.raises(results.DamagedJob, match=f"cv_results.json is incomplete .no {drop[0]} column"):
+        results.job_record(tmp_path / "1")
+    assert results.finished_job(tmp_path / "1") is None
+    assert results.aggregate(tmp_path)["param_module__num_units"].tolist() == [8]

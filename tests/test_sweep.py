@@ -1,5 +1,7 @@
 """The main job end to end, through the real CLI."""
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +168,15 @@ def test_help_is_hydras_own_help_without_loading_the_project():
     assert hydras.returncode == 0 and ours.returncode == 0, ours.stderr
     text, loaded = ours.stdout.rstrip("\n").rsplit("\n", 1)
     assert text + "\n" == hydras.stdout and loaded == "[]"
+
+
+@pytest.mark.parametrize("folder", ["/tmp/sweep\\", "/tmp/it's\\'here", "/tmp/a,b c=d"])
+def test_the_pinned_output_folder_reads_back_as_itself(monkeypatch, folder):
+    """Issue 18, minor: a folder ending in a backslash was quoted into a Hydra lexer error (and left an empty folder)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src import config, sweep
+
+    monkeypatch.setattr(sys, "argv", ["sweep", f"hydra.sweep.dir={folder}", "-m"])
+    sweep.pin_output_dir(config.Checked(out_dir=Path(folder), multirun=True))
+    assert OverridesParser.create().parse_override(sys.argv[1]).value() == folder and sys.argv[2:] == ["-m"]

@@ -391,14 +391,18 @@ def progress(sweep_dir: Path, total: int | None) -> str:
     return line
 
 
+MOST_PRINTED_SPLITS = 5  # a table with more splits (cv.repeats > 1) prints their mean and std only
+
+
 def ranked_table(df: pd.DataFrame, metric: str | None = None, verdicts: list[str | None] | None = None) -> str:
-    """The candidates best first, like the tutorial's results.head(): params, split and mean scores, the verdict
-    against the best (src.compare) where given, fit time."""
+    """The candidates best first, like the tutorial's results.head(): params, split scores (up to
+    MOST_PRINTED_SPLITS of them) and their mean, the verdict against the best (src.compare) where given, fit time."""
     metric = metric or metric_names(df)[0]
     if verdicts is not None:
         df = df.assign(verdict=[v or "-" for v in verdicts])
     cols = sorted(c for c in df.columns if c.startswith("param_"))
-    cols += [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
+    splits = [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
+    cols += splits if len(splits) <= MOST_PRINTED_SPLITS else []  # repeated CV's 15 splits are in cv_results.csv
     cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"] + (["verdict"] if verdicts is not None else [])
     cols += ["mean_fit_time"]
     cols += ["status"] if "status" in df else []

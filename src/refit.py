@@ -13,7 +13,9 @@ Beside the sweep's aggregate, write_best() writes, with or without the refit:
 The refit writes:
 - best_model.pt: the fitted NeuralNet's state_dict (skorch's save_params), loadable with
   torch.load(..., weights_only=True);
-- test_scores.json: the candidate, its CV and held-out scores, and what its NeuralNet needs to be rebuilt;
+- test_scores.json: the candidate, its CV and held-out scores, what its NeuralNet needs to be rebuilt, and
+  what its inputs need (`data`: scaling, seed, test_size, the data fingerprint, the data set's config);
+  src.predict.load_best() reads it back;
 - confusion_matrix.png: scikit-learn's ConfusionMatrixDisplay of the held-out predictions.
 """
 import io
@@ -110,7 +112,8 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     start = time.perf_counter()
     net = search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
-           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name}, "test": None}
+           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name}, "test": None,
+           "data": data_record(settings, record["config"].get("data_fingerprint"))}
     try:
         if name == "fused":
             spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=folds)
@@ -137,6 +140,15 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, f"best candidate ({_label(out['params'])}), held-out set")
     results.write_json(results_dir / TEST_SCORES, out)
     return out
+
+
+def data_record(settings: dict, data_fingerprint: str | None) -> dict:
+    """What rebuilds the model's inputs: the raw features' scaling, and the data set, its seed, its held-out
+    share and its content hash (src.data.fingerprint), so that the held-out set can be drawn again."""
+    dataset = settings["dataset"]
+    return {"scaling": dataset.get("scaling", "none"),  # synthetic data have no pixels to scale
+            "seed": settings["seed"], "test_size": dataset.get("test_size"), "fingerprint": data_fingerprint,
+            "n_features": settings["module"]["input_dim"], "dataset": dataset}
 
 
 def _label(params: dict) -> str:

@@ -18,7 +18,9 @@ The refit writes:
   src.predict.load_best() reads it back;
 - confusion_matrix.png: scikit-learn's ConfusionMatrixDisplay of the held-out predictions.
 """
+import hashlib
 import io
+import json
 import logging
 import time
 from pathlib import Path
@@ -102,6 +104,10 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         log.warning(f"refit: no candidate in {results_dir} finished with scores; nothing to refit")
         return None
     best, record, row = found
+    candidate = hashlib.sha256(results.job_key(record["config"]).encode()).hexdigest()[:16]  # its config and data fingerprint
+    reused = reusable(results_dir, candidate, engine.choose({**record["config"], "engine": engine_name}))
+    if reused is not None:
+        return reused
     # the job's identity, and the keys of it that the refit needs back
     settings = {**record["config"], "engine": engine_name, "train": {**record["config"]["train"], "verbose": "quiet"}}
     X, y, search, _ = job.prepare(settings, [], {}, swept=set())
@@ -112,7 +118,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     start = time.perf_counter()
     net = search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
-           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name}, "test": None,
+           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name, "candidate": candidate}, "test": None,
            "data": data_record(settings, record["config"].get("data_fingerprint"))}
     try:
         if name == "fused":
@@ -133,6 +139,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     buffer = io.BytesIO()
     net.save_params(f_params=buffer)  # the module's state_dict
     results.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())
+    out["refit"]["model_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     if held_out is not None:
         X_test, y_test = held_out
         scores = check_scoring(net, scoring=list(settings["cv"]["scoring"]))(net, X_test, y_test)
@@ -140,6 +147,24 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, f"best candidate ({_label(out['params'])}), held-out set")
     results.write_json(results_dir / TEST_SCORES, out)
     return out
+
+
+def reusable(results_dir: Path, candidate: str, engine_name: str) -> dict | None:
+    """test_scores.json, marked reused, when its refit is of this candidate (the hash of its config and data
+    fingerprint) by this engine and best_model.pt is the file it wrote (its SHA-256); else None: refit again."""
+    try:
+        saved = json.loads((results_dir / TEST_SCORES).read_text())
+        model = (results_dir / BEST_MODEL).read_bytes()
+    except (OSError, ValueError):
+        return None
+    refit = saved.get("refit") if isinstance(saved, dict) else None
+    if not isinstance(refit, dict) or refit.get("status") != "ok" or refit.get("candidate") != candidate or refit.get("engine") != engine_name:
+        return None
+    if refit.get("model_sha256") != hashlib.sha256(model).hexdigest():
+        return None
+    if saved.get("test") is not None and not (results_dir / CONFUSION_MATRIX).is_file():
+        return None
+    return {**saved, "reused": True}
 
 
 def data_record(settings: dict, data_fingerprint: str | None) -> dict:
@@ -176,6 +201,11 @@ def summary(out: dict) -> str:
     if out["refit"]["status"] != "ok":
         return f"refit: {_label(out['params'])} diverged on all the training data ({out['refit']['error']})"
     where = f"job {out['job']} " if out["job"] is not None else ""
+    if out.get("reused"):
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in (out["test"] or {}).items() if k != "n_samples")
+        held_out = f"; held-out {scores} on {out['test']['n_samples']} samples" if out["test"] else ""
+        return (f"refit: reused {BEST_MODEL} of {where}({_label(out['params'])}): the best candidate and its data are unchanged and "
+                f"the file is intact, so nothing was trained{held_out} (delete {BEST_MODEL} to refit)")
     if out["test"] is None:
         return f"refit: {where}({_label(out['params'])}) on {out['refit']['n_samples']} samples -> {BEST_MODEL}; no held-out set"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")

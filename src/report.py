@@ -102,9 +102,11 @@ def place_nulls(exp: hip.Experiment, columns: list[str]) -> list[str]:
     return invert
 
 
-def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[str | None] | None = None) -> hip.Experiment:
+def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[str | None] | None = None,
+                          colors: list[str] | None = None) -> hip.Experiment:
     """One datapoint per candidate: swept params, split/mean/std/rank test scores, the verdict against the best
-    (src.compare), train mean, fit time, status."""
+    (src.compare), train mean, fit time, status; lines coloured by candidate with `colors` (CSS, one per row:
+    the summary figure's), else by the mean test score."""
     metric = results.metric_names(df)[0]
     if verdicts is not None:
         df = df.assign(verdict=[v or "null" for v in verdicts])
@@ -128,8 +130,13 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
     exp.parameters_definition["status"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=STATUS_COLORS)
     if verdicts is not None:
         exp.parameters_definition["verdict"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=VERDICT_COLORS)
-    exp.parameters_definition["candidate"].type = hip.ValueType.CATEGORICAL
-    exp.colorby = f"mean_test_{metric}"
+    if colors is not None:  # one colour per candidate in every view
+        exp.parameters_definition["candidate"] = hip.ValueDef(hip.ValueType.CATEGORICAL,
+                                                              colors={html.escape(k): c for k, c in zip(labels, colors)})
+        exp.colorby = "candidate"
+    else:
+        exp.parameters_definition["candidate"].type = hip.ValueType.CATEGORICAL
+        exp.colorby = f"mean_test_{metric}"
     order = ["candidate"] + [html.escape(c) for c in keep]
     hide = HIDDEN + ["candidate", "error"] + [html.escape(c) for c in splits]  # per-fold scores stay in the data and the table
     exp.display_data(hip.Displays.PARALLEL_PLOT).update({
@@ -408,10 +415,10 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
         return [(text, None if path == this else path) for text, path in links]
 
     verdicts = comparison["verdict"].tolist() if compared else None
-    pages = {out: page(candidates_experiment(df, labels, verdicts), f"{name} · candidates · mlp-sweep",
+    css = [figures.css_rgb(c) for c in colors]
+    pages = {out: page(candidates_experiment(df, labels, verdicts, css), f"{name} · candidates · mlp-sweep",
                        header(f"mlp-sweep report: {name}", nav(out), figure_block(png, png_path, svg_path)))}
     if has_curves:
-        css = [figures.css_rgb(c) for c in colors]
         key = legend(labels, css, status) + CURVES_HELP
         mean_lines, fold_lines = curve_lines(df, labels, folds, curves)
         pages[curves_path(out)] = page(curves_experiment(mean_lines, dict(zip(labels, css))), f"{name} · learning curves · mlp-sweep",

@@ -45,6 +45,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         jobs.append(cfg)
     returns: dict[int, JobReturn] = {}
     swept = job.swept_keys(OmegaConf.to_container(launcher.config))
+    rebuilt_from = None  # the finished jobs the last rebuild saw: a group of reused jobs adds none, and needs no rebuild of its own
     for fuse, members in plan(jobs):
         if fuse:
             train(jobs, members, swept)
@@ -52,8 +53,10 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
                                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-        with results.disk_errors():
-            refresh.refresh(sweep_dir)
+        if refresh.finished_jobs(sweep_dir) != rebuilt_from:
+            with results.disk_errors():
+                refresh.refresh(sweep_dir)
+            rebuilt_from = refresh.finished_jobs(sweep_dir)
     return [returns[i] for i in range(len(jobs))]
 
 

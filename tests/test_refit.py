@@ -90,3 +90,14 @@ def test_a_rerun_with_the_same_best_candidate_reuses_the_intact_model(tiny_sweep
     (sweep / refit.BEST_MODEL).write_bytes(model[:-10])  # damaged: refit
     again = refit.refit_best(sweep, "gridsearch")
     assert "reused" not in again and (sweep / refit.BEST_MODEL).read_bytes() == model
+
+
+def test_a_rerun_with_nothing_new_trains_nothing_and_says_so(tmp_path):
+    first = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert first.returncode == 0, first.stderr
+    model = (tmp_path / refit.BEST_MODEL).read_bytes()
+    again = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert again.returncode == 0, again.stderr
+    said = again.stdout + again.stderr
+    assert said.count("not trained again") == 2 and "trained by the" not in said
+    assert "refit: reused best_model.pt of job" in again.stdout and (tmp_path / refit.BEST_MODEL).read_bytes() == model

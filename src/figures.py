@@ -226,8 +226,8 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
             text = ", ".join(value_text(c, rows.iloc[0][c], names[c]) for c in series_cols if c != "sweep")
             text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
             ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
-    if len(groups) > 1:
-        ax.legend(fontsize=8, loc="best", title="series", title_fontsize=8)
+    if len(groups) > 1:  # beside the panel, not over the data (the best point was under it)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="series", title_fontsize=8, borderaxespad=0)
     if len(scored):
         best = scored.sort_values([f"rank_test_{metric}", mean], ascending=[True, False], kind="stable").index[0]
         ax.plot(xs[best], scored.at[best, mean], "o", ms=18, mfc="none", mec="black", mew=1.5, zorder=3)

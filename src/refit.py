@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
-from src import config, engine, fused, job, results
+from src import config, engine, figures, fused, job, results
 from src.estimator import Diverged
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         X_test, y_test = held_out
         scores = check_scoring(net, scoring=list(settings["cv"]["scoring"]))(net, X_test, y_test)
         out["test"] = {"n_samples": len(y_test), **{k: float(v) for k, v in scores.items()}}
-        _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, f"best candidate ({_label(out['params'])}), held-out set")
+        _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, matrix_title(out))
     results.write_json(results_dir / TEST_SCORES, out)
     return out
 
@@ -174,6 +174,16 @@ def data_record(settings: dict, data_fingerprint: str | None) -> dict:
     return {"scaling": dataset.get("scaling", "none"),  # synthetic data have no pixels to scale
             "seed": settings["seed"], "test_size": dataset.get("test_size"), "fingerprint": data_fingerprint,
             "n_features": settings["module"]["input_dim"], "dataset": dataset}
+
+
+def matrix_title(out: dict) -> str:
+    """The confusion matrix's title: the candidate as the report names it (its architecture, and its other params),
+    and its held-out scores."""
+    module = out["module"]
+    others = {k: v for k, v in out["params"].items() if k != "module__num_units"}
+    name = figures.architecture(module["num_units"], module["num_classes"]) + (f" ({_label(others)})" if others else "")
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")
+    return f"best candidate {name}\nheld-out {scores} on {out['test']['n_samples']} samples"
 
 
 def _label(params: dict) -> str:

@@ -45,6 +45,9 @@ def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
     png = (tiny_sweep / refit.CONFUSION_MATRIX).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert "refit: job" in (tiny_sweep / "stdout.txt").read_text()
+    title = refit.matrix_title(saved)  # the confusion matrix's: the architecture and the held-out score, as the report names them
+    units = saved["module"]["num_units"]
+    assert title == f"best candidate [{units}, {units // 2}, 10]\nheld-out accuracy {saved['test']['accuracy']:.4f} on 30 samples"
 
 
 def test_the_refit_runs_when_some_jobs_failed(tmp_path):

@@ -123,7 +123,7 @@ def test_candidates_page_hiplot_settings(tiny_sweep):
     assert "rank_test_accuracy" in exp["display_data"]["PARALLEL_PLOT"]["invert"]  # categories sort upwards: flipped, rank 1 is on top
     agg = results.read_cv_results(tiny_sweep)
     best = agg.loc[agg["mean_test_accuracy"].idxmax(), "param_module__num_units"]
-    assert next(r for r in rows if r["param_module__num_units"] == best)["rank_test_accuracy"] == "1"
+    assert next(r for r in rows if int(r["param_module__num_units"]) == best)["rank_test_accuracy"] == "1"
     assert exp["display_data"]["TABLE"]["order_by"] == [["rank_test_accuracy", "asc"]]
     floats = [v for r in rows for v in r.values() if isinstance(v, float)]
     assert floats and all(float(f"{v:.4g}") == v for v in floats)  # 4 significant digits
@@ -141,7 +141,8 @@ def test_unscored_candidates_stay_off_the_top_of_score_axes(tiny_sweep, tmp_path
     agg = results.read_cv_results(tiny_sweep)
     nan = [math.nan] + list(agg["mean_test_accuracy"][1:])
     src = edited_copy(tiny_sweep, tmp_path / "one_diverged", mean_test_accuracy=nan, status=["diverged", "ok", "ok"])
-    exp = embedded_options(report.write_report([src], src / "hiplot.html").read_text())["experiment"]
+    report.write_report([src], src / "hiplot.html")
+    exp = embedded_options((src / "hiplot.html").read_text())["experiment"]
     unscored, scored = exp["datapoints"][0]["values"], exp["datapoints"][1]["values"]
     # HiPlot draws a null at the top of a numeric axis: the value is left out, so the line skips that axis
     assert "mean_test_accuracy" not in unscored and "mean_test_accuracy" in scored
@@ -155,7 +156,8 @@ def test_one_scored_candidate_keeps_its_score_axes(tiny_sweep, tmp_path):
     score = agg["mean_test_accuracy"][2]
     src = edited_copy(tiny_sweep, tmp_path / "two_diverged", mean_test_accuracy=[math.nan, math.nan, score],
                       status=["diverged", "diverged", "ok"])
-    exp = embedded_options(report.write_report([src], src / "hiplot.html").read_text())["experiment"]
+    report.write_report([src], src / "hiplot.html")
+    exp = embedded_options((src / "hiplot.html").read_text())["experiment"]
     # one finite value would give HiPlot a single-valued axis, which it hides: categorical, inverted, null at the bottom
     assert exp["parameters_definition"]["mean_test_accuracy"]["type"] == "categorical"
     assert "mean_test_accuracy" in exp["display_data"]["PARALLEL_PLOT"]["invert"]
@@ -164,10 +166,41 @@ def test_one_scored_candidate_keeps_its_score_axes(tiny_sweep, tmp_path):
 
 def test_parameters_spanning_decades_get_log_axes(tiny_sweep, tmp_path):
     src = edited_copy(tiny_sweep, tmp_path / "decades", param_module__num_units=[32, 64, 256], param_optimizer__lr=[1e-3, 1e-2, 1e-1])
-    exp = embedded_options(report.write_report([src], src / "hiplot.html").read_text())["experiment"]
-    assert exp["parameters_definition"]["param_module__num_units"]["type"] == "numericlog"
+    report.write_report([src], src / "hiplot.html")
+    exp = embedded_options((src / "hiplot.html").read_text())["experiment"]
+    # a few integers: a tick per value, written as integers (HiPlot writes a log axis's ticks 4e+1 ... 2e+2)
+    assert exp["parameters_definition"]["param_module__num_units"]["type"] == "categorical"
+    assert [dp["values"]["param_module__num_units"] for dp in exp["datapoints"]] == [" 32", " 64", "256"]  # padded: sorts as numbers
     assert exp["parameters_definition"]["param_optimizer__lr"]["type"] == "numericlog"
     assert exp["parameters_definition"].get("mean_test_accuracy", {}).get("type") is None  # scores keep HiPlot's linear default
+
+
+def test_merged_legend_sits_beside_the_data(tiny_sweep):
+    """Two series (a merge, or a second swept param): their legend is outside the score panel, off the circled best."""
+    agg = results.read_cv_results(tiny_sweep)
+    df = pd.concat([agg.assign(sweep="a"), agg.assign(sweep="b")], ignore_index=True)
+    fig = figures.summary_figure(results.rank(df), [None] * 6, figures.candidate_labels(df), figures.candidate_colors(6), [10] * 6)
+    fig.canvas.draw()
+    score_ax = fig.axes[0]
+    legend = score_ax.get_legend().get_window_extent()
+    assert legend.x0 >= score_ax.get_window_extent().x1  # right of the panel
+    assert all(legend.x1 <= ax.get_window_extent().x0 for ax in fig.axes[1:])  # and clear of the next one
+
+
+def test_short_runs_get_a_tick_per_epoch(tiny_sweep):
+    """HiPlot's XY plot would tick a 2-epoch run at 1.0, 1.1, ...: epochs are categories, padded to sort as numbers."""
+    curves = embedded_options((tiny_sweep / "hiplot_curves.html").read_text())["experiment"]
+    assert curves["parameters_definition"]["epoch"]["type"] == "categorical"
+    assert sorted({dp["values"]["epoch"] for dp in curves["datapoints"]}) == ["1", "2"]
+
+
+def test_the_caption_says_what_is_below(tiny_sweep, tmp_path):
+    page = (tiny_sweep / "hiplot.html").read_text()
+    assert "one line per candidate" in page and "HiPlot draws no axis for a column of one value" in page  # every job ok
+    results.write_cv_results(results.read_cv_results(tiny_sweep).iloc[:1], tmp_path)  # one candidate: no parallel plot
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    single = (tmp_path / "hiplot.html").read_text()
+    assert "one line per candidate" not in single and "the table of the candidates" in single
 
 
 def test_summary_figure_axes(tiny_sweep):
@@ -203,13 +236,15 @@ def test_merge_two_sweeps(tiny_sweep, second_sweep, tmp_path):
     proc = run_cli(str(tiny_sweep), str(second_sweep), "-o", str(out), module="src.report")
     assert proc.returncode == 0, proc.stderr
     rows = embedded_rows(out.read_text())
-    assert sorted(r["sweep"] for r in rows) == sorted([str(tiny_sweep)] * 3 + [str(second_sweep)])
+    names = figures.short_names([tiny_sweep, second_sweep])  # the axis shows short names (long ones were cut); the header the folders
+    assert sorted(r["sweep"] for r in rows) == sorted([names[str(tiny_sweep)]] * 3 + [names[str(second_sweep)]])
+    assert f"{tiny_sweep} + {second_sweep}" in out.read_text()
     merged = pd.concat([results.read_cv_results(tiny_sweep), results.read_cv_results(second_sweep)])
     by_score = sorted((r["mean_test_accuracy"], int(r["rank_test_accuracy"])) for r in rows)
     assert [rank for _, rank in by_score] == sorted(results.rank(merged)["rank_test_accuracy"], reverse=True)
     assert {r["sweep"] for r in embedded_rows((tmp_path / "compare_curves.html").read_text())} == {str(tiny_sweep), str(second_sweep)}
     # seed differs between the sweeps: the first, which did not override it, gets its configured seed
-    assert sorted((r["sweep"], r["param_seed"]) for r in rows) == sorted([(str(tiny_sweep), 0)] * 3 + [(str(second_sweep), 1)])
+    assert sorted((r["sweep"], r["param_seed"]) for r in rows) == sorted([(names[str(tiny_sweep)], "0")] * 3 + [(names[str(second_sweep)], "1")])
 
 
 def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_sweep, tmp_path):
@@ -223,11 +258,13 @@ def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_swee
         for f in folds:
             f["epochs"][0]["train_loss"] *= 1000  # a first-epoch loss in the thousands
         (job / results.HISTORY).write_text(json.dumps(folds))
-    out = report.write_report([wild, second_sweep], tmp_path / "compare.html")
+    out = tmp_path / "compare.html"
+    report.write_report([wild, second_sweep], out)
     rows = embedded_rows(out.read_text())
     configs = {str(d): json.loads((results.job_dirs(d)[0] / results.JOB).read_text())["config"] for d in (wild, second_sweep)}
     assert sorted(r["param_module__init"] for r in rows) == sorted(["randn"] * 3 + [configs[str(second_sweep)]["module"]["init"]])
-    assert all(r["param_module__init"] == configs[r["sweep"]]["module"]["init"] for r in rows)
+    short = {v: k for k, v in figures.short_names([wild, second_sweep]).items()}
+    assert all(r["param_module__init"] == configs[short[r["sweep"]]]["module"]["init"] for r in rows)
     assert "param_dataset__scaling" not in rows[0] and "param_train__batch_size" not in rows[0]  # equal everywhere: no column
     curves = embedded_options((tmp_path / "compare_curves.html").read_text())["experiment"]
     assert curves["parameters_definition"]["train_loss"]["type"] == "numericlog"  # the wild curve does not flatten the rest
@@ -325,7 +362,8 @@ def hostile_results(tiny_sweep, tmp_path):
 
 
 def test_strings_from_configs_and_errors_are_escaped(hostile_results):
-    page = report.write_report([hostile_results], hostile_results / "hiplot.html").read_text()
+    report.write_report([hostile_results], hostile_results / "hiplot.html")
+    page = (hostile_results / "hiplot.html").read_text()
     assert "<img src=x" not in page and "</script><img" not in page
     rows = embedded_rows(page)
     assert {r["error"] for r in rows} == {html.escape(EVIL)} and {r["status"] for r in rows} == {"failed"}

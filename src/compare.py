@@ -101,18 +101,35 @@ def repeats_to_decide(differences: np.ndarray, folds: int, rope: float, confiden
     verdict, or None if no number up to MOST_REPEATS would (the corrected variance keeps its n_test/n_train
     term however many repeats: more folds or more data are then the way)."""
     mean, var = float(np.mean(differences)), float(np.var(differences, ddof=1))
-    ratio = 1 / (folds - 1)
-    for repeats in range(1, MOST_REPEATS + 1):
-        n = folds * repeats
-        if n < 2:
-            continue
-        scale = math.sqrt(var * (1 / n + ratio))
-        if scale == 0:
-            return repeats
-        posterior = stats.t(n - 1, loc=mean, scale=scale)
-        if verdict(posterior.sf(rope), posterior.cdf(rope) - posterior.cdf(-rope), confidence) != "undecided":
-            return repeats
-    return None
+    repeats = np.arange(1, MOST_REPEATS + 1)
+    repeats = repeats[folds * repeats >= 2]
+    if var == 0:
+        return int(repeats[0])
+    n = folds * repeats  # every candidate number of repeats at once: one scipy call each, not 3 per repeat (40 s for 500 candidates)
+    scale = np.sqrt(var * (1 / n + 1 / (folds - 1)))
+    better = stats.t.sf(rope, n - 1, loc=mean, scale=scale)
+    within = stats.t.cdf(rope, n - 1, loc=mean, scale=scale) - stats.t.cdf(-rope, n - 1, loc=mean, scale=scale)
+    decided = (better >= confidence) | (within >= confidence)  # verdict() is not undecided
+    return int(repeats[np.argmax(decided)]) if decided.any() else None
+
+
+def _statistics(d: np.ndarray, ratio: float, rope: float) -> np.ndarray:
+    """corrected_ttest, interval and probabilities of each row of differences d (candidates, splits), at once:
+    columns mean_difference, ci_low, ci_high, t, p, p_holm (NaN: filled in by the caller), P(best better),
+    P(equivalent), P(other better). The same formulas, vectorised: a 500-candidate sweep took 4 s row by row."""
+    n = d.shape[1]
+    mean = d.mean(axis=1)
+    scale = np.sqrt(d.var(axis=1, ddof=1) * (1 / n + ratio))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(scale > 0, mean / scale, np.where(mean == 0, 0.0, np.copysign(np.inf, mean)))
+    p = stats.t.sf(t, n - 1)
+    spread = np.where(scale > 0, scale, 1.0)  # scipy wants a positive scale; the rows without spread are set below
+    low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=spread)
+    first, second = stats.t.sf(rope, n - 1, loc=mean, scale=spread), stats.t.cdf(-rope, n - 1, loc=mean, scale=spread)
+    still = scale == 0
+    low, high = np.where(still, mean, low), np.where(still, mean, high)
+    first, second = np.where(still, (mean > rope).astype(float), first), np.where(still, (mean < -rope).astype(float), second)
+    return np.column_stack([mean, low, high, t, p, np.full(len(d), np.nan), first, 1.0 - first - second, second])
 
 
 def split_key(config: dict) -> str | None:
@@ -167,17 +184,14 @@ def compare(df: pd.DataFrame, rope: float = DEFAULTS["rope"], confidence: float 
     out.loc[best, ["mean_difference", "ci_low", "ci_high"]] = 0.0
     out.at[best, "verdict"] = "best"
     others = [i for i in on_best if i != best]
-    for i in others:
-        d = scores[best, used] - scores[i, used]
-        t, p = corrected_ttest(d, ratio)
-        better, same, other = probabilities(d, ratio, rope)
-        low, high = interval(d, ratio)
-        out.loc[i, stat_columns] = [float(np.mean(d)), low, high, t, p, np.nan, better, same, other]
-        out.at[i, "verdict"] = verdict(better, same, confidence)
-        if out.at[i, "verdict"] == "undecided":
-            out.at[i, "repeats_to_decide"] = repeats_to_decide(d, folds, rope, confidence)
     if others:
+        d = scores[best, used] - scores[others][:, used]  # (candidates, splits): the best minus each
+        out.loc[others, stat_columns] = _statistics(d, ratio, rope)
         out.loc[others, "p_holm"] = holm(out.loc[others, "p"].to_numpy())
+        for row, i in enumerate(others):
+            out.at[i, "verdict"] = verdict(out.at[i, "p_best_better"], out.at[i, "p_equivalent"], confidence)
+            if out.at[i, "verdict"] == "undecided":
+                out.at[i, "repeats_to_decide"] = repeats_to_decide(d[row], folds, rope, confidence)
     for i in sorted(set(scored) - set(on_best)):
         out.at[i, "note"] = "cross-validated on other splits than the best (seed, data, folds or repeats differ): no verdict"
     for i in sorted(set(range(len(df))) - set(scored)):

@@ -105,6 +105,7 @@ def place_nulls(exp: hip.Experiment, columns: list[str]) -> list[str]:
     return invert
 
 
+MOST_SPLIT_COLUMNS = 5  # more per-split score columns than this are left out of the table (they stay in the data)
 MOST_TICKS = 30  # an integer param with at most this many values gets a tick per value; more: a linear axis
 
 
@@ -167,7 +168,10 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
         "hide": hide,
         "invert": invert + [html.escape(c) for c in ranks],
     })
-    exp.display_data(hip.Displays.TABLE).update({"order": order, "order_by": [[f"rank_test_{metric}", "asc"]], "hide": HIDDEN})
+    # the table's columns: per-split scores only while they are few (cv.repeats=5 would add 15; HiPlot's table has no
+    # horizontal scroll worth the name); they stay in the data, in Export and in cv_results.csv
+    table_hide = HIDDEN + ([html.escape(c) for c in splits] if len(splits) > MOST_SPLIT_COLUMNS else [])
+    exp.display_data(hip.Displays.TABLE).update({"order": order, "order_by": [[f"rank_test_{metric}", "asc"]], "hide": table_hide})
     # HiPlot gives an axis only to a column with two or more values, and fails on a parallel plot with none (one candidate)
     axes = [c for c in order if c not in hide and len({figures.key(dp.values.get(c)) for dp in exp.datapoints if c in dp.values}) > 1]
     exp.enabledDisplays = ([hip.Displays.PARALLEL_PLOT] if axes else []) + [hip.Displays.TABLE]
@@ -433,7 +437,7 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
     comparison = compare.compare(df, **(compare_settings or compare.settings(results_dirs[0])), configs=configs)
     comparison.insert(0, "candidate", labels)
     compared = len(df) > 1
-    colors = figures.candidate_colors(len(df))
+    colors = figures.candidate_colors(len(df), df[f"rank_test_{results.metric_names(df)[0]}"])
     status = list(df["status"]) if "status" in df else ["ok"] * len(df)
     by_candidate: dict[tuple, list[dict]] = {}  # grouped once: matching each row against every history is quadratic
     for h in histories:

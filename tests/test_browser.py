@@ -169,3 +169,26 @@ def test_merged_folder_named_with_closing_script_tag_stays_text(tiny_sweep, tmp_
         dom = rendered_dom(page, tmp_path)
         assert '<img src="x"' not in dom and title(dom).startswith(f"{tiny_sweep} + {evil}")
         assert html.escape(str(evil), quote=False) in dom and len(table_cells(dom)) > 1  # shown as the text it is
+
+
+def test_a_500_candidate_page_stays_usable(tmp_path):
+    """module.num_units=range(8,4000,8): the page renders, the table pages its 500 rows and shows chosen columns,
+    the 10 best-ranked are coloured as in the summary figure and the rest grey."""
+    import time
+
+    import big_grid
+
+    df, _ = big_grid.big_frame(500)
+    results.write_cv_results(df, tmp_path)
+    start = time.perf_counter()
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    seconds = time.perf_counter() - start
+    dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
+    cells = table_cells(dom)
+    assert len(cells) - 1 == 10 and "of 500 entries" in dom  # DataTables pages the rows
+    assert len(cells[0]) <= 16 and "param_module__num_units" in cells[0]
+    assert "param_module__num_units" in axes(dom) and "pplot-root" in dom
+    colors = swatches(dom)
+    grey = figures.css_rgb(figures.REST)
+    assert [c != grey for c in colors.values()] == [True] * 10  # the first page: the 10 best-ranked, in colour
+    assert seconds < 20, seconds  # the whole report: figure, comparison and three pages

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_cli
-from src import figures, report, results
+from src import compare, figures, report, results
 
 
 def embedded_options(page: str) -> dict:
@@ -387,3 +387,28 @@ def test_a_signal_during_the_figure_is_delivered_after_it():
         assert reached and signal.getsignal(signal.SIGINT) is handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_500_candidate_summary_calls_out_the_top_and_stays_quick():
+    """module.num_units=range(8,4000,8): the 10 best-ranked in colour with error bars, the rest one grey scatter and one
+    collection of curves; no collapsed layout, and drawn in about the time of a 4-candidate figure (not 15x it)."""
+    import warnings
+
+    import big_grid
+    timings = {}
+    for n in (4, 500):
+        df, curves = big_grid.big_frame(n)
+        labels, comparison = figures.candidate_labels(df), compare.compare(df)
+        colors = figures.candidate_colors(n, df["rank_test_accuracy"])
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # matplotlib's "constrained_layout not applied because axes sizes collapsed"
+            fig = figures.summary_figure(df, curves, labels, colors, [10] * n, comparison=comparison)
+            figures.figure_bytes(fig)
+        timings[n] = time.perf_counter() - start
+    score_ax, diff_ax, curves_ax = fig.axes[:3]
+    assert len(score_ax.containers) == figures.TOP  # error bars for the called-out candidates only
+    assert len(score_ax.get_xticks()) < 20 and len(diff_ax.get_yticks()) == figures.TOP
+    assert len([c for c in colors if c != figures.REST]) == figures.TOP
+    assert len(curves_ax.get_legend().get_texts()) <= figures.TOP + 2
+    assert timings[500] < 3 * timings[4] + 0.5, timings

@@ -113,6 +113,11 @@ def keep_fits(fits: dict[str, dict | BaseException]) -> None:
     _trained.update(fits)
 
 
+def kept_fits() -> int:
+    """How many jobs' fits are trained and not yet taken (results.progress counts them as needing no time)."""
+    return len(_trained)
+
+
 def take_fits(identity: dict) -> dict | BaseException | None:
     """The fits kept for this job, once; None if none were trained for it."""
     return _trained.pop(results.job_key(identity), None)

@@ -23,7 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import config, devices, job, launcher, locks, refresh, report, results, resume
+from src import config, devices, engine, job, launcher, locks, refresh, report, results, resume
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> float:
 
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
-    done = f" [{results.progress(results_dir, total)}]" if multirun else ""
+    done = f" [{results.progress(results_dir, total, engine.kept_fits())}]" if multirun else ""
     log.info(f"{label}: {row['status'][0]}, mean_test_{metric} {score:.4f} ± {row[f'std_test_{metric}'][0]:.4f}, "
              f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}{done}")
     if not multirun and report.print_outcome(job_dir):

@@ -104,3 +104,22 @@ def test_ranked_table_prints_params_with_g_and_scores_with_4_decimals(search):
     assert "1e-05" in table and "5e-05" in table and "1e+30" in table and "0.01" in table
     best = df.sort_values("rank_test_accuracy").iloc[0]
     assert f"{best['mean_test_accuracy']:.4f}" in table.splitlines()[1]
+
+
+def test_progress_knows_that_fused_jobs_are_already_trained(tmp_path):
+    """A fused group of 4 jobs trained in 200 s, then the first recorded: the other 3 need no time, only the rest does."""
+    import os
+    import time as clock
+
+    start = clock.time() - 200
+    (tmp_path / "multirun.yaml").write_text("{}")
+    os.utime(tmp_path / "multirun.yaml", (start, start))
+    job = tmp_path / "0"
+    job.mkdir()
+    (job / f"{results.CV_RESULTS}.json").write_text(json.dumps({"params": [{}]}))
+    (job / results.JOB).write_text(json.dumps({"status": "ok", "error": None, "overrides": [], "config": {}}))
+    os.utime(job / results.JOB, (start + 200, start + 200))
+    assert results.progress(tmp_path, 4, trained=3) == "1 of 4 jobs done, the other 3 already trained"
+    # 200 s trained 4 jobs' fits: 50 s a job, for the 4 of 8 not trained yet (without `trained`: 200 s x 7 left)
+    assert results.progress(tmp_path, 8, trained=3) == "1 of 8 jobs done, about 0:03:20 left"
+    assert results.progress(tmp_path, 8) == "1 of 8 jobs done, about 0:23:20 left"

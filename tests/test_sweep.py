@@ -150,3 +150,14 @@ def test_defaults_reach_the_accuracy_the_readme_promises(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert results.read_cv_results(tmp_path)["mean_test_accuracy"][0] >= 0.88
 
+
+
+def test_each_log_line_carries_its_own_loggers_name(tmp_path):
+    """The launcher's and the fused engine's lines (and a library's, such as matplotlib's) were tagged [HYDRA]."""
+    proc = run_cli("module.num_units=8,16", *TINY, "engine=fused", "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    logged = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("[20")]
+    assert logged and not any("][HYDRA]" in line for line in logged)
+    assert any("][src.launcher][INFO] - Launching 2 jobs" in line for line in logged)
+    assert any("][src.fused][INFO] - fused: " in line for line in logged)
+    assert any("][src.launcher][INFO] - fused engine: jobs 0, 1" in line for line in logged)

@@ -136,10 +136,17 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
     counts = [c for c in keep if c.startswith("param_") and integer_grid(df[c])]
     widths = {c: len(str(int(df[c].abs().max()))) for c in counts}
     sweeps = figures.short_names(df["sweep"]) if "sweep" in df else {}  # the header names the whole folders
+    few = len(df) <= MOST_TICKS  # ranks as categories, a tick each; HiPlot drops a categorical axis of hundreds of values
     exp = hip.Experiment()
-    for i, row in enumerate(df[keep].to_dict(orient="records")):
+    rows = df[keep].to_dict(orient="records")
+    # drawn in order: where many candidates are grey, the coloured best-ranked last, on top of them
+    order = range(len(df)) if colors is None or len(df) <= figures.MANY else \
+        [i for i in range(len(df)) if colors[i] == figures.css_rgb(figures.REST)] + \
+        [i for i in reversed(figures.top_rows(df[ranks[0]])) if colors[i] != figures.css_rgb(figures.REST)]
+    for i in order:
+        row = rows[i]
         # HiPlot sorts a categorical axis as text ("10" < "2"); padded with spaces, ranks sort as numbers
-        row.update({c: str(int(row[c])).rjust(width) for c in ranks})
+        row.update({c: str(int(row[c])).rjust(width) if few else int(row[c]) for c in ranks})
         row.update({c: str(int(row[c])).rjust(widths[c]) for c in counts})
         row.update({"sweep": sweeps[row["sweep"]]} if sweeps else {})
         exp.datapoints.append(hip.Datapoint(uid=str(i), values=shown({"candidate": labels[i], **row})))
@@ -149,7 +156,7 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.NUMERIC_LOG  # 32..256, 1e-3..1e-1: a grid in ratios
     for col in counts:  # a few integers (num_units 32..256): one tick per value, written as integers (HiPlot writes a log axis 4e+1)
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.CATEGORICAL
-    for col in ranks:  # categorical, rank 1 on top
+    for col in ranks if few else []:  # categorical, rank 1 on top (inverted below, numeric or not)
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.CATEGORICAL
     exp.parameters_definition["status"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=STATUS_COLORS)
     if verdicts is not None:

@@ -103,10 +103,11 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
 
 
 def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-               **options) -> Iterator[tuple[str, dict]]:
+               **options) -> Iterator[dict[str, dict]]:
     """Train the fits of several jobs (settings, identity, search) that share a group key, as one program, stack
-    by stack (src.fused.train_stacks); yields (job key, its {(repeat, fold): FitOutcome}) as soon as each job's
-    fits are all trained, so that it can be scored and recorded, and its fits freed, while the rest train.
+    by stack (src.fused.train_stacks); after each stack, yields the jobs it completed, {job key: its
+    {(repeat, fold): FitOutcome}}, so that they can be scored and recorded, and their fits freed, before the
+    next stack trains.
 
     `devices`: where the fits train, spread over them (default: the first job's estimator's device).
     `options` go to src.fused.train_stacks (layout, graph, memory_budget).
@@ -121,18 +122,21 @@ def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarr
     waiting = collections.Counter(owners)
     fits: dict[str, dict] = {}
     for indices, outcomes in fused.train_stacks(X, y, specs, shared_settings(settings), device=devices, **options):
+        done = {}
         for i, outcome in zip(indices, outcomes):
             owner, spec = owners[i], specs[i]
             fits.setdefault(owner, {})[spec.repeat or 0, spec.fold] = outcome
             waiting[owner] -= 1
             if not waiting[owner]:
-                yield owner, fits.pop(owner)
+                done[owner] = fits.pop(owner)
+        if done:
+            yield done
 
 
 def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
                 **options) -> dict[str, dict]:
     """train_jobs, all at once: the fits by job key, each a {(repeat, fold): FitOutcome} dict (repeat 0 without repeats)."""
-    return dict(train_jobs(jobs, X, y, devices, **options))
+    return {key: fits for done in train_jobs(jobs, X, y, devices, **options) for key, fits in done.items()}
 
 
 def keep_fits(fits: dict[str, dict | BaseException]) -> None:
@@ -143,6 +147,11 @@ def keep_fits(fits: dict[str, dict | BaseException]) -> None:
 def drop_fits(key: str) -> None:
     """Forget the fits kept for a job (by job key) that returned without taking them (finished already, refused)."""
     _trained.pop(key, None)
+
+
+def kept_fits() -> int:
+    """How many jobs' fits are trained and not yet taken (results.progress counts them as needing no time)."""
+    return len(_trained)
 
 
 def take_fits(identity: dict) -> dict | BaseException | None:

@@ -26,6 +26,10 @@ LOG_RATIO = 8  # positive values whose max/min reaches this (32..256, 1e-3..1e-1
 MARKERS = "osD^vP*X"
 VERDICT_COLORS = {"best": "black", "worse": "tab:red", "equivalent": "tab:green", "undecided": "tab:orange"}  # src.compare's verdicts
 MOST_COMPARED = 30  # the difference panel shows the best-ranked this many candidates
+MANY = 20  # beyond this many candidates a figure calls out the TOP best-ranked and draws the rest grey, without error bars or bands
+TOP = 10
+REST = (0.72, 0.72, 0.72)
+MOST_TICKS = 12  # a numeric x axis with more values than this gets matplotlib's own ticks, not one per value
 
 
 def is_log_scaled(values) -> bool:
@@ -101,12 +105,23 @@ def short_names(paths) -> dict[str, str]:
     return {p: p for p in paths}
 
 
-def candidate_colors(n: int) -> list[tuple[float, float, float]]:
-    """n distinct RGB colours (tab10, or tab20 beyond 10 candidates, cycled beyond 20)."""
+def candidate_colors(n: int, ranks=None) -> list[tuple[float, float, float]]:
+    """n distinct RGB colours (tab10, or tab20 beyond 10 candidates); beyond MANY candidates, given their ranks,
+    the TOP best-ranked get tab10's colours and the rest REST grey: 500 colours cannot be told apart."""
     from matplotlib import colormaps
 
+    if n > MANY and ranks is not None:
+        colors = [REST] * n
+        for j, i in enumerate(top_rows(ranks)):
+            colors[i] = colormaps["tab10"].colors[j][:3]
+        return colors
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap.colors[i % len(cmap.colors)][:3] for i in range(n)]
+
+
+def top_rows(ranks) -> list[int]:
+    """The row numbers of the TOP best-ranked candidates, best first (unscored ones rank last)."""
+    return [int(i) for i in np.argsort(np.asarray(ranks, dtype=float), kind="stable")[:TOP]]
 
 
 def css_rgb(color: tuple[float, float, float]) -> str:
@@ -191,6 +206,9 @@ def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels
         ax.minorticks_off()  # a log axis would add unlabelled ticks between the values
         classes = dict(zip(xs[scored.index], [num_classes[i] for i in scored.index]))  # value -> its candidates' num_classes
         arch = x_col == "param_module__num_units"
+        if len(values) > MOST_TICKS:  # a tick per value would be a black smear (500 widths)
+            ax.set_xlabel("num_units (first hidden layer; the second has half)" if arch else x_col.removeprefix("param_"))
+            return xs
         ax.set_xticks(values, [architecture(v, classes[v]) if arch else f"{v:.4g}" for v in values],
                       rotation=20 if len(values) > 3 else 0, ha="right" if len(values) > 3 else "center")
         ax.set_xlabel("architecture [num_units, num_units // 2, num_classes]" if arch else x_col.removeprefix("param_"))
@@ -219,15 +237,21 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
         rows = rows.assign(_x=xs[rows.index]).sort_values("_x")
         marker = MARKERS[k % len(MARKERS)]
         if connect:
-            ax.plot(rows["_x"], rows[mean], color="0.6", lw=1, ls="-" if k == 0 else (0, (4, 2 + k)), zorder=1)
-        for i, row in rows.iterrows():
+            ax.plot(rows["_x"], rows[mean], color="0.6", lw=1 if len(rows) <= MANY else 0.5, ls="-" if k == 0 else (0, (4, 2 + k)), zorder=1)
+        rest = rows[[tuple(colors[i]) == REST for i in rows.index]] if len(df) > MANY else rows.iloc[:0]
+        if len(rest):  # one scatter, no error bars: the many that are not called out
+            ax.scatter(rest["_x"], rest[mean], s=10, marker=marker, color=REST, zorder=1.5, linewidths=0)
+        for i, row in rows.drop(index=rest.index).iterrows():
             ax.errorbar(row["_x"], row[mean], yerr=row[std], fmt=marker, ms=7, color=colors[i], capsize=4, zorder=2)
         if len(groups) > 1:
             text = ", ".join(value_text(c, rows.iloc[0][c], names[c]) for c in series_cols if c != "sweep")
             text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
             ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
-    if len(groups) > 1:
-        ax.legend(fontsize=8, loc="best", title="series", title_fontsize=8)
+    if len(df) > MANY:
+        ax.scatter([], [], s=10, color=REST, label=f"the other {len(df) - TOP} (no error bars)")
+        ax.legend(fontsize=8, loc="lower right", title=f"in colour: the {TOP} best-ranked", title_fontsize=8)
+    if len(groups) > 1:  # beside the panel, not over the data (the best point was under it)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="series", title_fontsize=8, borderaxespad=0)
     if len(scored):
         best = scored.sort_values([f"rank_test_{metric}", mean], ascending=[True, False], kind="stable").index[0]
         ax.plot(xs[best], scored.at[best, mean], "o", ms=18, mfc="none", mec="black", mew=1.5, zorder=3)
@@ -251,8 +275,9 @@ def difference_panel(ax, comparison: pd.DataFrame, labels: list[str], colors: li
     interval, coloured by verdict, over the ±rope band of practical equivalence."""
     rank = next(c for c in comparison.columns if c.startswith("rank_test_"))
     shown = comparison[comparison["verdict"].notna()].sort_values([rank], kind="stable")
-    left_out = len(shown) - MOST_COMPARED
-    shown = shown.iloc[:MOST_COMPARED]
+    most = TOP if len(comparison) > MANY else MOST_COMPARED
+    left_out = len(shown) - most
+    shown = shown.iloc[:most]
     rope, confidence, metric = (comparison[c].iloc[0] for c in ("rope", "confidence", "metric"))
     ax.axvspan(-rope, rope, color="0.85", zorder=0, label=f"±rope {rope:g}: practically equivalent")
     ax.axvline(0, color="0.4", lw=0.8, zorder=1)
@@ -291,7 +316,17 @@ def log_limits(values: list[float], decades: float = 4) -> tuple[float, float]:
 def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list, status: list[str]) -> None:
     """Learning curves: per candidate the mean over folds (line) and ±std (band); validation loss dashed."""
     entries, values, has_valid, cut = 0, [], False, ""
+    rest = [i for i, c in enumerate(colors) if tuple(c) == REST] if len(curves) > MANY else []
+    lines = [np.column_stack(c["train_loss"][:2]) for i, c in enumerate(curves) if i in set(rest) and c and "train_loss" in c]
+    if lines:  # the many not called out: one collection of thin grey lines, no bands, no legend entries of their own
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection(lines, colors=[REST], linewidths=0.6, zorder=1, label=f"the other {len(rest)}"))
+        values += [v for line in lines for v in line[:, 1]]
+        ax.autoscale_view()
     for i, c in enumerate(curves):
+        if i in set(rest):
+            continue
         note = f" ({status[i]})" if status[i] != "ok" else ""
         if not c or "train_loss" not in c:
             if c is not None:  # it trained, but no epoch ended with a finite loss

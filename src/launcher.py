@@ -48,17 +48,23 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         jobs.append(cfg)
     returns: dict[int, JobReturn] = {}
     swept = job.swept_keys(OmegaConf.to_container(launcher.config))
-    rebuilt = time.perf_counter()
+    rebuilt, rebuilt_from = time.perf_counter(), None  # when, and from which finished jobs, the aggregate was last rebuilt
+
+    def rebuild() -> None:
+        """Rebuild the aggregate and report, unless no job finished since the last rebuild (a group of reused jobs)."""
+        nonlocal rebuilt, rebuilt_from
+        if refresh.finished_jobs(sweep_dir) != rebuilt_from:
+            with results.disk_errors():
+                refresh.refresh(sweep_dir)
+            rebuilt_from = refresh.finished_jobs(sweep_dir)
+        rebuilt = time.perf_counter()
 
     def run(i: int) -> None:
-        nonlocal rebuilt
         returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
         if time.perf_counter() - rebuilt > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
-            with results.disk_errors():
-                refresh.refresh(sweep_dir)
-            rebuilt = time.perf_counter()
+            rebuild()
 
     for fuse, members in plan(jobs):
         for i in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
@@ -66,9 +72,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         for i in members:
             if i not in returns:  # not fused, or its preparation failed: the job reports it
                 run(i)
-        with results.disk_errors():
-            refresh.refresh(sweep_dir)
-        rebuilt = time.perf_counter()
+        rebuild()
     return [returns[i] for i in range(len(jobs))]
 
 
@@ -105,12 +109,13 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
     on = devices.fused_devices(entries[0][0]["device"])  # every GPU of the machine for device=auto
     seconds, fits, clock = 0.0, 0, time.perf_counter()
     try:
-        for key, trained in engine.train_jobs(entries, X, y, devices=on):
+        for done in engine.train_jobs(entries, X, y, devices=on):  # the jobs a stack completed, each with its fits
             seconds += time.perf_counter() - clock
-            engine.keep_fits({key: trained})
-            fits += len(trained)
-            yield index.pop(key)
-            engine.drop_fits(key)  # the job took them, or returned before it needed them: either way they are freed
+            engine.keep_fits(done)  # all at once: a job's progress line counts the others as trained (engine.kept_fits)
+            for key, trained in done.items():
+                fits += len(trained)
+                yield index.pop(key)
+                engine.drop_fits(key)  # the job took them, or returned before it needed them: either way they are freed
             clock = time.perf_counter()
     except Exception as e:  # out of memory, ...: every job of the group not trained yet records it as its failure
         engine.keep_fits({key: e for key in index})

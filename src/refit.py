@@ -13,10 +13,14 @@ Beside the sweep's aggregate, write_best() writes, with or without the refit:
 The refit writes:
 - best_model.pt: the fitted NeuralNet's state_dict (skorch's save_params), loadable with
   torch.load(..., weights_only=True);
-- test_scores.json: the candidate, its CV and held-out scores, and what its NeuralNet needs to be rebuilt;
+- test_scores.json: the candidate, its CV and held-out scores, what its NeuralNet needs to be rebuilt, and
+  what its inputs need (`data`: scaling, seed, test_size, the data fingerprint, the data set's config);
+  src.predict.load_best() reads it back;
 - confusion_matrix.png: scikit-learn's ConfusionMatrixDisplay of the held-out predictions.
 """
+import hashlib
 import io
+import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +30,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
-from src import config, engine, fused, job, results
+from src import config, engine, figures, fused, job, results
 from src.estimator import Diverged
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,10 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         log.warning(f"refit: no candidate in {results_dir} finished with scores; nothing to refit")
         return None
     best, record, row = found
+    candidate = hashlib.sha256(results.job_key(record["config"]).encode()).hexdigest()[:16]  # its config and data fingerprint
+    reused = reusable(results_dir, candidate, engine.choose({**record["config"], "engine": engine_name}))
+    if reused is not None:
+        return reused
     # the job's identity, and the keys of it that the refit needs back
     settings = {**record["config"], "engine": engine_name, "train": {**record["config"]["train"], "verbose": "quiet"}}
     X, y, search, _ = job.prepare(settings, [], {}, swept=set())
@@ -110,7 +118,8 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     start = time.perf_counter()
     net = search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
-           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name}, "test": None}
+           "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name, "candidate": candidate}, "test": None,
+           "data": data_record(settings, record["config"].get("data_fingerprint"))}
     try:
         if name == "fused":
             spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=folds)
@@ -130,13 +139,51 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     buffer = io.BytesIO()
     net.save_params(f_params=buffer)  # the module's state_dict
     results.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())
+    out["refit"]["model_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     if held_out is not None:
         X_test, y_test = held_out
         scores = check_scoring(net, scoring=list(settings["cv"]["scoring"]))(net, X_test, y_test)
         out["test"] = {"n_samples": len(y_test), **{k: float(v) for k, v in scores.items()}}
-        _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, f"best candidate ({_label(out['params'])}), held-out set")
+        _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, matrix_title(out))
     results.write_json(results_dir / TEST_SCORES, out)
     return out
+
+
+def reusable(results_dir: Path, candidate: str, engine_name: str) -> dict | None:
+    """test_scores.json, marked reused, when its refit is of this candidate (the hash of its config and data
+    fingerprint) by this engine and best_model.pt is the file it wrote (its SHA-256); else None: refit again."""
+    try:
+        saved = json.loads((results_dir / TEST_SCORES).read_text())
+        model = (results_dir / BEST_MODEL).read_bytes()
+    except (OSError, ValueError):
+        return None
+    refit = saved.get("refit") if isinstance(saved, dict) else None
+    if not isinstance(refit, dict) or refit.get("status") != "ok" or refit.get("candidate") != candidate or refit.get("engine") != engine_name:
+        return None
+    if refit.get("model_sha256") != hashlib.sha256(model).hexdigest():
+        return None
+    if saved.get("test") is not None and not (results_dir / CONFUSION_MATRIX).is_file():
+        return None
+    return {**saved, "reused": True}
+
+
+def data_record(settings: dict, data_fingerprint: str | None) -> dict:
+    """What rebuilds the model's inputs: the raw features' scaling, and the data set, its seed, its held-out
+    share and its content hash (src.data.fingerprint), so that the held-out set can be drawn again."""
+    dataset = settings["dataset"]
+    return {"scaling": dataset.get("scaling", "none"),  # synthetic data have no pixels to scale
+            "seed": settings["seed"], "test_size": dataset.get("test_size"), "fingerprint": data_fingerprint,
+            "n_features": settings["module"]["input_dim"], "dataset": dataset}
+
+
+def matrix_title(out: dict) -> str:
+    """The confusion matrix's title: the candidate as the report names it (its architecture, and its other params),
+    and its held-out scores."""
+    module = out["module"]
+    others = {k: v for k, v in out["params"].items() if k != "module__num_units"}
+    name = figures.architecture(module["num_units"], module["num_classes"]) + (f" ({_label(others)})" if others else "")
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")
+    return f"best candidate {name}\nheld-out {scores} on {out['test']['n_samples']} samples"
 
 
 def _label(params: dict) -> str:
@@ -164,6 +211,11 @@ def summary(out: dict) -> str:
     if out["refit"]["status"] != "ok":
         return f"refit: {_label(out['params'])} diverged on all the training data ({out['refit']['error']})"
     where = f"job {out['job']} " if out["job"] is not None else ""
+    if out.get("reused"):
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in (out["test"] or {}).items() if k != "n_samples")
+        held_out = f"; held-out {scores} on {out['test']['n_samples']} samples" if out["test"] else ""
+        return (f"refit: reused {BEST_MODEL} of {where}({_label(out['params'])}): the best candidate and its data are unchanged and "
+                f"the file is intact, so nothing was trained{held_out} (delete {BEST_MODEL} to refit)")
     if out["test"] is None:
         return f"refit: {where}({_label(out['params'])}) on {out['refit']['n_samples']} samples -> {BEST_MODEL}; no held-out set"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")

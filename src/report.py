@@ -41,7 +41,10 @@ VERDICT_COLORS = {"best": "rgb(0, 0, 0)", "equivalent": "rgb(44, 160, 44)", "und
                   "worse": "rgb(214, 39, 40)", "null": GREY}  # src.compare's verdicts; null: not compared
 CURVES_HELP = ('<p style="font-size:13px;margin:4px 0 0">Drag a rectangle on the plot to zoom in, click it to zoom out; '
                "right-click a column title in the table to plot that column instead (valid_loss, valid_acc, ...).</p>")
-TABLE_CSS = "<style>.sample-rows-table td { white-space: nowrap; }</style>"  # a label per line, not one word per line
+# a label per line in the table, not one word per line; the parallel plot drawn inside margins that its first axis's
+# tick labels (sweep names) and its last axis's slanted title may use: HiPlot's own svg clips them at its edges
+TABLE_CSS = ("<style>.sample-rows-table td { white-space: nowrap; } .pplot-root svg { overflow: visible; } "
+             "div:has(> div > .pplot-root) { margin: 0 150px 0 110px; }</style>")
 
 
 class ReportError(ValueError):
@@ -102,9 +105,25 @@ def place_nulls(exp: hip.Experiment, columns: list[str]) -> list[str]:
     return invert
 
 
-def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[str | None] | None = None) -> hip.Experiment:
+MOST_SPLIT_COLUMNS = 5  # more per-split score columns than this are left out of the table (they stay in the data)
+MOST_TICKS = 30  # an integer param with at most this many values gets a tick per value; more: a linear axis
+
+
+def integers(values: pd.Series) -> bool:
+    """Every value an integer (not a bool): widths, epochs, batch sizes."""
+    return figures.is_numeric(values) and all(float(v).is_integer() for v in values)
+
+
+def integer_grid(values: pd.Series) -> bool:
+    """An integer param with few enough values for a tick each."""
+    return integers(values) and values.nunique() <= MOST_TICKS
+
+
+def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[str | None] | None = None,
+                          colors: list[str] | None = None) -> hip.Experiment:
     """One datapoint per candidate: swept params, split/mean/std/rank test scores, the verdict against the best
-    (src.compare), train mean, fit time, status."""
+    (src.compare), train mean, fit time, status; lines coloured by candidate with `colors` (CSS, one per row:
+    the summary figure's), else by the mean test score."""
     metric = results.metric_names(df)[0]
     if verdicts is not None:
         df = df.assign(verdict=[v or "null" for v in verdicts])
@@ -114,22 +133,41 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
     keep += [c for c in df.columns if c.startswith("mean_train_")] + ["mean_fit_time"] + [c for c in ("status", "error") if c in df]
     ranks = [c for c in keep if c.startswith("rank_test_")]
     width = len(str(len(df)))
+    counts = [c for c in keep if c.startswith("param_") and integer_grid(df[c])]
+    widths = {c: len(str(int(df[c].abs().max()))) for c in counts}
+    sweeps = figures.short_names(df["sweep"]) if "sweep" in df else {}  # the header names the whole folders
+    few = len(df) <= MOST_TICKS  # ranks as categories, a tick each; HiPlot drops a categorical axis of hundreds of values
     exp = hip.Experiment()
-    for i, row in enumerate(df[keep].to_dict(orient="records")):
+    rows = df[keep].to_dict(orient="records")
+    # drawn in order: where many candidates are grey, the coloured best-ranked last, on top of them
+    order = range(len(df)) if colors is None or len(df) <= figures.MANY else \
+        [i for i in range(len(df)) if colors[i] == figures.css_rgb(figures.REST)] + \
+        [i for i in reversed(figures.top_rows(df[ranks[0]])) if colors[i] != figures.css_rgb(figures.REST)]
+    for i in order:
+        row = rows[i]
         # HiPlot sorts a categorical axis as text ("10" < "2"); padded with spaces, ranks sort as numbers
-        row.update({c: str(int(row[c])).rjust(width) for c in ranks})
+        row.update({c: str(int(row[c])).rjust(width) if few else int(row[c]) for c in ranks})
+        row.update({c: str(int(row[c])).rjust(widths[c]) for c in counts})
+        row.update({"sweep": sweeps[row["sweep"]]} if sweeps else {})
         exp.datapoints.append(hip.Datapoint(uid=str(i), values=shown({"candidate": labels[i], **row})))
     numeric = [c for c in keep if c.startswith("param_")] + splits + [c for c in keep if c.startswith(("mean_", "std_"))]
     invert = place_nulls(exp, [html.escape(c) for c in numeric])
-    for col in [c for c in keep if c.startswith("param_") and figures.is_log_scaled(df[c])]:
+    for col in [c for c in keep if c.startswith("param_") and c not in counts and figures.is_log_scaled(df[c]) and not integers(df[c])]:
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.NUMERIC_LOG  # 32..256, 1e-3..1e-1: a grid in ratios
-    for col in ranks:  # categorical, rank 1 on top
+    for col in counts:  # a few integers (num_units 32..256): one tick per value, written as integers (HiPlot writes a log axis 4e+1)
+        exp.parameters_definition[html.escape(col)].type = hip.ValueType.CATEGORICAL
+    for col in ranks if few else []:  # categorical, rank 1 on top (inverted below, numeric or not)
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.CATEGORICAL
     exp.parameters_definition["status"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=STATUS_COLORS)
     if verdicts is not None:
         exp.parameters_definition["verdict"] = hip.ValueDef(hip.ValueType.CATEGORICAL, colors=VERDICT_COLORS)
-    exp.parameters_definition["candidate"].type = hip.ValueType.CATEGORICAL
-    exp.colorby = f"mean_test_{metric}"
+    if colors is not None:  # one colour per candidate in every view
+        exp.parameters_definition["candidate"] = hip.ValueDef(hip.ValueType.CATEGORICAL,
+                                                              colors={html.escape(k): c for k, c in zip(labels, colors)})
+        exp.colorby = "candidate"
+    else:
+        exp.parameters_definition["candidate"].type = hip.ValueType.CATEGORICAL
+        exp.colorby = f"mean_test_{metric}"
     order = ["candidate"] + [html.escape(c) for c in keep]
     hide = HIDDEN + ["candidate", "error"] + [html.escape(c) for c in splits]  # per-fold scores stay in the data and the table
     exp.display_data(hip.Displays.PARALLEL_PLOT).update({
@@ -137,7 +175,10 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
         "hide": hide,
         "invert": invert + [html.escape(c) for c in ranks],
     })
-    exp.display_data(hip.Displays.TABLE).update({"order": order, "order_by": [[f"rank_test_{metric}", "asc"]], "hide": HIDDEN})
+    # the table's columns: per-split scores only while they are few (cv.repeats=5 would add 15; HiPlot's table has no
+    # horizontal scroll worth the name); they stay in the data, in Export and in cv_results.csv
+    table_hide = HIDDEN + ([html.escape(c) for c in splits] if len(splits) > MOST_SPLIT_COLUMNS else [])
+    exp.display_data(hip.Displays.TABLE).update({"order": order, "order_by": [[f"rank_test_{metric}", "asc"]], "hide": table_hide})
     # HiPlot gives an axis only to a column with two or more values, and fails on a parallel plot with none (one candidate)
     axes = [c for c in order if c not in hide and len({figures.key(dp.values.get(c)) for dp in exp.datapoints if c in dp.values}) > 1]
     exp.enabledDisplays = ([hip.Displays.PARALLEL_PLOT] if axes else []) + [hip.Displays.TABLE]
@@ -150,10 +191,16 @@ def curves_experiment(lines: list[dict], colors: dict[str, str], per_fold: bool 
     lines: [{"values": {candidate, ...}, "epochs": [{"epoch": 1, "train_loss": ...}, ...]}, ...]; colors: label -> CSS colour.
     """
     exp = hip.Experiment()
+    # HiPlot's XY plot puts d3's default ticks on a numeric x axis: 1.2, 1.4, ... for a short run. Up to MOST_TICKS
+    # epochs, the epochs are categories instead (padded to sort as numbers): a tick per epoch, equally spaced, as they are
+    most = max((int(row["epoch"]) for line in lines for row in line["epochs"]), default=0)
+    width = len(str(most)) if most <= MOST_TICKS else 0
     for line in lines:
         previous = None
         for row in line["epochs"]:
             uid = str(len(exp.datapoints))  # by index: a uid is data, never a path
+            if width:
+                row = {**row, "epoch": str(int(row["epoch"])).rjust(width)}
             values = {k: v for k, v in shown({**line["values"], **row}).items() if v is not None}  # HiPlot's XY plot draws NaN at the top
             exp.datapoints.append(hip.Datapoint(uid=uid, from_uid=previous, values=values))
             previous = uid
@@ -162,6 +209,8 @@ def curves_experiment(lines: list[dict], colors: dict[str, str], per_fold: bool 
     for col in [c for c in columns if c.endswith(("_loss", "_loss_std"))]:
         if figures.is_log_scaled(dp.values[col] for dp in exp.datapoints if col in dp.values):
             exp.parameters_definition[col].type = hip.ValueType.NUMERIC_LOG  # one wild curve must not flatten the rest
+    if width:
+        exp.parameters_definition["epoch"].type = hip.ValueType.CATEGORICAL
     exp.colorby = "candidate"
     rank = next((c for c in columns if c.startswith("rank_test_")), None)
     order = ["candidate", "sweep", "repeat", "fold", "epoch", "train_loss", "valid_loss", "valid_acc"]
@@ -319,15 +368,22 @@ def curve_lines(df: pd.DataFrame, labels: list[str], folds: list[list[dict]], cu
     return mean_lines, fold_lines
 
 
-def figure_block(png: bytes, png_path: Path, svg_path: Path) -> str:
-    """The summary figure embedded as a data URI (the page stays one file), linking the SVG and PNG beside it."""
+def figure_block(png: bytes, png_path: Path, svg_path: Path, plotted: bool = True, unscored: bool = False) -> str:
+    """The summary figure embedded as a data URI (the page stays one file), linking the SVG and PNG beside it, and a
+    caption for what is below: the parallel plot (`plotted`), or the table alone; `unscored`: some candidate has no score."""
     svg_href, png_href = html.escape(quote(svg_path.name)), html.escape(quote(png_path.name))
+    if not plotted:
+        below = "Below, the table of the candidates (a parallel plot needs two or more candidates that differ)."
+    else:
+        below = ("Below, one line per candidate, in its colour of the figure: drag along an axis to select, click an axis "
+                 "title to flip it. ")
+        below += ("Unscored candidates (diverged, failed) are told apart by the <code>status</code> axis and skip the score axes."
+                  if unscored else "Every candidate was scored, so <code>status</code> (ok) is in the table only: HiPlot "
+                  "draws no axis for a column of one value.")
     return (f'<figure style="margin:10px 0 0"><a href="{svg_href}"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
             'style="max-width:100%" alt="Summary: score against the swept parameter, and learning curves"></a>'
             f'<figcaption style="font-size:13px">Summary figure: <a href="{svg_href}">{html.escape(svg_path.name)}</a>, '
-            f'<a href="{png_href}">{html.escape(png_path.name)}</a>. Below, one line per candidate: drag along an axis to select, '
-            "click an axis title to flip it. Unscored candidates (diverged, failed) are told apart by <code>status</code> "
-            "and skip the score axes.</figcaption></figure>")
+            f'<a href="{png_href}">{html.escape(png_path.name)}</a>. {below}</figcaption></figure>')
 
 
 @contextlib.contextmanager
@@ -388,7 +444,7 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
     comparison = compare.compare(df, **(compare_settings or compare.settings(results_dirs[0])), configs=configs)
     comparison.insert(0, "candidate", labels)
     compared = len(df) > 1
-    colors = figures.candidate_colors(len(df))
+    colors = figures.candidate_colors(len(df), df[f"rank_test_{results.metric_names(df)[0]}"])
     status = list(df["status"]) if "status" in df else ["ok"] * len(df)
     by_candidate: dict[tuple, list[dict]] = {}  # grouped once: matching each row against every history is quadratic
     for h in histories:
@@ -408,10 +464,12 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
         return [(text, None if path == this else path) for text, path in links]
 
     verdicts = comparison["verdict"].tolist() if compared else None
-    pages = {out: page(candidates_experiment(df, labels, verdicts), f"{name} · candidates · mlp-sweep",
-                       header(f"mlp-sweep report: {name}", nav(out), figure_block(png, png_path, svg_path)))}
+    css = [figures.css_rgb(c) for c in colors]
+    candidates = candidates_experiment(df, labels, verdicts, css)
+    block = figure_block(png, png_path, svg_path, plotted=hip.Displays.PARALLEL_PLOT in candidates.enabledDisplays,
+                         unscored=any(s != "ok" for s in status))
+    pages = {out: page(candidates, f"{name} · candidates · mlp-sweep", header(f"mlp-sweep report: {name}", nav(out), block))}
     if has_curves:
-        css = [figures.css_rgb(c) for c in colors]
         key = legend(labels, css, status) + CURVES_HELP
         mean_lines, fold_lines = curve_lines(df, labels, folds, curves)
         pages[curves_path(out)] = page(curves_experiment(mean_lines, dict(zip(labels, css))), f"{name} · learning curves · mlp-sweep",

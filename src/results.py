@@ -374,9 +374,13 @@ def failure_summary(results_dir: Path) -> str | None:
             "with status=failed and NaN scores; rerun the same command to retry them (finished jobs are not trained again).")
 
 
-def progress(sweep_dir: Path, total: int | None) -> str:
-    """"3 of 12 jobs done, about 0:01:05 left": finished job folders, and the time the ones finished in
-    this run took (since Hydra wrote multirun.yaml) times the jobs still to do."""
+def progress(sweep_dir: Path, total: int | None, trained: int = 0) -> str:
+    """"3 of 12 jobs done, about 0:01:05 left": finished job folders, and the time this run took so far (since
+    Hydra wrote multirun.yaml) per job it trained, times the jobs still to train.
+
+    `trained`: jobs still to record whose fits are already trained (the fused launcher trains a group's jobs
+    at once, before the first of them records): the time so far trained them too, and they need none more.
+    """
     sweep_dir = Path(sweep_dir)
     started = (sweep_dir / "multirun.yaml").stat().st_mtime if (sweep_dir / "multirun.yaml").is_file() else None
     finished = [(d / JOB).stat().st_mtime for d in job_dirs(sweep_dir)]
@@ -385,8 +389,11 @@ def progress(sweep_dir: Path, total: int | None) -> str:
         return f"{done} jobs done"
     line = f"{done} of {total} jobs done"
     this_run = [t for t in finished if started is not None and t >= started]
-    if this_run and done < total:
-        left = (max(this_run) - started) / len(this_run) * (total - done)
+    to_train = max(total - done - trained, 0)
+    if done < total and to_train == 0:
+        line += f", the other {total - done} already trained"
+    elif this_run and done < total:
+        left = (max(this_run) - started) / (len(this_run) + trained) * to_train
         line += f", about {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d} left"
     return line
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """One job: compose -> data -> estimator -> search -> results -> report. Returns the mean test score."""
-    from src import devices, job, launcher, refresh, report, results
+    from src import devices, engine, job, launcher, refresh, report, results
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> float:
 
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
-    done = f" [{results.progress(results_dir, total)}]" if multirun else ""
+    done = f" [{results.progress(results_dir, total, engine.kept_fits())}]" if multirun else ""
     log.info(f"{label}: {row['status'][0]}, mean_test_{metric} {score:.4f} ± {row[f'std_test_{metric}'][0]:.4f}, "
              f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}{done}")
     if not multirun and report.print_outcome(job_dir):

@@ -77,6 +77,24 @@ def test_report_shows_one_row_per_candidate(tiny_sweep, tmp_path):
     assert 'href="hiplot_curves.html"' in dom and 'src="data:image/png;base64,' in dom
 
 
+def swatches(dom: str) -> dict[str, str]:
+    """The table's colour swatch of each row (HiPlot colours a row as it colours its line), by candidate label."""
+    cells = table_cells(dom)
+    column = cells[0].index("candidate")
+    table = dom[dom.index("sample-rows-table"):]
+    rows = re.findall(r'<tr[^>]*class="(?:odd|even)[^"]*"[^>]*>(.*?)</tr>', table[: table.index("</table>")])
+    colors = [re.search(r"background-color: rgba?\((\d+), ?(\d+), ?(\d+)", r).groups() for r in rows]
+    return {row[column]: "rgb({}, {}, {})".format(*c) for row, c in zip(cells[1:], colors)}
+
+
+def test_lines_are_coloured_by_candidate_as_in_the_summary_figure(tiny_sweep, tmp_path):
+    """The parallel plot's lines (and the table's swatches, HiPlot's colour of each line) take the summary figure's palette."""
+    dom = rendered_dom(tiny_sweep / "hiplot.html", tmp_path)
+    units = results.read_cv_results(tiny_sweep)["param_module__num_units"]
+    palette = [figures.css_rgb(c) for c in figures.candidate_colors(len(units))]
+    assert swatches(dom) == {figures.architecture(u): c for u, c in zip(units, palette)}
+
+
 def test_learning_curves_page_is_a_tall_labelled_plot(tiny_sweep, tmp_path):
     src = tmp_path / "long"
     shutil.copytree(tiny_sweep, src, ignore=shutil.ignore_patterns("*.html", "summary.*"))
@@ -87,7 +105,7 @@ def test_learning_curves_page_is_a_tall_labelled_plot(tiny_sweep, tmp_path):
         (job / results.HISTORY).write_text(json.dumps(folds))
     report.write_report([src], src / "hiplot.html")
     dom = rendered_dom(src / "hiplot_curves.html", tmp_path)
-    assert "pplot-root" not in dom  # no parallel plot of epoch rows
+    assert 'pplot-root"' not in dom  # no parallel plot of epoch rows (the class; the page's CSS names it too)
     heights = [float(h) for h in re.findall(r'<svg[^>]*height="([\d.]+)"', dom[dom.index("Selected:"):])]
     assert max(heights) >= 600  # a tall loss plot
     legend = dom[dom.index("candidate-legend"):]
@@ -104,7 +122,8 @@ def test_unscored_candidates_sit_below_scored_ones(tiny_sweep, tmp_path):
     agg = results.read_cv_results(tiny_sweep)
     df = agg.assign(mean_test_accuracy=[math.nan, math.nan, agg["mean_test_accuracy"][2]], status=["diverged", "failed", "ok"])
     results.write_cv_results(results.rank(df), tmp_path)
-    dom = rendered_dom(report.write_report([tmp_path], tmp_path / "hiplot.html"), tmp_path)
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
     shown = axes(dom)
     assert not re.search(r"<text[^>]*>nan/inf/null</text>", dom)  # HiPlot's label for nulls drawn at the top
     ticks = dict(shown["mean_test_accuracy"])  # one finite value: the axis is kept, the value above the nulls
@@ -114,7 +133,8 @@ def test_unscored_candidates_sit_below_scored_ones(tiny_sweep, tmp_path):
 
 def test_single_candidate_page_renders(tiny_sweep, tmp_path):
     results.write_cv_results(results.read_cv_results(tiny_sweep).iloc[:1], tmp_path)
-    dom = rendered_dom(report.write_report([tmp_path], tmp_path / "hiplot.html"), tmp_path)
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
     assert len(table_cells(dom)) == 2 and 'src="data:image/png;base64,' in dom  # HiPlot cannot draw axes of one value
 
 
@@ -123,7 +143,8 @@ def test_markup_in_results_shows_as_text(tiny_sweep, tmp_path):
     df = results.read_cv_results(tiny_sweep).assign(error=evil)
     df["param_module__num_units"] = [[PAYLOAD], {"k": [PAYLOAD]}, 32]  # markup nested in lists and dicts
     results.write_cv_results(df, tmp_path)
-    dom = rendered_dom(report.write_report([tmp_path], tmp_path / "hiplot.html"), tmp_path)
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
     assert len(table_cells(dom)) - 1 == len(df)
     assert '<img src="x"' not in dom and "&lt;/script&gt;&lt;img src=x" in dom
     assert title(dom) == f"{tmp_path} · candidates · mlp-sweep"
@@ -142,8 +163,33 @@ def test_job_folder_named_with_markup_stays_text(tiny_sweep, tmp_path):
 def test_merged_folder_named_with_closing_script_tag_stays_text(tiny_sweep, tmp_path):
     evil = tmp_path / 'x</script><img src=x onerror="document.title=1">'
     shutil.copytree(tiny_sweep, evil, ignore=shutil.ignore_patterns("*.html", "summary.*"))
-    out = report.write_report([tiny_sweep, evil], tmp_path / "compare.html")
+    out = tmp_path / "compare.html"
+    report.write_report([tiny_sweep, evil], out)
     for page in (out, tmp_path / "compare_curves.html"):
         dom = rendered_dom(page, tmp_path)
         assert '<img src="x"' not in dom and title(dom).startswith(f"{tiny_sweep} + {evil}")
         assert html.escape(str(evil), quote=False) in dom and len(table_cells(dom)) > 1  # shown as the text it is
+
+
+def test_a_500_candidate_page_stays_usable(tmp_path):
+    """module.num_units=range(8,4000,8): the page renders, the table pages its 500 rows and shows chosen columns,
+    the 10 best-ranked are coloured as in the summary figure and the rest grey."""
+    import time
+
+    import big_grid
+
+    df, _ = big_grid.big_frame(500)
+    results.write_cv_results(df, tmp_path)
+    start = time.perf_counter()
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    seconds = time.perf_counter() - start
+    dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
+    cells = table_cells(dom)
+    assert len(cells) - 1 == 10 and "of 500 entries" in dom  # DataTables pages the rows
+    assert len(cells[0]) <= 16 and "param_module__num_units" in cells[0]
+    shown = axes(dom)
+    assert {"param_module__num_units", "rank_test_accuracy"} <= set(shown) and 'pplot-root"' in dom  # ranks numeric: HiPlot drops 500 categories
+    colors = swatches(dom)
+    grey = figures.css_rgb(figures.REST)
+    assert [c != grey for c in colors.values()] == [True] * 10  # the first page: the 10 best-ranked, in colour
+    assert seconds < 20, seconds  # the whole report: figure, comparison and three pages

@@ -38,13 +38,16 @@ def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
     net = NeuralNet(**saved["module"])
     net.load_state_dict(torch.load(tiny_sweep / refit.BEST_MODEL, weights_only=True))
     with torch.no_grad():
-        predicted = net(torch.as_tensor(X_test)).argmax(1).numpy()
+        predicted = net(torch.as_tensor(X_test.copy())).argmax(1).numpy()  # the cached arrays are read-only
     assert saved["test"]["n_samples"] == len(y_test) == 30  # dataset.test_size=0.2 of dataset.limit=150
     assert saved["test"]["accuracy"] == pytest.approx(accuracy_score(y_test, predicted))
     assert set(saved["cv"]) == {"mean_test_accuracy"} and saved["refit"]["n_samples"] == 120
     png = (tiny_sweep / refit.CONFUSION_MATRIX).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert "refit: job" in (tiny_sweep / "stdout.txt").read_text()
+    title = refit.matrix_title(saved)  # the confusion matrix's: the architecture and the held-out score, as the report names them
+    units = saved["module"]["num_units"]
+    assert title == f"best candidate [{units}, {units // 2}, 10]\nheld-out accuracy {saved['test']['accuracy']:.4f} on 30 samples"
 
 
 def test_the_refit_runs_when_some_jobs_failed(tmp_path):
@@ -68,3 +71,36 @@ def test_no_refit_when_turned_off_and_the_fused_engine_refits_the_same_model(tmp
     assert json.loads((tmp_path / "fused" / refit.TEST_SCORES).read_text())["refit"]["engine"] == "fused"
     assert np.isclose(json.loads((tmp_path / "fused" / refit.TEST_SCORES).read_text())["test"]["accuracy"],
                       json.loads((tiny_sweep / refit.TEST_SCORES).read_text())["test"]["accuracy"])
+
+
+def test_a_rerun_with_the_same_best_candidate_reuses_the_intact_model(tiny_sweep, tmp_path, monkeypatch):
+    """Same best candidate, same data, best_model.pt intact: nothing is trained and the files stay; a damaged
+    best_model.pt is refit, to the same bytes."""
+    import shutil
+
+    from src import job
+
+    sweep = tmp_path / "s"
+    shutil.copytree(tiny_sweep, sweep)
+    model = (sweep / refit.BEST_MODEL).read_bytes()
+    scores = (sweep / refit.TEST_SCORES).read_text()
+    with monkeypatch.context() as m:
+        m.setattr(job, "prepare", lambda *a, **k: pytest.fail("the refit trained again"))
+        out = refit.refit_best(sweep, "gridsearch")
+    assert out["reused"] and out["test"] == json.loads(scores)["test"]
+    assert (sweep / refit.BEST_MODEL).read_bytes() == model and (sweep / refit.TEST_SCORES).read_text() == scores
+    assert refit.summary(out).startswith(f"refit: reused best_model.pt of job {out['job']} ")
+    (sweep / refit.BEST_MODEL).write_bytes(model[:-10])  # damaged: refit
+    again = refit.refit_best(sweep, "gridsearch")
+    assert "reused" not in again and (sweep / refit.BEST_MODEL).read_bytes() == model
+
+
+def test_a_rerun_with_nothing_new_trains_nothing_and_says_so(tmp_path):
+    first = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert first.returncode == 0, first.stderr
+    model = (tmp_path / refit.BEST_MODEL).read_bytes()
+    again = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    assert again.returncode == 0, again.stderr
+    said = again.stdout + again.stderr
+    assert said.count("not trained again") == 2 and "trained by the" not in said
+    assert "refit: reused best_model.pt of job" in again.stdout and (tmp_path / refit.BEST_MODEL).read_bytes() == model

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_cli
-from src import figures, report, results
+from src import compare, figures, report, results
 
 
 def embedded_options(page: str) -> dict:
@@ -59,7 +59,7 @@ def edited_copy(tiny_sweep, target, **columns):
 def test_sweep_report_has_a_row_per_candidate_and_curves(tiny_sweep):
     rows = embedded_rows((tiny_sweep / "hiplot.html").read_text())
     agg = results.read_cv_results(tiny_sweep)
-    assert sorted(r["param_module__num_units"] for r in rows) == sorted(agg["param_module__num_units"])
+    assert sorted(int(r["param_module__num_units"]) for r in rows)  # a few integers: padded categories == sorted(agg["param_module__num_units"])
     assert {"split0_test_accuracy", "mean_test_accuracy", "std_test_accuracy", "rank_test_accuracy", "mean_fit_time"} <= set(rows[0])
     assert sorted(r["candidate"] for r in rows) == sorted(figures.architecture(n) for n in agg["param_module__num_units"])
     folds = lines((tiny_sweep / "hiplot_curves_folds.html").read_text())
@@ -70,7 +70,7 @@ def test_sweep_report_has_a_row_per_candidate_and_curves(tiny_sweep):
 def test_curves_page_draws_the_mean_over_folds_per_candidate(tiny_sweep):
     page = (tiny_sweep / "hiplot_curves.html").read_text()
     curves = lines(page)
-    assert len(curves) == 3 and all([p["epoch"] for p in line] == [1, 2] for line in curves)
+    assert len(curves) == 3 and all([int(p["epoch"]) for p in line] == [1, 2] for line in curves)
     for job in results.job_dirs(tiny_sweep):  # reference: the raw per-fold histories
         folds = json.loads((job / results.HISTORY).read_text())
         expected = np.mean([[e["train_loss"] for e in f["epochs"]] for f in folds], axis=0)
@@ -101,11 +101,9 @@ def test_summary_figure_is_saved_and_embedded(tiny_sweep):
     agg = results.read_cv_results(tiny_sweep)  # reference: the saved cv_results_, not the figure code
     for units in agg["param_module__num_units"]:
         assert figures.architecture(units) in text
-    ranked = agg.sort_values("rank_test_accuracy")
-    best, second = ranked.iloc[0], ranked.iloc[1]
-    sigmas = (best["mean_test_accuracy"] - second["mean_test_accuracy"]) / math.sqrt((best["std_test_accuracy"] ** 2 + second["std_test_accuracy"] ** 2) / 2)
+    best = agg.sort_values("rank_test_accuracy").iloc[0]
     assert f"best: {figures.architecture(best['param_module__num_units'])}" in text
-    assert f"{sigmas:.2f} σ over the next-best, {figures.architecture(second['param_module__num_units'])}" in text
+    assert "against it: " in text and "difference to the best" in text  # the verdicts (src.compare), not a margin in σ
     page = (tiny_sweep / "hiplot.html").read_text()
     embedded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
     import base64
@@ -123,7 +121,7 @@ def test_candidates_page_hiplot_settings(tiny_sweep):
     assert "rank_test_accuracy" in exp["display_data"]["PARALLEL_PLOT"]["invert"]  # categories sort upwards: flipped, rank 1 is on top
     agg = results.read_cv_results(tiny_sweep)
     best = agg.loc[agg["mean_test_accuracy"].idxmax(), "param_module__num_units"]
-    assert next(r for r in rows if r["param_module__num_units"] == best)["rank_test_accuracy"] == "1"
+    assert next(r for r in rows if int(r["param_module__num_units"]) == best)["rank_test_accuracy"] == "1"
     assert exp["display_data"]["TABLE"]["order_by"] == [["rank_test_accuracy", "asc"]]
     floats = [v for r in rows for v in r.values() if isinstance(v, float)]
     assert floats and all(float(f"{v:.4g}") == v for v in floats)  # 4 significant digits
@@ -141,7 +139,8 @@ def test_unscored_candidates_stay_off_the_top_of_score_axes(tiny_sweep, tmp_path
     agg = results.read_cv_results(tiny_sweep)
     nan = [math.nan] + list(agg["mean_test_accuracy"][1:])
     src = edited_copy(tiny_sweep, tmp_path / "one_diverged", mean_test_accuracy=nan, status=["diverged", "ok", "ok"])
-    exp = embedded_options(report.write_report([src], src / "hiplot.html").read_text())["experiment"]
+    report.write_report([src], src / "hiplot.html")
+    exp = embedded_options((src / "hiplot.html").read_text())["experiment"]
     unscored, scored = exp["datapoints"][0]["values"], exp["datapoints"][1]["values"]
     # HiPlot draws a null at the top of a numeric axis: the value is left out, so the line skips that axis
     assert "mean_test_accuracy" not in unscored and "mean_test_accuracy" in scored
@@ -155,7 +154,8 @@ def test_one_scored_candidate_keeps_its_score_axes(tiny_sweep, tmp_path):
     score = agg["mean_test_accuracy"][2]
     src = edited_copy(tiny_sweep, tmp_path / "two_diverged", mean_test_accuracy=[math.nan, math.nan, score],
                       status=["diverged", "diverged", "ok"])
-    exp = embedded_options(report.write_report([src], src / "hiplot.html").read_text())["experiment"]
+    report.write_report([src], src / "hiplot.html")
+    exp = embedded_options((src / "hiplot.html").read_text())["experiment"]
     # one finite value would give HiPlot a single-valued axis, which it hides: categorical, inverted, null at the bottom
     assert exp["parameters_definition"]["mean_test_accuracy"]["type"] == "categorical"
     assert "mean_test_accuracy" in exp["display_data"]["PARALLEL_PLOT"]["invert"]
@@ -164,10 +164,41 @@ def test_one_scored_candidate_keeps_its_score_axes(tiny_sweep, tmp_path):
 
 def test_parameters_spanning_decades_get_log_axes(tiny_sweep, tmp_path):
     src = edited_copy(tiny_sweep, tmp_path / "decades", param_module__num_units=[32, 64, 256], param_optimizer__lr=[1e-3, 1e-2, 1e-1])
-    exp = embedded_options(report.write_report([src], src / "hiplot.html").read_text())["experiment"]
-    assert exp["parameters_definition"]["param_module__num_units"]["type"] == "numericlog"
+    report.write_report([src], src / "hiplot.html")
+    exp = embedded_options((src / "hiplot.html").read_text())["experiment"]
+    # a few integers: a tick per value, written as integers (HiPlot writes a log axis's ticks 4e+1 ... 2e+2)
+    assert exp["parameters_definition"]["param_module__num_units"]["type"] == "categorical"
+    assert [dp["values"]["param_module__num_units"] for dp in exp["datapoints"]] == [" 32", " 64", "256"]  # padded: sorts as numbers
     assert exp["parameters_definition"]["param_optimizer__lr"]["type"] == "numericlog"
     assert exp["parameters_definition"].get("mean_test_accuracy", {}).get("type") is None  # scores keep HiPlot's linear default
+
+
+def test_merged_legend_sits_beside_the_data(tiny_sweep):
+    """Two series (a merge, or a second swept param): their legend is outside the score panel, off the circled best."""
+    agg = results.read_cv_results(tiny_sweep)
+    df = pd.concat([agg.assign(sweep="a"), agg.assign(sweep="b")], ignore_index=True)
+    fig = figures.summary_figure(results.rank(df), [None] * 6, figures.candidate_labels(df), figures.candidate_colors(6), [10] * 6)
+    fig.canvas.draw()
+    score_ax = fig.axes[0]
+    legend = score_ax.get_legend().get_window_extent()
+    assert legend.x0 >= score_ax.get_window_extent().x1  # right of the panel
+    assert all(legend.x1 <= ax.get_window_extent().x0 for ax in fig.axes[1:])  # and clear of the next one
+
+
+def test_short_runs_get_a_tick_per_epoch(tiny_sweep):
+    """HiPlot's XY plot would tick a 2-epoch run at 1.0, 1.1, ...: epochs are categories, padded to sort as numbers."""
+    curves = embedded_options((tiny_sweep / "hiplot_curves.html").read_text())["experiment"]
+    assert curves["parameters_definition"]["epoch"]["type"] == "categorical"
+    assert sorted({dp["values"]["epoch"] for dp in curves["datapoints"]}) == ["1", "2"]
+
+
+def test_the_caption_says_what_is_below(tiny_sweep, tmp_path):
+    page = (tiny_sweep / "hiplot.html").read_text()
+    assert "one line per candidate" in page and "HiPlot draws no axis for a column of one value" in page  # every job ok
+    results.write_cv_results(results.read_cv_results(tiny_sweep).iloc[:1], tmp_path)  # one candidate: no parallel plot
+    report.write_report([tmp_path], tmp_path / "hiplot.html")
+    single = (tmp_path / "hiplot.html").read_text()
+    assert "one line per candidate" not in single and "the table of the candidates" in single
 
 
 def test_summary_figure_axes(tiny_sweep):
@@ -185,7 +216,7 @@ def test_summary_figure_axes(tiny_sweep):
     plotted = sorted(round(line.get_xdata()[0], 6) for line in score_ax.lines if len(line.get_xdata()) == 1 and line.get_marker() == "o")
     assert 0.001 not in plotted and 0.1 in plotted  # the diverged candidate is left out of the score panel ...
     assert any("not scored, left out: lr=0.001 (diverged)" in t.get_text() for t in score_ax.texts)  # ... and named
-    assert score_ax.get_xlabel() and score_ax.get_ylabel() == "accuracy: mean ± std over 3 folds"
+    assert score_ax.get_xlabel() and score_ax.get_ylabel() == "accuracy: mean ± std over 3 splits"
     assert {t.get_text() for t in curves_ax.get_legend().get_texts()} >= {"lr=0.001 (diverged)", "lr=0.1"}
 
 
@@ -203,13 +234,15 @@ def test_merge_two_sweeps(tiny_sweep, second_sweep, tmp_path):
     proc = run_cli(str(tiny_sweep), str(second_sweep), "-o", str(out), module="src.report")
     assert proc.returncode == 0, proc.stderr
     rows = embedded_rows(out.read_text())
-    assert sorted(r["sweep"] for r in rows) == sorted([str(tiny_sweep)] * 3 + [str(second_sweep)])
+    names = figures.short_names([tiny_sweep, second_sweep])  # the axis shows short names (long ones were cut); the header the folders
+    assert sorted(r["sweep"] for r in rows) == sorted([names[str(tiny_sweep)]] * 3 + [names[str(second_sweep)]])
+    assert f"{tiny_sweep} + {second_sweep}" in out.read_text()
     merged = pd.concat([results.read_cv_results(tiny_sweep), results.read_cv_results(second_sweep)])
     by_score = sorted((r["mean_test_accuracy"], int(r["rank_test_accuracy"])) for r in rows)
     assert [rank for _, rank in by_score] == sorted(results.rank(merged)["rank_test_accuracy"], reverse=True)
     assert {r["sweep"] for r in embedded_rows((tmp_path / "compare_curves.html").read_text())} == {str(tiny_sweep), str(second_sweep)}
     # seed differs between the sweeps: the first, which did not override it, gets its configured seed
-    assert sorted((r["sweep"], r["param_seed"]) for r in rows) == sorted([(str(tiny_sweep), 0)] * 3 + [(str(second_sweep), 1)])
+    assert sorted((r["sweep"], r["param_seed"]) for r in rows) == sorted([(names[str(tiny_sweep)], "0")] * 3 + [(names[str(second_sweep)], "1")])
 
 
 def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_sweep, tmp_path):
@@ -223,11 +256,13 @@ def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_swee
         for f in folds:
             f["epochs"][0]["train_loss"] *= 1000  # a first-epoch loss in the thousands
         (job / results.HISTORY).write_text(json.dumps(folds))
-    out = report.write_report([wild, second_sweep], tmp_path / "compare.html")
+    out = tmp_path / "compare.html"
+    report.write_report([wild, second_sweep], out)
     rows = embedded_rows(out.read_text())
     configs = {str(d): json.loads((results.job_dirs(d)[0] / results.JOB).read_text())["config"] for d in (wild, second_sweep)}
     assert sorted(r["param_module__init"] for r in rows) == sorted(["randn"] * 3 + [configs[str(second_sweep)]["module"]["init"]])
-    assert all(r["param_module__init"] == configs[r["sweep"]]["module"]["init"] for r in rows)
+    short = {v: k for k, v in figures.short_names([wild, second_sweep]).items()}
+    assert all(r["param_module__init"] == configs[short[r["sweep"]]]["module"]["init"] for r in rows)
     assert "param_dataset__scaling" not in rows[0] and "param_train__batch_size" not in rows[0]  # equal everywhere: no column
     curves = embedded_options((tmp_path / "compare_curves.html").read_text())["experiment"]
     assert curves["parameters_definition"]["train_loss"]["type"] == "numericlog"  # the wild curve does not flatten the rest
@@ -238,7 +273,8 @@ def test_report_without_o_writes_under_outputs_compare(tiny_sweep, second_sweep,
     assert report.main([str(tiny_sweep), str(second_sweep)]) == 0
     written = list((tmp_path / "outputs" / "compare").glob("*/*/hiplot.html"))
     assert len(written) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", "/".join(written[0].parent.parts[-2:]))
-    assert {p.name for p in written[0].parent.iterdir()} == {"hiplot.html", "hiplot_curves.html", "hiplot_curves_folds.html", "summary.png", "summary.svg"}
+    assert {p.name for p in written[0].parent.iterdir()} == {"hiplot.html", "hiplot_curves.html", "hiplot_curves_folds.html", "summary.png", "summary.svg",
+                                                              "comparison.csv", "comparison.json"}
     assert str(written[0].parent.relative_to(tmp_path)) in capsys.readouterr().out  # it says where
     assert not list(tmp_path.glob("*.html"))
 
@@ -325,7 +361,8 @@ def hostile_results(tiny_sweep, tmp_path):
 
 
 def test_strings_from_configs_and_errors_are_escaped(hostile_results):
-    page = report.write_report([hostile_results], hostile_results / "hiplot.html").read_text()
+    report.write_report([hostile_results], hostile_results / "hiplot.html")
+    page = (hostile_results / "hiplot.html").read_text()
     assert "<img src=x" not in page and "</script><img" not in page
     rows = embedded_rows(page)
     assert {r["error"] for r in rows} == {html.escape(EVIL)} and {r["status"] for r in rows} == {"failed"}
@@ -383,3 +420,28 @@ def test_an_output_in_a_missing_folder_creates_it(tiny_sweep, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert report.main([str(tiny_sweep), "-o", "cmp/ab.html"]) == 0
     assert (tmp_path / "cmp" / "ab.html").is_file() and (tmp_path / "cmp" / "ab_curves.html").is_file()
+
+
+def test_a_500_candidate_summary_calls_out_the_top_and_stays_quick():
+    """module.num_units=range(8,4000,8): the 10 best-ranked in colour with error bars, the rest one grey scatter and one
+    collection of curves; no collapsed layout, and drawn in about the time of a 4-candidate figure (not 15x it)."""
+    import warnings
+
+    import big_grid
+    timings = {}
+    for n in (4, 500):
+        df, curves = big_grid.big_frame(n)
+        labels, comparison = figures.candidate_labels(df), compare.compare(df)
+        colors = figures.candidate_colors(n, df["rank_test_accuracy"])
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # matplotlib's "constrained_layout not applied because axes sizes collapsed"
+            fig = figures.summary_figure(df, curves, labels, colors, [10] * n, comparison=comparison)
+            figures.figure_bytes(fig)
+        timings[n] = time.perf_counter() - start
+    score_ax, diff_ax, curves_ax = fig.axes[:3]
+    assert len(score_ax.containers) == figures.TOP  # error bars for the called-out candidates only
+    assert len(score_ax.get_xticks()) < 20 and len(diff_ax.get_yticks()) == figures.TOP
+    assert len([c for c in colors if c != figures.REST]) == figures.TOP
+    assert len(curves_ax.get_legend().get_texts()) <= figures.TOP + 2
+    assert timings[500] < 3 * timings[4] + 0.5, timings

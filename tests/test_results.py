@@ -117,3 +117,22 @@ def test_job_rows_without_status_error_or_the_row_metric_are_a_damaged_record(tm
         results.job_record(tmp_path / "1")
     assert results.finished_job(tmp_path / "1") is None
     assert results.aggregate(tmp_path)["param_module__num_units"].tolist() == [8]
+
+
+def test_progress_knows_that_fused_jobs_are_already_trained(tmp_path):
+    """A fused group of 4 jobs trained in 200 s, then the first recorded: the other 3 need no time, only the rest does."""
+    import os
+    import time as clock
+
+    start = clock.time() - 200
+    (tmp_path / "multirun.yaml").write_text("{}")
+    os.utime(tmp_path / "multirun.yaml", (start, start))
+    job = tmp_path / "0"
+    job.mkdir()
+    (job / f"{results.CV_RESULTS}.json").write_text(json.dumps({"params": [{}]}))
+    (job / results.JOB).write_text(json.dumps({"status": "ok", "error": None, "overrides": [], "config": {}}))
+    os.utime(job / results.JOB, (start + 200, start + 200))
+    assert results.progress(tmp_path, 4, trained=3) == "1 of 4 jobs done, the other 3 already trained"
+    # 200 s trained 4 jobs' fits: 50 s a job, for the 4 of 8 not trained yet (without `trained`: 200 s x 7 left)
+    assert results.progress(tmp_path, 8, trained=3) == "1 of 8 jobs done, about 0:03:20 left"
+    assert results.progress(tmp_path, 8) == "1 of 8 jobs done, about 0:23:20 left"

@@ -12,10 +12,12 @@ TINY = ["dataset.limit=150", "train.max_epochs=2", "train.verbose=quiet"]
 
 
 def run_cli(*args: str, module: str = "src.sweep", env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m <module> args...` from the repo root, as a user would."""
+    """Run `python -m <module> args...` from the repo root, as a user would; the tests' helper modules
+    (failing_optimizer) are importable there."""
+    path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path, **(env or {})},
     )
 
 

@@ -51,11 +51,11 @@ def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
 
 
 def test_the_refit_runs_when_some_jobs_failed(tmp_path):
-    huge = 10**12  # a first layer larger than any memory: that job fails
-    proc = run_cli(f"module.num_units=8,{huge}", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    # +optimizer.fail=true: that job's first step raises (tests/failing_optimizer.py)
+    proc = run_cli("optimizer._target_=failing_optimizer.FailingSGD", "+optimizer.fail=false,true", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
     assert proc.returncode == 1 and "1 of 2 jobs failed" in proc.stderr
     saved = json.loads((tmp_path / refit.TEST_SCORES).read_text())
-    assert saved["params"] == {"module__num_units": 8} and saved["refit"]["status"] == "ok"
+    assert saved["params"] == {"optimizer__fail": False} and saved["refit"]["status"] == "ok"
     assert (tmp_path / refit.BEST_MODEL).is_file()
 
 

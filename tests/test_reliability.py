@@ -16,16 +16,17 @@ import torch
 from conftest import ROOT, TINY, run_cli
 from src import locks, results
 
-HUGE = 10**12  # a first weight of 784 x 10**12 floats: more than any address space, so allocation fails
-
+# +optimizer.fail=true: the first step raises (tests/failing_optimizer.py), as a job that runs out of memory does.
 # Long enough per job (about a second) that a kill lands between jobs.
-BROKEN = [f"module.num_units=8,{HUGE}", "optimizer.lr=0.01,1e30", *TINY, "train.max_epochs=3"]
+BROKEN = ["optimizer._target_=failing_optimizer.FailingSGD", "+optimizer.fail=false,true", "optimizer.lr=0.01,1e30", *TINY,
+          "train.max_epochs=3"]
+FAIL = True
 SLOW = ["module.num_units=8,16,32,64", "dataset.limit=1500", "train.max_epochs=4", "train.verbose=quiet"]
 
 
 @pytest.fixture(scope="module")
 def broken_sweep(tmp_path_factory):
-    """A sweep where num_units=10**12 runs out of memory (3.1 PB for one weight) and lr=1e30 diverges."""
+    """A sweep where +optimizer.fail=true fails at its first step and lr=1e30 diverges."""
     sweep_dir = tmp_path_factory.mktemp("broken") / "s"
     proc = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
     return sweep_dir, proc
@@ -34,15 +35,15 @@ def broken_sweep(tmp_path_factory):
 def test_failed_and_diverged_jobs_are_recorded_and_the_rest_still_run(broken_sweep):
     sweep_dir, proc = broken_sweep
     agg = results.read_cv_results(sweep_dir)
-    by_point = {(r["param_module__num_units"], r["param_optimizer__lr"]): r for r in agg.to_dict(orient="records")}
+    by_point = {(r["param_optimizer__fail"], r["param_optimizer__lr"]): r for r in agg.to_dict(orient="records")}
     assert {k: r["status"] for k, r in by_point.items()} == {
-        (8, 0.01): "ok", (8, 1e30): "diverged", (HUGE, 0.01): "failed", (HUGE, 1e30): "failed"}
-    assert math.isfinite(by_point[8, 0.01]["mean_test_accuracy"]) and by_point[8, 0.01]["rank_test_accuracy"] == 1
-    for key in [(8, 1e30), (HUGE, 0.01), (HUGE, 1e30)]:
+        (False, 0.01): "ok", (False, 1e30): "diverged", (FAIL, 0.01): "failed", (FAIL, 1e30): "failed"}
+    assert math.isfinite(by_point[False, 0.01]["mean_test_accuracy"]) and by_point[False, 0.01]["rank_test_accuracy"] == 1
+    for key in [(False, 1e30), (FAIL, 0.01), (FAIL, 1e30)]:
         assert math.isnan(by_point[key]["mean_test_accuracy"]) and math.isnan(by_point[key]["split0_test_accuracy"])
         assert by_point[key]["rank_test_accuracy"] == 2  # NaN ranks last, as in scikit-learn
-    assert "can't allocate memory" in by_point[HUGE, 0.01]["error"]
-    assert "training loss became" in by_point[8, 1e30]["error"]
+    assert "can't allocate memory" in by_point[FAIL, 0.01]["error"]
+    assert "training loss became" in by_point[False, 1e30]["error"]
     for job in ("2", "3"):
         assert "Traceback" in (sweep_dir / job / "error.log").read_text()
     assert not (sweep_dir / "0" / "error.log").exists() and not (sweep_dir / "1" / "error.log").exists()
@@ -53,7 +54,7 @@ def test_failures_exit_non_zero_with_a_summary(broken_sweep):
     sweep_dir, proc = broken_sweep
     assert proc.returncode == 1
     summary = proc.stderr.strip().splitlines()[-1]
-    assert summary.startswith(f"2 of 4 jobs failed: job 2 (module.num_units={HUGE} optimizer.lr=0.01")
+    assert summary.startswith("2 of 4 jobs failed: job 2 (optimizer._target_=failing_optimizer.FailingSGD +optimizer.fail=True optimizer.lr=0.01")
     assert str(sweep_dir / "2" / "error.log") in summary and str(sweep_dir / "3" / "error.log") in summary
     assert "Traceback" not in proc.stderr
 

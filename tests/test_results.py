@@ -129,7 +129,7 @@ def test_progress_knows_that_fused_jobs_are_already_trained(tmp_path):
     os.utime(tmp_path / "multirun.yaml", (start, start))
     job = tmp_path / "0"
     job.mkdir()
-    (job / f"{results.CV_RESULTS}.json").write_text(json.dumps({"params": [{}]}))
+    (job / f"{results.CV_RESULTS}.json").write_text(json.dumps({"params": [{}], "mean_test_accuracy": [0.5], "status": ["ok"], "error": [None]}))
     (job / results.JOB).write_text(json.dumps({"status": "ok", "error": None, "overrides": [], "config": {}}))
     os.utime(job / results.JOB, (start + 200, start + 200))
     assert results.progress(tmp_path, 4, trained=3) == "1 of 4 jobs done, the other 3 already trained"

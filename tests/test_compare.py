@@ -231,3 +231,14 @@ def test_a_merge_compares_only_sweeps_on_the_same_splits(tiny_sweep, tmp_path):
     assert twin["verdict"] == "equivalent" and twin["mean_difference"] == 0
     bad = run_cli(str(tiny_sweep), "--confidence", "1.5", module="src.report")
     assert bad.returncode == 2 and "--confidence 1.5: must be between 0.5 and 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_candidate_but_one_failed_gives_no_comparison():
+    rng = np.random.default_rng(7)
+    scores = np.stack([0.9 + 0.01 * rng.standard_normal(3), np.full(3, np.nan), np.full(3, np.nan)])
+    out = compare.compare(cv_frame(scores, status=["ok", "failed", "diverged"]))
+    assert list(out["verdict"]) == ["best", None, None]
+    out["candidate"] = ["A", "B", "C"]
+    assert compare.verdict_line(out) == f"Best A {out.at[0, 'mean_test_accuracy']:.4f} · no other candidate was scored on the same splits: no comparison"
+    failed = compare.compare(cv_frame(np.full((2, 3), np.nan), status=["failed", "failed"]))
+    assert failed["verdict"].isna().all() and compare.verdict_line(failed) == "No comparison: no candidate was scored."

@@ -219,8 +219,8 @@ def test_cuda_graph_equals_eager_and_the_gridsearch_path(data, optimizer, cases)
 
 
 def test_stacks_are_handed_back_one_at_a_time_and_each_job_as_soon_as_it_is_trained(data, monkeypatch):
-    """train_stacks yields each stack's fits before the next stack trains, and train_jobs each job as soon as all of
-    its fits are trained: a sweep holds one stack's fits at a time (the CPU layout: a stack per width)."""
+    """train_stacks yields each stack's fits before the next stack trains, and train_jobs the jobs each stack
+    completed: a sweep holds one stack's fits at a time (the CPU layout: a stack per width)."""
     X, y = data
     events = []
     real = fused.Stack.train
@@ -238,9 +238,10 @@ def test_stacks_are_handed_back_one_at_a_time_and_each_job_as_soon_as_it_is_trai
         s = {**settings, "module": {**settings["module"], "num_units": units}}
         jobs.append((s, {"units": units}, build_search(build_estimator(s["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1,
                                                                        verbose="quiet"), {}, folds=3)))
-    for key, fits in engine.train_jobs(jobs, X, y, devices=["cpu"]):
-        events.append(("job", key))
-        assert sorted(fits) == [(0, 0), (0, 1), (0, 2)]
+    for done in engine.train_jobs(jobs, X, y, devices=["cpu"]):  # after each stack, the jobs it completed
+        for key, fits in done.items():
+            events.append(("job", key))
+            assert sorted(fits) == [(0, 0), (0, 1), (0, 2)]
     assert [e[0] for e in events] == ["train", "job"] * 3
     assert [e[1] for e in events[::2]] == [(8,), (16,), (24,)]
 

@@ -67,8 +67,12 @@ def write_best(results_dir: Path) -> Path | None:
     if found is None or found[0] == results_dir:
         return None
     best, record, row = found
-    composed = yaml.safe_load((best / ".hydra" / "config.yaml").read_text())  # the job's own config, as Hydra composed it
-    choices = yaml.safe_load((best / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    try:
+        composed = yaml.safe_load((best / ".hydra" / "config.yaml").read_text())  # the job's own config, as Hydra composed it
+        choices = yaml.safe_load((best / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        log.warning(f"best config: {best / '.hydra'} cannot be read ({type(e).__name__}: {e}); no {BEST_CONFIG} written")
+        return None
     # conf/config.yaml's own groups are overridden to the job's choices (else the default option's keys would
     # merge with the job's); groups the job added (+logger=...) need no entry: their values are in the config
     groups = [next(iter(d)) for d in yaml.safe_load((config.CONF_DIR / "config.yaml").read_text())["defaults"]

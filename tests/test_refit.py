@@ -104,3 +104,21 @@ def test_a_rerun_with_nothing_new_trains_nothing_and_says_so(tmp_path):
     said = again.stdout + again.stderr
     assert said.count("not trained again") == 2 and "trained by the" not in said
     assert "refit: reused best_model.pt of job" in again.stdout and (tmp_path / refit.BEST_MODEL).read_bytes() == model
+
+
+def test_the_best_config_reruns_the_best_job_and_a_damaged_record_is_a_warning(tiny_sweep, tmp_path, caplog):
+    import shutil
+
+    import yaml
+
+    sweep = tmp_path / "s"
+    shutil.copytree(tiny_sweep, sweep)
+    best = refit.write_best(sweep)
+    config = yaml.safe_load((sweep / refit.BEST_CONFIG).read_text())
+    assert config["defaults"][0] == "config" and config["defaults"][-1] == "_self_"
+    assert config["module"] == yaml.safe_load((best / ".hydra" / "config.yaml").read_text())["module"]
+    assert yaml.safe_load((sweep / refit.OPTIMIZATION_RESULTS).read_text())["best_job_dir"] == str(best)
+    shutil.rmtree(best / ".hydra")
+    (sweep / refit.BEST_CONFIG).unlink()
+    assert refit.write_best(sweep) is None and not (sweep / refit.BEST_CONFIG).exists()
+    assert "cannot be read" in caplog.text

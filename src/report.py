@@ -271,23 +271,12 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     return df
 
 
-def flat(config: dict, prefix: str = "") -> dict:
-    """A nested config as {"module.num_units": 64, ...}."""
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def add_config_columns(frames: list[pd.DataFrame], configs: list[list[dict]]) -> list[pd.DataFrame]:
     """For each config key whose values differ between the merged sweeps, a param_<key with __> column.
 
     A sweep that already has the column (it swept that key) keeps its values; only missing cells are filled.
     """
-    flats = [[flat(c) for c in rows] for rows in configs]
+    flats = [[results.flat(c) for c in rows] for rows in configs]
     names = sorted({k for rows in flats for c in rows for k in c})
     differing = [k for k in names if len({frozenset(figures.key(c.get(k)) for c in rows) for rows in flats}) > 1]
     out = []

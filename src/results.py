@@ -277,6 +277,17 @@ def without(settings: dict, keys) -> dict:
     return out
 
 
+def flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as {"module.num_units": 64, ...}."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def job_key(identity: dict) -> str:
     """A job's resolved configuration (its identity) as a dictionary key; values compare as the config means them
     (momentum 0 and 0.0 are one value)."""

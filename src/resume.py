@@ -116,15 +116,10 @@ def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wa
                               "retrain every job on the data as they are now, or another hydra.sweep.dir")
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
+
+def _canonical(config: dict) -> dict:
     """A nested config as {"module.num_units": "64", ...}, each value as its canonical JSON (results.job_key)."""
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = results.job_key(v)
-    return out
+    return {k: results.job_key(v) for k, v in results.flat(config).items()}
 
 
 def _check_one_command(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wanted: list[dict]) -> None:
@@ -132,7 +127,7 @@ def _check_one_command(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], w
     and theirs would stand in one aggregate, and one ranking and refit, with no column to tell them apart (the
     aggregate's columns are the keys a sweep varies). A grown, shrunk or reordered grid varies the same keys."""
     finished = list(finished)
-    theirs, ours = [_flat(record["config"]) for _, record in finished], [_flat(i) for i in wanted]
+    theirs, ours = [_canonical(record["config"]) for _, record in finished], [_canonical(i) for i in wanted]
     if not theirs:
         return
 

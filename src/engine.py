@@ -9,8 +9,8 @@ engine=auto picks the fused engine wherever it can train the job, on the CPU too
 grid 3x faster there, and 50x on a GPU, to the same numbers), and gridsearch where it cannot (another
 optimizer, say). Jobs can be fused together when they
 differ only in the per-fit keys (module.num_units, module.init and the optimizer's numbers); a
-launcher (hydra_plugins/fused_launcher) trains each such group once, and the jobs then pick up their
-fits here (take_fits) instead of training.
+launcher (hydra_plugins/fused_launcher) trains each such group once, and hands each job its fits
+(fits_for) instead of the job training them.
 """
 import collections
 import logging
@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "fused", "gridsearch")
 PER_FIT = ("num_units", "init")  # the module keys each fit of a group has its own of, beside every optimizer key but _target_
-
-_trained: dict[str, dict | BaseException] = {}  # fits a launcher trained, by job identity, until the job takes them
-
 
 def choose(settings: dict, say_why: bool = False) -> str:
     """The engine that trains this job: `engine`, with auto resolved (fused wherever it can) and a job the fused
@@ -139,34 +136,14 @@ def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndar
     return {key: fits for done in train_jobs(jobs, X, y, devices, **options) for key, fits in done.items()}
 
 
-def keep_fits(fits: dict[str, dict | BaseException]) -> None:
-    """Hold fits a launcher trained (or the error that stopped their training) until their jobs take them."""
-    _trained.update(fits)
-
-
-def drop_fits(key: str) -> None:
-    """Forget the fits kept for a job (by job key) that returned without taking them (finished already, refused)."""
-    _trained.pop(key, None)
-
-
-def kept_fits() -> int:
-    """How many jobs' fits are trained and not yet taken (results.progress counts them as needing no time)."""
-    return len(_trained)
-
-
-def take_fits(identity: dict) -> dict | BaseException | None:
-    """The fits kept for this job, once; None if none were trained for it."""
-    return _trained.pop(results.job_key(identity), None)
-
-
-def fits_for(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarray) -> Callable[[], dict]:
-    """A function that returns this job's fused fits: those a launcher kept, or else trains the job's folds now."""
-    kept = take_fits(identity)
-
+def fits_for(trained: dict | BaseException | None, settings: dict, identity: dict, search, X: np.ndarray,
+             y: np.ndarray) -> Callable[[], dict]:
+    """A function that returns this job's fused fits: `trained`, those its launcher trained with its group (or the
+    error that stopped their training), or else the job's folds trained now."""
     def fits() -> dict:
-        if isinstance(kept, BaseException):
-            raise kept
-        if kept is not None:
-            return kept
+        if isinstance(trained, BaseException):
+            raise trained
+        if trained is not None:
+            return trained
         return train_group([(settings, identity, search)], X, y)[results.job_key(identity)]
     return fits

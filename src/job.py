@@ -58,7 +58,7 @@ def _multirun_facts(path: str, mtime_ns: int) -> tuple[frozenset[str], int | Non
 
 
 def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, label: str, swept: set[str] | None = None,
-        placement: Placement | None = None) -> pd.DataFrame:
+        placement: Placement | None = None, trained: dict | BaseException | None = None) -> pd.DataFrame:
     """Check, then compute and record the job in job_dir unless an identical job already finished there;
     returns its row in cv_results_ form.
 
@@ -66,6 +66,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     a second command's job of the same configuration waits and then finds it finished. Raises
     ValueError on a configuration mistake; a failing or diverging grid point is recorded instead.
     `placement`: the job's device and threads under a parallel launcher (src.devices); None: as configured.
+    `trained`: the job's fits, when the fused launcher trained them with its group (or the error that stopped that).
     """
     config.check(settings)
     identity = config.identity(settings)
@@ -83,7 +84,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
                                      "which this job would overwrite; use another output folder, or resume=false to overwrite it")
         X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
         name = engine.choose(settings, say_why=True)
-        fitted = engine.fits_for(settings, identity, search, X, y) if name == "fused" else None
+        fitted = engine.fits_for(trained, settings, identity, search, X, y) if name == "fused" else None
         result = run_search(search, X, y, extras, fitted=fitted, engine=name)
         results.record(job_dir, result, overrides, identity)
     log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")

@@ -9,6 +9,7 @@ sweep holds one stack's fits at a time, however many candidates it has. Jobs tha
 one after another through the GridSearchCV path. The sweep's aggregate and report are rebuilt after
 each group, and every REBUILD_EVERY_S within a long one.
 """
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -59,16 +60,19 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             rebuilt_from = refresh.finished_jobs(sweep_dir)
         rebuilt = time.perf_counter()
 
-    def run(i: int) -> None:
-        returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[i],
+    def run(i: int, trained: dict | BaseException | None = None, waiting: int = 0) -> None:
+        """Run job i through Hydra's job runner; a fused job gets its group's fits for it (`trained`), and
+        how many other jobs' fits are trained and not recorded yet (`waiting`, for its progress line)."""
+        task = launcher.task_function if trained is None else functools.partial(launcher.task_function, trained=trained, waiting=waiting)
+        returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=task, config=jobs[i],
                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
         if time.perf_counter() - rebuilt > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
             rebuild()
 
     for fuse, members in plan(jobs):
-        for i in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
-            run(i)
+        for i, trained, waiting in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
+            run(i, trained, waiting)
         for i in members:
             if i not in returns:  # not fused, or its preparation failed: the job reports it
                 run(i)
@@ -88,11 +92,11 @@ def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:
     return list(groups.values())
 
 
-def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterator[int]:
-    """Train a group's fits as one program, stack by stack; yields each job's index as soon as its fits are trained
-    and kept for it (src.engine.keep_fits), so that the job records them and they are freed before the next stack.
-    An error that stops the training is kept in place of the fits of every job not trained yet, so that each
-    of them records it as its failure."""
+def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterator[tuple[int, dict | BaseException, int]]:
+    """Train a group's fits as one program, stack by stack; yields (job index, its fits, how many other jobs' fits
+    are trained and waiting) as soon as a job's fits are trained, so that the job records them and they are freed
+    before the next stack. An error that stops the training is yielded in place of the fits of every job not
+    trained yet, so that each of them records it as its failure."""
     entries, index = [], {}
     for i in members:
         settings = config.settings_of(jobs[i])
@@ -111,14 +115,13 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
     try:
         for done in engine.train_jobs(entries, X, y, devices=on):  # the jobs a stack completed, each with its fits
             seconds += time.perf_counter() - clock
-            engine.keep_fits(done)  # all at once: a job's progress line counts the others as trained (engine.kept_fits)
-            for key, trained in done.items():
+            for n, (key, trained) in enumerate(done.items(), 1):
                 fits += len(trained)
-                yield index.pop(key)
-                engine.drop_fits(key)  # the job took them, or returned before it needed them: either way they are freed
+                yield index.pop(key), trained, len(done) - n
             clock = time.perf_counter()
     except Exception as e:  # out of memory, ...: every job of the group not trained yet records it as its failure
-        engine.keep_fits({key: e for key in index})
+        for key in list(index):
+            yield index.pop(key), e, 0
     log.info(f"fused engine: jobs {nums} ({fits} fits) trained at once in {seconds:.1f} s on {', '.join(on)}")
 
 

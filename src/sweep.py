@@ -31,9 +31,13 @@ log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    """One job: compose -> data -> estimator -> search -> results -> report. Returns the mean test score."""
-    from src import devices, engine, job, launcher, refresh, report, results
+def main(cfg: DictConfig, trained: dict | BaseException | None = None, waiting: int = 0) -> float:
+    """One job: compose -> data -> estimator -> search -> results -> report. Returns the mean test score.
+
+    The fused launcher (src.launcher) hands a job the fits it trained with its group (`trained`), and says how many
+    other jobs' fits are trained and waiting to be recorded (`waiting`: the progress line counts them as done).
+    """
+    from src import devices, job, launcher, refresh, report, results
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -45,7 +49,7 @@ def main(cfg: DictConfig) -> float:
     settings, launcher_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg, hc.launcher))
     with user_errors(), results.disk_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
         placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0, total)
-        row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, swept, placement)
+        row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, swept, placement, trained)
         if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
             refresh.refresh(results_dir)
         elif not multirun:
@@ -53,7 +57,7 @@ def main(cfg: DictConfig) -> float:
 
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
-    done = f" [{results.progress(results_dir, total, engine.kept_fits())}]" if multirun else ""
+    done = f" [{results.progress(results_dir, total, waiting)}]" if multirun else ""
     log.info(f"{label}: {row['status'][0]}, mean_test_{metric} {score:.4f} ± {row[f'std_test_{metric}'][0]:.4f}, "
              f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}{done}")
     if not multirun and report.print_outcome(job_dir):

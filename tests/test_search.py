@@ -41,7 +41,7 @@ def repeated_results():
     out = {}
     for name in ("gridsearch", "fused"):
         X, y, search, extras = job.prepare(settings, [], {}, swept=set())
-        fitted = engine.fits_for(settings, config.identity(settings), search, X, y) if name == "fused" else None
+        fitted = engine.fits_for(None, settings, config.identity(settings), search, X, y) if name == "fused" else None
         out[name] = run_search(search, X, y, extras, fitted=fitted, engine=name)
     return out
 

@@ -42,9 +42,10 @@ from skorch import NeuralNetClassifier
 from torch import nn
 from torch.utils import benchmark
 
-from src import config, engine, job, results
+from src import config, engine, job
 from src.data import synthetic
 from src.estimator import build_estimator, resolve_device
+from src.identity import job_key
 from src.layers import LinearFunction
 from src.model import NeuralNet
 from src.search import run_search
@@ -182,7 +183,7 @@ def time_grid(size: str, device: str, engines: tuple[str, ...] = ENGINES, epochs
             fitted = engine.train_group(group, X, y, **options)
         rows = []
         for settings, _, _, search, extras in prepared:
-            fits = fitted.get(results.job_key(config.identity(settings)))
+            fits = fitted.get(job_key(config.identity(settings)))
             rows.append(run_search(search, X, y, extras, fitted=None if fits is None else (lambda fits=fits: fits), engine=name))
         sync(device)
         out[name] = {"seconds": time.perf_counter() - start,

@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import launcher, refit, refresh, report, results
+from src import launcher, refit, refresh, report, store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class PrintRankedTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not (sweep_dir / f"{results.CV_RESULTS}.json").is_file():
+        if not (sweep_dir / f"{store.CV_RESULTS}.json").is_file():
             return
         failed = report.print_outcome(sweep_dir)
         if refit.write_best(sweep_dir) is not None:

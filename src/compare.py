@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from src import results
+from src import results, store
 
 COMPARISON = "comparison"  # comparison.csv / comparison.json in a results folder
 DEFAULTS = {"rope": 0.01, "confidence": 0.95}  # conf/compare/paired.yaml holds the same (tests/test_compare.py checks)
@@ -250,9 +250,9 @@ def paths(out: Path) -> tuple[Path, Path]:
 def write(comparison: pd.DataFrame, out: Path) -> None:
     """Write comparison.csv (params as JSON) and comparison.json (columns, as cv_results.json) beside report `out`."""
     csv_path, json_path = paths(out)
-    results.write_json(json_path, results.to_columns(comparison))
+    store.write_json(json_path, results.to_columns(comparison))
     csv = comparison.assign(params=[json.dumps(p, sort_keys=True) for p in comparison["params"]])
-    results.atomic_write(csv_path, csv.to_csv(index=False))
+    store.atomic_write(csv_path, csv.to_csv(index=False))
 
 
 def read(results_dir: Path) -> pd.DataFrame | None:

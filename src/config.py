@@ -34,11 +34,12 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src import fused, launchers, loggers, results
+from src import fused, launchers, loggers
 from src.data import SCALINGS, check_data, check_finite, check_labels, fingerprint, holdout
 from src.devices import cores
 from src.engine import ENGINES, fit_bytes
 from src.estimator import VERBOSITY, resolve_device
+from src.identity import NOT_IDENTITY, job_key, without
 from src.layers import INITS
 from src.loggers import LOGGERS
 from src.model import ACTIVATIONS
@@ -217,10 +218,10 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    Everything but results.NOT_IDENTITY, plus the data set's content hash (data_fingerprint), so that a changed
+    Everything but NOT_IDENTITY, plus the data set's content hash (data_fingerprint), so that a changed
     data file is not resumed from.
     """
-    out = results.without(settings, results.NOT_IDENTITY)
+    out = without(settings, NOT_IDENTITY)
     out["data_fingerprint"] = data_fingerprint(settings)
     return out
 
@@ -353,7 +354,7 @@ def _check_distinct(jobs: list[list[str]], identities: list[dict]) -> None:
     first: dict[str, int] = {}
     parser = OverridesParser.create()
     for k, ident in enumerate(identities):
-        key = results.job_key(ident)
+        key = job_key(ident)
         if key not in first:
             first[key] = k
             continue

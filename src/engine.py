@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from src import fused, results
+from src import fused
 from src.estimator import PREDICT_BATCH_SIZE
+from src.identity import NOT_IDENTITY, job_key, without
 from src.seeding import n_repeats, split_of, split_test_fold
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ def cannot_fuse(settings: dict) -> str | None:
 
 def group_key(settings: dict) -> str:
     """Jobs with equal group keys can train as one fused program: all but the per-fit keys agree."""
-    shared = results.without(settings, [*results.NOT_IDENTITY, *(f"module.{k}" for k in PER_FIT)])
+    shared = without(settings, [*NOT_IDENTITY, *(f"module.{k}" for k in PER_FIT)])
     shared["optimizer"] = settings["optimizer"]["_target_"]
-    return results.job_key(shared)
+    return job_key(shared)
 
 
 def shared_settings(settings: dict) -> fused.Shared:
@@ -114,7 +115,7 @@ def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarr
     for job_settings, identity, search in jobs:
         for spec in fit_specs(job_settings, search, X, y):
             specs.append(spec)
-            owners.append(results.job_key(identity))
+            owners.append(job_key(identity))
     devices = devices or [jobs[0][2].estimator.device]
     waiting = collections.Counter(owners)
     fits: dict[str, dict] = {}
@@ -145,5 +146,5 @@ def fits_for(trained: dict | BaseException | None, settings: dict, identity: dic
             raise trained
         if trained is not None:
             return trained
-        return train_group([(settings, identity, search)], X, y)[results.job_key(identity)]
+        return train_group([(settings, identity, search)], X, y)[job_key(identity)]
     return fits

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from src import results
+from src.identity import job_key
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +42,7 @@ def is_log_scaled(values) -> bool:
 
 def key(value) -> str:
     """A hashable, comparable form of a cell value (lists and dicts as sorted JSON)."""
-    return results.job_key(results.plain(value))
+    return job_key(results.plain(value))
 
 
 def swept_params(df: pd.DataFrame) -> list[str]:

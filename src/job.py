@@ -16,9 +16,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from src import config, engine, locks, loggers, results
+from src import config, engine, locks, loggers, store
 from src.devices import Placement
 from src.estimator import build_estimator, resolve_device
+from src.identity import NOT_IDENTITY
 from src.search import build_search, run_search
 
 log = logging.getLogger(__name__)
@@ -72,21 +73,18 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
     identity = config.identity(settings)
     with locks.job(job_dir):
         try:
-            record = results.job_record(job_dir)
-        except results.DamagedJob as e:
+            finished = settings["resume"] and store.finished_job(job_dir, identity, damaged_ok=False)
+        except store.DamagedJob as e:
             log.warning(f"{label}: {e}; the job counts as unfinished and runs again")
-            record = None
-        if record is not None and settings["resume"] and record["status"] != "failed":
-            if results.same_job(record["config"], identity):
-                log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
-                return results.read_cv_results(job_dir)
-            raise config.ConfigError(f"{job_dir} holds a finished job with another configuration ({' '.join(record['overrides']) or 'defaults'}), "
-                                     "which this job would overwrite; use another output folder, or resume=false to overwrite it")
+            finished = None
+        if finished:
+            log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
+            return store.read_cv_results(job_dir)
         X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
         name = engine.choose(settings, say_why=True)
         fitted = engine.fits_for(trained, settings, identity, search, X, y) if name == "fused" else None
         result = run_search(search, X, y, extras, fitted=fitted, engine=name)
-        results.record(job_dir, result, overrides, identity)
+        store.record(job_dir, result, overrides, identity)
     log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
     return result.cv_results
 
@@ -119,7 +117,7 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's
 # overrides (seed, dataset.*, cv.*, group choices) are job-level params with their own columns.
 ESTIMATOR_PARAMS = {"train.max_epochs": "max_epochs", "train.batch_size": "batch_size", "train.shuffle": "iterator_train__shuffle"}
-NOT_PARAMS = {*results.NOT_IDENTITY, "sweeps"}  # keys that change no result, and the named-sweep group
+NOT_PARAMS = {*NOT_IDENTITY, "sweeps"}  # keys that change no result, and the named-sweep group
 
 
 def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept: set[str] | None = None) -> tuple[dict[str, list], dict]:

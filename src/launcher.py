@@ -18,7 +18,8 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src import config, devices, engine, job, refresh, results
+from src import config, devices, engine, job, refresh, store
+from src.identity import job_key
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         """Rebuild the aggregate and report, unless no job finished since the last rebuild (a group of reused jobs)."""
         nonlocal rebuilt, rebuilt_from
         if refresh.finished_jobs(sweep_dir) != rebuilt_from:
-            with results.disk_errors():
+            with store.disk_errors():
                 refresh.refresh(sweep_dir)
             rebuilt_from = refresh.finished_jobs(sweep_dir)
         rebuilt = time.perf_counter()
@@ -86,7 +87,10 @@ def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:
     groups: dict[str, tuple[bool, list[int]]] = {}
     for i, cfg in enumerate(jobs):
         settings = config.settings_of(cfg)
-        finished = settings["resume"] and results.same_job((results.finished_job(_job_dir(cfg)) or {}).get("config"), config.identity(settings))
+        try:
+            finished = settings["resume"] and store.finished_job(_job_dir(cfg), config.identity(settings)) is not None
+        except store.OtherJob:  # the job refuses, itself
+            finished = False
         fuse = not finished and engine.choose(settings) == "fused"
         groups.setdefault(engine.group_key(settings) if fuse else f"job {i}", (fuse, []))[1].append(i)
     return list(groups.values())
@@ -106,7 +110,7 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
             continue  # the job itself will report its mistake
         identity = config.identity(settings)
         entries.append((settings, identity, search))
-        index[results.job_key(identity)] = i
+        index[job_key(identity)] = i
     if not entries:
         return
     nums = ", ".join(str(jobs[i].hydra.job.num) for i in index.values())

@@ -21,7 +21,7 @@ import yaml
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from src import data, refit, results
+from src import data, refit, store
 from src.estimator import build_estimator
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(table.to_csv(index=False, float_format="%.4f"), end="")
         else:
             args.output.parent.mkdir(parents=True, exist_ok=True)
-            results.atomic_write(args.output, table.to_csv(index=False, float_format="%.6g"))
+            store.atomic_write(args.output, table.to_csv(index=False, float_format="%.6g"))
             print(f"{len(table)} predictions -> {args.output}")
     except PredictError as e:
         print(f"Error: {e}", file=sys.stderr)

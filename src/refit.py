@@ -30,8 +30,9 @@ import pandas as pd
 import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
-from src import config, engine, figures, fused, job, results
+from src import config, engine, figures, fused, job, results, store
 from src.estimator import Diverged
+from src.identity import job_key
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,13 @@ def best_job(results_dir: Path) -> tuple[Path, dict, pd.DataFrame] | None:
     """The finished, scored job ranked first by the first metric (GridSearchCV's best_index_): its folder,
     job.json record and cv_results row."""
     results_dir = Path(results_dir)
-    dirs = [results_dir] if (results_dir / results.JOB).is_file() else results.job_folders(results_dir)
+    dirs = [results_dir] if (results_dir / store.JOB).is_file() else store.job_folders(results_dir)
     best, best_score = None, -np.inf
     for d in dirs:
-        record = results.finished_job(d)  # None for a damaged, failed or unfinished job
+        record = store.finished_job(d)  # None for a damaged, failed or unfinished job
         if record is None or record["status"] != "ok":
             continue
-        row = results.read_cv_results(d)
+        row = store.read_cv_results(d)
         score = row[f"mean_test_{results.metric_names(row)[0]}"][0]
         if score > best_score:  # the first of equals, as rank "min" and best_index_ have it
             best, best_score = (d, record, row), score
@@ -81,7 +82,7 @@ def write_best(results_dir: Path) -> Path | None:
     best_config = {"defaults": defaults, "hydra": {"searchpath": [f"file://{config.CONF_DIR}"]}, **composed}
     header = (f"# The best candidate of {results_dir} (job {best.name}), as a Hydra config over this project's conf/. Rerun it with\n"
               f"#   python -m src.sweep --config-path {results_dir.absolute()} --config-name {Path(BEST_CONFIG).stem}\n")
-    results.atomic_write(results_dir / BEST_CONFIG, header + yaml.safe_dump(best_config, sort_keys=False))
+    store.atomic_write(results_dir / BEST_CONFIG, header + yaml.safe_dump(best_config, sort_keys=False))
     swept, _ = job.multirun_facts(results_dir / "multirun.yaml") if (results_dir / "multirun.yaml").is_file() else (frozenset(), None)
     metric = results.metric_names(row)[0]
     best_params = {}
@@ -95,7 +96,7 @@ def write_best(results_dir: Path) -> Path | None:
         best_params[key] = node
     optimization = {"name": "mlp-sweep", "best_params": best_params, "best_value": float(row[f"mean_test_{metric}"][0]),
                     "metric": f"mean_test_{metric}", "best_job": best.name, "best_job_dir": str(best)}
-    results.atomic_write(results_dir / OPTIMIZATION_RESULTS, yaml.safe_dump(optimization, sort_keys=False))
+    store.atomic_write(results_dir / OPTIMIZATION_RESULTS, yaml.safe_dump(optimization, sort_keys=False))
     return best
 
 
@@ -108,7 +109,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         log.warning(f"refit: no candidate in {results_dir} finished with scores; nothing to refit")
         return None
     best, record, row = found
-    candidate = hashlib.sha256(results.job_key(record["config"]).encode()).hexdigest()[:16]  # its config and data fingerprint
+    candidate = hashlib.sha256(job_key(record["config"]).encode()).hexdigest()[:16]  # its config and data fingerprint
     reused = reusable(results_dir, candidate, engine.choose({**record["config"], "engine": engine_name}))
     if reused is not None:
         return reused
@@ -136,20 +137,20 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
             net.fit(X, y, test_fold=test_fold)
     except Diverged as e:
         out["refit"].update(status="diverged", error=str(e))
-        results.write_json(results_dir / TEST_SCORES, out)
+        store.write_json(results_dir / TEST_SCORES, out)
         log.warning(f"refit: the best candidate ({best.name}) diverged when refit on all the training data: {e}")
         return out
     out["refit"].update(status="ok", seconds=time.perf_counter() - start, n_samples=len(y))
     buffer = io.BytesIO()
     net.save_params(f_params=buffer)  # the module's state_dict
-    results.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())
+    store.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())
     out["refit"]["model_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     if held_out is not None:
         X_test, y_test = held_out
         scores = check_scoring(net, scoring=list(settings["cv"]["scoring"]))(net, X_test, y_test)
         out["test"] = {"n_samples": len(y_test), **{k: float(v) for k, v in scores.items()}}
         _confusion_matrix(y_test, net.predict(X_test), results_dir / CONFUSION_MATRIX, matrix_title(out))
-    results.write_json(results_dir / TEST_SCORES, out)
+    store.write_json(results_dir / TEST_SCORES, out)
     return out
 
 
@@ -207,7 +208,7 @@ def _confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title:
     buffer = io.BytesIO()
     display.figure_.savefig(buffer, format="png", dpi=120)
     plt.close(display.figure_)
-    results.atomic_write(path, buffer.getvalue())
+    store.atomic_write(path, buffer.getvalue())
 
 
 def summary(out: dict) -> str:

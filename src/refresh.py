@@ -15,7 +15,7 @@ launching process runs at the end of the sweep (src.callbacks.RebuildAggregate) 
 import logging
 from pathlib import Path
 
-from src import report, results
+from src import report, store
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,12 @@ def finished_jobs(sweep_dir: Path) -> dict[str, tuple[int, int, int]]:
     """Each job folder's job.json (by the folder's path under sweep_dir), with its inode, modification time and size.
 
     A job.json is replaced by a rename, never rewritten in place, so a retried job changes its inode. Only
-    stat() is read here: the rebuild itself validates the records (results.job_dirs).
+    stat() is read here: the rebuild itself validates the records (store.job_dirs).
     """
     found = {}
-    for job_dir in results.job_folders(sweep_dir):
+    for job_dir in store.job_folders(sweep_dir):
         try:
-            st = (job_dir / results.JOB).stat()
+            st = (job_dir / store.JOB).stat()
         except FileNotFoundError:  # moved or removed since the listing (a rerun arranging the folder)
             continue
         found[job_dir.relative_to(sweep_dir).as_posix()] = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -46,7 +46,7 @@ def refresh(sweep_dir: Path, attempts: int = ATTEMPTS) -> bool:
         if not before:
             return True  # nothing finished yet: nothing to aggregate
         try:
-            if results.aggregate(sweep_dir) is not None:  # None: no job folder holds a complete record
+            if store.aggregate(sweep_dir) is not None:  # None: no job folder holds a complete record
                 report.write_report([sweep_dir], sweep_dir / report.REPORT)
         except FileNotFoundError:  # a job folder moved while it was read (another run arranging the folder)
             continue

@@ -30,7 +30,8 @@ from urllib.parse import quote
 import hiplot as hip
 import pandas as pd
 
-from src import compare, figures, results
+from src import compare, figures, results, store
+from src.identity import flat
 
 REPORT = "hiplot.html"
 STATUS_COLORS = {"ok": "rgb(44, 160, 44)", "diverged": "rgb(255, 127, 14)", "failed": "rgb(214, 39, 40)"}
@@ -229,8 +230,8 @@ def read_histories(results_dir: Path) -> list[dict]:
     """Every fold history saved in a results folder (its own history.json and its job folders')."""
     results_dir = Path(results_dir)
     found = []
-    for directory in [results_dir, *results.job_dirs(results_dir)]:
-        path = directory / results.HISTORY
+    for directory in [results_dir, *store.job_dirs(results_dir)]:
+        path = directory / store.HISTORY
         if path.is_file():
             found += load_json(path)
     return found
@@ -239,8 +240,8 @@ def read_histories(results_dir: Path) -> list[dict]:
 def read_job_configs(results_dir: Path) -> dict[str, dict]:
     """The resolved config (job.json's `config`) of each job in a results folder, by its candidate's params."""
     found = {}
-    for directory in [Path(results_dir), *results.job_dirs(results_dir)]:
-        job, rows = directory / results.JOB, directory / f"{results.CV_RESULTS}.json"
+    for directory in [Path(results_dir), *store.job_dirs(results_dir)]:
+        job, rows = directory / store.JOB, directory / f"{store.CV_RESULTS}.json"
         if job.is_file() and rows.is_file():
             config = load_json(job).get("config") or {}
             found.update({figures.key(p): config for p in load_json(rows).get("params", [])})
@@ -257,13 +258,13 @@ def load_json(path: Path):
 
 def read_results(results_dir: Path) -> pd.DataFrame:
     """A results folder's cv_results.json as a DataFrame, checked to hold cv_results_ columns."""
-    path = Path(results_dir) / f"{results.CV_RESULTS}.json"
+    path = Path(results_dir) / f"{store.CV_RESULTS}.json"
     columns = load_json(path)
     if not isinstance(columns, dict) or "params" not in columns or not any(k.startswith("mean_test_") for k in columns):
         raise ReportError(f"{path}: holds no cv_results_ columns (needs params, mean_test_<metric>, std_test_<metric>, "
                           "rank_test_<metric>); give a folder written by src.sweep")
     try:
-        df = results.read_cv_results(results_dir)
+        df = store.read_cv_results(results_dir)
     except (ValueError, TypeError) as e:
         raise ReportError(f"{path}: its columns do not form a table ({e}); give a folder written by src.sweep") from None
     if df.empty:
@@ -276,7 +277,7 @@ def add_config_columns(frames: list[pd.DataFrame], configs: list[list[dict]]) ->
 
     A sweep that already has the column (it swept that key) keeps its values; only missing cells are filled.
     """
-    flats = [[results.flat(c) for c in rows] for rows in configs]
+    flats = [[flat(c) for c in rows] for rows in configs]
     names = sorted({k for rows in flats for c in rows for k in c})
     differing = [k for k in names if len({frozenset(figures.key(c.get(k)) for c in rows) for rows in flats}) > 1]
     out = []
@@ -468,17 +469,17 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
                                       header(f"Learning curves, one line per fold: {name}", nav(folds_path(out)), key))
     if compared:
         compare.write(comparison, out)
-    results.atomic_write(png_path, png)
-    results.atomic_write(svg_path, svg)
+    store.atomic_write(png_path, png)
+    store.atomic_write(svg_path, svg)
     for path in reversed(pages):  # the candidates page last: what it links to is already there
-        results.atomic_write(path, pages[path])
+        store.atomic_write(path, pages[path])
     return comparison
 
 
 def print_outcome(results_dir: Path) -> bool:
     """Print a results folder's ranked table, its report's path and any failures; True if a job failed."""
     results_dir = Path(results_dir)
-    df = results.read_cv_results(results_dir)
+    df = store.read_cv_results(results_dir)
     comparison = compare.read(results_dir) if len(df) > 1 else None
     if comparison is not None and [figures.key(p) for p in comparison["params"]] != [figures.key(p) for p in df["params"]]:
         comparison = None  # written for another set of rows (a rebuild was cut short): no verdicts rather than wrong ones
@@ -487,7 +488,7 @@ def print_outcome(results_dir: Path) -> bool:
     if comparison is not None:
         print(compare.verdict_line(comparison))
     print(f"report: {results_dir / REPORT}")
-    summary = results.failure_summary(results_dir)
+    summary = store.failure_summary(results_dir)
     if summary:
         print(f"\n{summary}", file=sys.stderr)
     return summary is not None
@@ -543,8 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--confidence {args.confidence}: must be between 0.5 and 1 (exclusive)")
     try:
         for d in args.dirs:
-            if not (d / f"{results.CV_RESULTS}.json").is_file():
-                raise ReportError(f"DIR={d}: no {results.CV_RESULTS}.json there; give a sweep folder or a run folder of src.sweep")
+            if not (d / f"{store.CV_RESULTS}.json").is_file():
+                raise ReportError(f"DIR={d}: no {store.CV_RESULTS}.json there; give a sweep folder or a run folder of src.sweep")
         out = output_path(args.dirs, args.output)
         check_output(out)
         settings = compare.settings(args.dirs[0])

@@ -18,8 +18,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from src import locks, results
+from src import locks, store
 from src.config import Checked, ConfigError
+from src.identity import flat, job_key
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,10 @@ def finished_folders(sweep_dir: Path) -> dict[str, tuple[Path, dict]]:
     found: dict[str, tuple[Path, dict]] = {}
     if not sweep_dir.is_dir():
         return found
-    for d in [*results.job_folders(sweep_dir), *sorted(sweep_dir.glob(f"{STAGING}*"))]:
-        record = results.finished_job(d)
+    for d in [*store.job_folders(sweep_dir), *sorted(sweep_dir.glob(f"{STAGING}*"))]:
+        record = store.finished_job(d)
         if record is not None:
-            found.setdefault(results.job_key(record["config"]), (d, record))
+            found.setdefault(job_key(record["config"]), (d, record))
     return found
 
 
@@ -60,10 +61,11 @@ def prepare_folder(checked: Checked) -> list[str]:
         _wait_for_jobs(out)
         return set_aside(out)
     if not checked.multirun:
-        record = results.finished_job(out)
-        if record is not None and not results.same_job(record["config"], checked.identities[0]):
+        try:
+            store.finished_job(out, checked.identities[0])
+        except store.OtherJob as e:
             raise ConfigError(f"hydra.run.dir={out}: holds a finished run with another configuration "
-                              f"({' '.join(record['overrides']) or 'defaults'}); use another hydra.run.dir, or resume=false to overwrite it")
+                              f"({' '.join(e.record['overrides']) or 'defaults'}); use another hydra.run.dir, or resume=false to overwrite it") from None
         return []
     _wait_for_jobs(out)
     found = finished_folders(out)
@@ -77,10 +79,10 @@ def prepare_folder(checked: Checked) -> list[str]:
         _check_one_command(out, found.values(), checked.identities)
     lines = []
     in_grid = {out / str(k) for k in range(len(checked.identities or []))} if checked.numbered else set()
-    for folder in results.job_folders(out):
+    for folder in store.job_folders(out):
         try:
-            results.job_record(folder)
-        except results.DamagedJob as e:
+            store.job_record(folder)
+        except store.DamagedJob as e:
             if folder not in in_grid:  # a job of the grid says so itself, when it runs again
                 lines.append(f"{e}; the job in {folder} counts as unfinished and is left out of the aggregate")
     if checked.numbered and checked.identities:
@@ -91,7 +93,7 @@ def prepare_folder(checked: Checked) -> list[str]:
 def _check_kind(folder: Path, multirun: bool) -> None:
     """Refuse a sweep into a single run's folder, or a single run into a sweep's: a folder is one or the other,
     never both (a run's files at the top of a sweep folder would be taken for the aggregate, and the other way round)."""
-    if multirun and ((folder / results.JOB).is_file() or (folder / ".hydra").is_dir()):
+    if multirun and ((folder / store.JOB).is_file() or (folder / ".hydra").is_dir()):
         raise ConfigError(f"hydra.sweep.dir={folder}: holds a single run (its job.json or .hydra); a folder holds a run or a sweep, "
                           "never both; use another hydra.sweep.dir")
     if not multirun and (folder / "multirun.yaml").is_file():
@@ -103,13 +105,13 @@ def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wa
     """Refuse a sweep folder whose finished jobs the aggregate could not rank with this command's: scored with
     other metrics, or trained on a data set that has changed since (same dataset settings, other content)."""
     scoring = wanted[0]["cv"]["scoring"]
-    now = {results.job_key(i["dataset"]): i["data_fingerprint"] for i in wanted}
+    now = {job_key(i["dataset"]): i["data_fingerprint"] for i in wanted}
     for folder, record in finished:
         theirs = record["config"]
         if theirs["cv"]["scoring"] != scoring:
             raise ConfigError(f"cv.scoring={scoring}: hydra.sweep.dir={sweep_dir} holds finished jobs scored with {theirs['cv']['scoring']} "
                               f"(e.g. {folder}), and rows scored differently cannot be ranked together; use another hydra.sweep.dir")
-        data = now.get(results.job_key(theirs["dataset"]))
+        data = now.get(job_key(theirs["dataset"]))
         if data is not None and theirs.get("data_fingerprint") not in (None, data):  # None: recorded before fingerprints
             raise ConfigError(f"dataset={theirs['dataset']['_target_'].rsplit('.', 1)[-1]}: its data have changed since the finished "
                               f"jobs in hydra.sweep.dir={sweep_dir} were trained on them (e.g. {folder}); use resume=false to "
@@ -118,8 +120,8 @@ def _check_comparable(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wa
 
 
 def _canonical(config: dict) -> dict:
-    """A nested config as {"module.num_units": "64", ...}, each value as its canonical JSON (results.job_key)."""
-    return {k: results.job_key(v) for k, v in results.flat(config).items()}
+    """A nested config as {"module.num_units": "64", ...}, each value as its canonical JSON (job_key)."""
+    return {k: job_key(v) for k, v in flat(config).items()}
 
 
 def _check_one_command(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], wanted: list[dict]) -> None:
@@ -176,7 +178,7 @@ def arrange(sweep_dir: Path, wanted: list[dict], found: dict[str, tuple[Path, di
     sweep_dir = Path(sweep_dir)
     records = {src: record for src, record in found.values()}
     found = {k: src for k, (src, _) in found.items()}
-    target = {results.job_key(identity): sweep_dir / str(k) for k, identity in enumerate(wanted)}
+    target = {job_key(identity): sweep_dir / str(k) for k, identity in enumerate(wanted)}
     moves = {src: target[k] for k, src in found.items() if k in target and src != target[k]}
     taken = set(target.values())
     # a finished job the grid does not name, sitting on a number the grid needs (or in staging), moves past the grid
@@ -194,7 +196,7 @@ def arrange(sweep_dir: Path, wanted: list[dict], found: dict[str, tuple[Path, di
             staged[src] = stage
     lines = []
     for src, dst in moves.items():
-        if dst.exists() and results.finished_job(dst) is not None:  # finished, yet not found: a second job of one identity
+        if dst.exists() and store.finished_job(dst) is not None:  # finished, yet not found: a second job of one identity
             aside = next(spare)
             os.rename(dst, aside)
             lines.append(f"finished job {dst.name} is in the way (it repeats the configuration of another); moved aside to job {aside.name}")

@@ -1,7 +1,7 @@
 """The cross-validated grid search: scikit-learn's GridSearchCV over the skorch estimator, and its run.
 
 run_search() computes a job's result (src.results.SearchResult) and raises nothing a grid point can
-cause; src.results.record() writes it. Both engines run through it: the GridSearchCV path trains the
+cause; src.store.record() writes it. Both engines run through it: the GridSearchCV path trains the
 estimator, the fused engine hands it fits it trained (src.estimator.PretrainedNet) to score.
 """
 import time

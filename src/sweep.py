@@ -37,7 +37,7 @@ def main(cfg: DictConfig, trained: dict | BaseException | None = None, waiting: 
     The fused launcher (src.launcher) hands a job the fits it trained with its group (`trained`), and says how many
     other jobs' fits are trained and waiting to be recorded (`waiting`: the progress line counts them as done).
     """
-    from src import devices, job, launcher, refresh, report, results
+    from src import devices, job, launcher, refresh, report, results, store
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -47,7 +47,7 @@ def main(cfg: DictConfig, trained: dict | BaseException | None = None, waiting: 
     label = f"job {hc.job.num if multirun else 0} ({' '.join(overrides) or 'defaults'})"
     swept, total = job.multirun_facts(results_dir / "multirun.yaml") if multirun else (frozenset(), None)
     settings, launcher_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg, hc.launcher))
-    with user_errors(), results.disk_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
+    with user_errors(), store.disk_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
         placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0, total)
         row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, swept, placement, trained)
         if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
@@ -57,7 +57,7 @@ def main(cfg: DictConfig, trained: dict | BaseException | None = None, waiting: 
 
     metric = results.metric_names(row)[0]
     score = row[f"mean_test_{metric}"][0]
-    done = f" [{results.progress(results_dir, total, waiting)}]" if multirun else ""
+    done = f" [{store.progress(results_dir, total, waiting)}]" if multirun else ""
     log.info(f"{label}: {row['status'][0]}, mean_test_{metric} {score:.4f} ± {row[f'std_test_{metric}'][0]:.4f}, "
              f"fit {row['mean_fit_time'][0]:.1f} s/fold -> {job_dir}{done}")
     if not multirun and report.print_outcome(job_dir):

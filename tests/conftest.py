@@ -54,9 +54,9 @@ def same_aggregate(sweep_dir: Path, reference: Path) -> None:
     """Assert that two aggregates agree in every column, candidate by candidate, except the measured times."""
     import pandas as pd
 
-    from src import results
+    from src import store
 
-    ours, theirs = (results.read_cv_results(d).sort_values("param_module__num_units").reset_index(drop=True) for d in (sweep_dir, reference))
+    ours, theirs = (store.read_cv_results(d).sort_values("param_module__num_units").reset_index(drop=True) for d in (sweep_dir, reference))
     assert list(ours.columns) == list(theirs.columns)
     compared = [c for c in theirs.columns if not c.endswith("_time")]
     pd.testing.assert_frame_equal(ours[compared], theirs[compared])
@@ -94,13 +94,13 @@ def write_mnist_raw(root: Path, folder: str = "MNIST", n_train: int = 60, n_test
 
 
 def fake_job(job_dir: Path, config: dict, drop: tuple[str, ...] = (), status: str = "ok", units: int = 8):
-    """A finished job folder as src.results.record writes it (one candidate), less the cv_results columns in `drop`."""
-    from src import results
+    """A finished job folder as src.store.record writes it (one candidate), less the cv_results columns in `drop`."""
+    from src import store
 
     job_dir.mkdir(parents=True, exist_ok=True)
     rows = {"mean_fit_time": [1.0], "param_module__num_units": [units], "params": [{"module__num_units": units}],
             "split0_test_accuracy": [0.5], "mean_test_accuracy": [0.5], "std_test_accuracy": [0.0], "rank_test_accuracy": [1],
             "status": [status], "error": [None]}
-    results.write_json(job_dir / "cv_results.json", {k: v for k, v in rows.items() if k not in drop})
-    results.write_json(job_dir / results.JOB, {"status": status, "error": None, "overrides": [f"module.num_units={units}"], "config": config})
+    store.write_json(job_dir / "cv_results.json", {k: v for k, v in rows.items() if k not in drop})
+    store.write_json(job_dir / store.JOB, {"status": status, "error": None, "overrides": [f"module.num_units={units}"], "config": config})
     return job_dir

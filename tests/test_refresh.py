@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 from conftest import ROOT, TINY, same_aggregate
-from src import refresh, results
+from src import refresh, results, store
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +28,22 @@ def rows():
 
 
 def finish_job(sweep_dir, k, rows):
-    """A fake job k finishes: its rows, then its job.json (last, as src.results.record writes them)."""
+    """A fake job k finishes: its rows, then its job.json (last, as src.store.record writes them)."""
     job_dir = sweep_dir / str(k)
     job_dir.mkdir()
-    results.write_cv_results(results.rank(results.job_results(rows[k % len(rows)], {"job": k})), job_dir)
-    results.write_json(job_dir / results.JOB, {"status": "ok", "error": None, "overrides": [], "config": {}})
+    store.write_cv_results(results.rank(results.job_results(rows[k % len(rows)], {"job": k})), job_dir)
+    store.write_json(job_dir / store.JOB, {"status": "ok", "error": None, "overrides": [], "config": {}})
 
 
 def aggregated_jobs(sweep_dir) -> list[int]:
-    return sorted(results.read_cv_results(sweep_dir)["param_job"])
+    return sorted(store.read_cv_results(sweep_dir)["param_job"])
 
 
 def test_a_writer_whose_listing_went_stale_rebuilds(tmp_path, rows, monkeypatch):
     """Job 2 finishes, and its rebuild completes, while a slower writer is about to write jobs 0 and 1 only."""
     for k in (0, 1):
         finish_job(tmp_path, k, rows)
-    real_write, writes = results.write_cv_results, []
+    real_write, writes = store.write_cv_results, []
 
     def write(df, directory):
         if directory == tmp_path and not writes:
@@ -78,11 +78,11 @@ def test_a_rebuild_killed_midway_leaves_whole_files_and_the_next_one_is_right(tm
             assert sorted(table["param_job"]) == list(range(len(table["param_job"])))
         finish_job(tmp_path, 30 + attempt, rows)  # and a job finishes while nobody rebuilds
     for tmp in tmp_path.glob(".*.tmp"):  # what the killed writers left: old enough now to be known dead
-        os.utime(tmp, (time.time() - 2 * results.STALE_TMP_S,) * 2)
+        os.utime(tmp, (time.time() - 2 * store.STALE_TMP_S,) * 2)
     assert refresh.refresh(tmp_path)  # the rebuild at the end of the sweep
     assert aggregated_jobs(tmp_path) == list(range(35))
     assert not list(tmp_path.glob(".cv_results.*.tmp"))
-    by_job = results.read_cv_results(tmp_path).sort_values("param_job")
+    by_job = store.read_cv_results(tmp_path).sort_values("param_job")
     np.testing.assert_allclose(by_job["mean_test_score"], [rows[k % 3]["mean_test_score"][0] for k in range(35)])
 
 
@@ -95,5 +95,5 @@ def test_two_sweeps_writing_into_one_folder_at_once_both_land(grid4_sweep, tmp_p
     for sweep in sweeps:
         _, err = sweep.communicate(timeout=600)
         assert sweep.returncode == 0, err
-    assert sorted(d.name for d in results.job_dirs(tmp_path)) == ["a0", "a1", "b0", "b1"]
+    assert sorted(d.name for d in store.job_dirs(tmp_path)) == ["a0", "a1", "b0", "b1"]
     same_aggregate(tmp_path, grid4_sweep)

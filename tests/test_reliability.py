@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, run_cli
-from src import locks, results
+from src import locks, store
 
 # +optimizer.fail=true: the first step raises (tests/failing_optimizer.py), as a job that runs out of memory does.
 # Long enough per job (about a second) that a kill lands between jobs.
@@ -34,7 +34,7 @@ def broken_sweep(tmp_path_factory):
 
 def test_failed_and_diverged_jobs_are_recorded_and_the_rest_still_run(broken_sweep):
     sweep_dir, proc = broken_sweep
-    agg = results.read_cv_results(sweep_dir)
+    agg = store.read_cv_results(sweep_dir)
     by_point = {(r["param_optimizer__fail"], r["param_optimizer__lr"]): r for r in agg.to_dict(orient="records")}
     assert {k: r["status"] for k, r in by_point.items()} == {
         (False, 0.01): "ok", (False, 1e30): "diverged", (FAIL, 0.01): "failed", (FAIL, 1e30): "failed"}
@@ -92,7 +92,7 @@ def wait_for(path, proc, timeout=300):
 
 
 def comparable(sweep_dir):
-    df = results.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
+    df = store.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
     return df[[c for c in df.columns if not c.endswith("_time")]]
 
 
@@ -107,42 +107,42 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
     sweep_dir = tmp_path / "s"
     proc = start(SLOW, sweep_dir)
-    wait_for(sweep_dir / "0" / results.JOB, proc)
+    wait_for(sweep_dir / "0" / store.JOB, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (sweep_dir / "3" / results.JOB).exists(), "the sweep finished before the kill"
+    assert not (sweep_dir / "3" / store.JOB).exists(), "the sweep finished before the kill"
     assert (sweep_dir / locks.COMMAND).exists()  # the killed command's hold on the folder is left behind; it must not block
     valid_files(sweep_dir)
-    first_fit = results.read_cv_results(sweep_dir / "0")["mean_fit_time"][0]
+    first_fit = store.read_cv_results(sweep_dir / "0")["mean_fit_time"][0]
 
     again = run_cli(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
     assert again.returncode == 0, again.stderr
     assert "job 0 (module.num_units=8" in again.stdout and "not trained again" in again.stdout
     pd.testing.assert_frame_equal(comparable(sweep_dir), comparable(uninterrupted))
-    assert results.read_cv_results(sweep_dir / "0")["mean_fit_time"][0] == first_fit  # reused, not retrained
+    assert store.read_cv_results(sweep_dir / "0")["mean_fit_time"][0] == first_fit  # reused, not retrained
     assert not list(sweep_dir.rglob("*.tmp")) and not list(sweep_dir.rglob("history.jsonl"))
 
 
 def test_ctrl_c_stops_the_whole_sweep_and_leaves_complete_files(tmp_path):
     sweep_dir = tmp_path / "s"
     proc = start(SLOW, sweep_dir)
-    wait_for(sweep_dir / "0" / results.JOB, proc)
+    wait_for(sweep_dir / "0" / store.JOB, proc)
     os.killpg(proc.pid, signal.SIGINT)  # skorch alone would swallow this and go on to the next fold
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Interrupted (SIGINT)" in stderr and "to resume" in stderr
-    assert not (sweep_dir / "3" / results.JOB).exists()
+    assert not (sweep_dir / "3" / store.JOB).exists()
     valid_files(sweep_dir)
 
 
 def test_resume_false_retrains(tmp_path):
     args = ["module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}"]
     assert run_cli(*args, "-m").returncode == 0
-    before = (tmp_path / "0" / results.JOB).stat().st_mtime_ns
+    before = (tmp_path / "0" / store.JOB).stat().st_mtime_ns
     resumed = run_cli(*args, "-m")
-    assert resumed.stdout.count("not trained again") == 2 and (tmp_path / "0" / results.JOB).stat().st_mtime_ns == before
+    assert resumed.stdout.count("not trained again") == 2 and (tmp_path / "0" / store.JOB).stat().st_mtime_ns == before
     fresh = run_cli(*args, "resume=false", "-m")
     assert fresh.returncode == 0 and "not trained again" not in fresh.stdout
-    assert (tmp_path / "0" / results.JOB).stat().st_mtime_ns > before
+    assert (tmp_path / "0" / store.JOB).stat().st_mtime_ns > before
 
 
 def test_a_failed_job_is_retried_on_resume(broken_sweep, tmp_path):
@@ -154,7 +154,7 @@ def test_a_failed_job_is_retried_on_resume(broken_sweep, tmp_path):
 
 def test_a_grown_shrunk_or_reordered_grid_reuses_every_finished_candidate(tmp_path):
     def fit_times(sweep_dir):
-        df = results.read_cv_results(sweep_dir)
+        df = store.read_cv_results(sweep_dir)
         return dict(zip(df["param_module__num_units"], df["mean_fit_time"]))
 
     assert run_cli("module.num_units=8,32", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
@@ -164,12 +164,12 @@ def test_a_grown_shrunk_or_reordered_grid_reuses_every_finished_candidate(tmp_pa
     assert "resume: finished job 0 (module.num_units=8" in grown.stdout and "is job 2 now" in grown.stdout
     assert grown.stdout.count("not trained again") == 2
     for job, units in enumerate([32, 16, 8, 24]):  # every job folder holds its own configuration's job
-        assert results.read_cv_results(tmp_path / str(job))["param_module__num_units"].tolist() == [units]
+        assert store.read_cv_results(tmp_path / str(job))["param_module__num_units"].tolist() == [units]
     assert {k: fit_times(tmp_path)[k] for k in first} == first  # reused, not retrained
     shrunk = run_cli("module.num_units=24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
     assert shrunk.returncode == 0 and "not trained again" in shrunk.stdout
     assert sorted(fit_times(tmp_path)) == [8, 16, 24, 32]  # nothing finished is lost; the aggregate keeps them all
-    assert results.read_cv_results(tmp_path / "0")["param_module__num_units"].tolist() == [24]
+    assert store.read_cv_results(tmp_path / "0")["param_module__num_units"].tolist() == [24]
 
 
 def test_an_interrupted_rearrangement_is_found_again(tmp_path):
@@ -209,13 +209,13 @@ def start_both(first, second, sweep_dir):
 def assert_attributed_right(sweep_dir, logs):
     """Every job folder holds one configuration throughout (record, rows, Hydra's overrides, all folds), and
     every score a command logged as a candidate's is that candidate's score in the aggregate."""
-    agg = results.read_cv_results(sweep_dir)
+    agg = store.read_cv_results(sweep_dir)
     score = dict(zip(agg["param_module__num_units"], agg["mean_test_accuracy"]))
-    for job_dir in results.job_dirs(sweep_dir):
-        units = results.job_record(job_dir)["config"]["module"]["num_units"]
-        assert results.read_cv_results(job_dir)["param_module__num_units"].tolist() == [units]
+    for job_dir in store.job_dirs(sweep_dir):
+        units = store.job_record(job_dir)["config"]["module"]["num_units"]
+        assert store.read_cv_results(job_dir)["param_module__num_units"].tolist() == [units]
         assert f"module.num_units={units}" in (job_dir / ".hydra" / "overrides.yaml").read_text()
-        history = json.loads((job_dir / results.HISTORY).read_text())
+        history = json.loads((job_dir / store.HISTORY).read_text())
         assert [h["fold"] for h in history] == [0, 1, 2] and all(h["params"]["module__num_units"] == units for h in history)
     logged = [(int(u), float(s)) for log in logs for u, s in SCORE_LINE.findall(log)]
     assert logged and all(abs(score[u] - s) < 1e-4 for u, s in logged)
@@ -227,7 +227,7 @@ def test_two_commands_into_one_sweep_folder_keep_the_union_of_their_grids(tmp_pa
     assert rc1 == rc2 == 0, err1 + err2
     agg = assert_attributed_right(tmp_path, [out1, out2])
     assert sorted(agg["param_module__num_units"]) == [32, 64, 96, 128, 256, 512] and set(agg["status"]) == {"ok"}
-    assert len(results.job_dirs(tmp_path)) == 6
+    assert len(store.job_dirs(tmp_path)) == 6
     assert not list(tmp_path.rglob(locks.COMMAND)) and not list(tmp_path.rglob(locks.JOB))  # every hold let go
 
 
@@ -245,7 +245,7 @@ def test_resume_waits_for_a_job_folder_another_process_is_writing(tmp_path):
     from src import locks
 
     assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
-    record = tmp_path / "0" / results.JOB
+    record = tmp_path / "0" / store.JOB
     written = record.read_bytes()
     record.unlink()  # job 0 as it is before its last write
     with locks.job(tmp_path / "0"):
@@ -263,26 +263,26 @@ def test_resume_waits_for_a_job_folder_another_process_is_writing(tmp_path):
 def test_damaged_job_folders_count_as_unfinished_and_are_retrained(tmp_path):
     grid = ["module.num_units=8,16,24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]
     assert run_cli(*grid).returncode == 0
-    (tmp_path / "0" / results.JOB).write_text((tmp_path / "0" / results.JOB).read_text()[:40])  # truncated
-    (tmp_path / "1" / results.JOB).write_text('{"status": "ok"}')  # incomplete
+    (tmp_path / "0" / store.JOB).write_text((tmp_path / "0" / store.JOB).read_text()[:40])  # truncated
+    (tmp_path / "1" / store.JOB).write_text('{"status": "ok"}')  # incomplete
     (tmp_path / "2" / "cv_results.json").unlink()
     (tmp_path / "7").mkdir()
-    (tmp_path / "7" / results.JOB).write_text("{")  # outside the rerun's grid
+    (tmp_path / "7" / store.JOB).write_text("{")  # outside the rerun's grid
     again = run_cli(*grid)
     assert again.returncode == 0 and "Traceback" not in again.stderr + again.stdout, again.stderr
     assert "not trained again" not in again.stdout and again.stdout.count("trained by the") == 3
-    for job, damaged in [("0", results.JOB), ("1", results.JOB), ("2", "cv_results.json")]:
+    for job, damaged in [("0", store.JOB), ("1", store.JOB), ("2", "cv_results.json")]:
         named = [line for line in again.stdout.splitlines() if str(tmp_path / job / damaged) in line]
         assert len(named) == 1 and "runs again" in named[0]
-    assert f"resume: {tmp_path / '7' / results.JOB} cannot be read" in again.stdout
-    assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16, 24]
+    assert f"resume: {tmp_path / '7' / store.JOB} cannot be read" in again.stdout
+    assert sorted(store.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16, 24]
 
 
 def test_damaged_job_folder_does_not_swallow_the_failure_summary(broken_sweep, tmp_path):
     sweep_dir = tmp_path / "s"
     shutil.copytree(broken_sweep[0], sweep_dir)
     (sweep_dir / "9").mkdir()
-    (sweep_dir / "9" / results.JOB).write_text('{"status": "failed"')
+    (sweep_dir / "9" / store.JOB).write_text('{"status": "failed"')
     again = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
     assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("2 of 4 jobs failed: job 2")
 
@@ -327,11 +327,11 @@ def test_ctrl_c_while_a_large_grid_is_checked_is_one_line(tmp_path):
 def test_a_single_run_into_a_finished_run_of_another_configuration_is_refused(tmp_path):
     run = [*TINY, f"hydra.run.dir={tmp_path}"]
     assert run_cli("module.num_units=8", *run).returncode == 0
-    before = (tmp_path / results.JOB).read_text()
+    before = (tmp_path / store.JOB).read_text()
     other = run_cli("module.num_units=16", *run)
     assert other.returncode == 2 and other.stderr.count("\n") == 1
     assert other.stderr.startswith(f"Error: hydra.run.dir={tmp_path}: holds a finished run with another configuration (module.num_units=8")
-    assert (tmp_path / results.JOB).read_text() == before
+    assert (tmp_path / store.JOB).read_text() == before
     same = run_cli("module.num_units=8", *run)
     assert same.returncode == 0 and "not trained again" in same.stdout
 
@@ -359,5 +359,5 @@ def test_a_changed_data_file_is_not_resumed_from(tmp_path):
 def test_nested_job_folders(tmp_path):
     proc = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=n/${hydra.job.num}", "-m")
     assert proc.returncode == 0, proc.stderr
-    assert [d.relative_to(tmp_path).as_posix() for d in results.job_dirs(tmp_path)] == ["n/0", "n/1"]
-    assert sorted(results.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16]
+    assert [d.relative_to(tmp_path).as_posix() for d in store.job_dirs(tmp_path)] == ["n/0", "n/1"]
+    assert sorted(store.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_cli
-from src import compare, figures, report, results
+from src import compare, figures, report, results, store
 
 
 def embedded_options(page: str) -> dict:
@@ -51,14 +51,14 @@ def second_sweep(tmp_path_factory):
 def edited_copy(tiny_sweep, target, **columns):
     """A copy of the tiny sweep (jobs and histories included) whose aggregate has `columns` replaced."""
     shutil.copytree(tiny_sweep, target, ignore=shutil.ignore_patterns("*.html", "summary.*"))
-    df = results.read_cv_results(target).assign(**columns)
-    results.write_cv_results(results.rank(df), target)
+    df = store.read_cv_results(target).assign(**columns)
+    store.write_cv_results(results.rank(df), target)
     return target
 
 
 def test_sweep_report_has_a_row_per_candidate_and_curves(tiny_sweep):
     rows = embedded_rows((tiny_sweep / "hiplot.html").read_text())
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     assert sorted(int(r["param_module__num_units"]) for r in rows)  # a few integers: padded categories == sorted(agg["param_module__num_units"])
     assert {"split0_test_accuracy", "mean_test_accuracy", "std_test_accuracy", "rank_test_accuracy", "mean_fit_time"} <= set(rows[0])
     assert sorted(r["candidate"] for r in rows) == sorted(figures.architecture(n) for n in agg["param_module__num_units"])
@@ -71,8 +71,8 @@ def test_curves_page_draws_the_mean_over_folds_per_candidate(tiny_sweep):
     page = (tiny_sweep / "hiplot_curves.html").read_text()
     curves = lines(page)
     assert len(curves) == 3 and all([int(p["epoch"]) for p in line] == [1, 2] for line in curves)
-    for job in results.job_dirs(tiny_sweep):  # reference: the raw per-fold histories
-        folds = json.loads((job / results.HISTORY).read_text())
+    for job in store.job_dirs(tiny_sweep):  # reference: the raw per-fold histories
+        folds = json.loads((job / store.HISTORY).read_text())
         expected = np.mean([[e["train_loss"] for e in f["epochs"]] for f in folds], axis=0)
         units = folds[0]["params"]["module__num_units"]
         line = next(line for line in curves if line[0]["param_module__num_units"] == units)
@@ -98,7 +98,7 @@ def test_summary_figure_is_saved_and_embedded(tiny_sweep):
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     text = " ".join("".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text"))
     assert "epoch" in text and "learning curves" in text and "architecture [num_units, num_units // 2, num_classes]" in text
-    agg = results.read_cv_results(tiny_sweep)  # reference: the saved cv_results_, not the figure code
+    agg = store.read_cv_results(tiny_sweep)  # reference: the saved cv_results_, not the figure code
     for units in agg["param_module__num_units"]:
         assert figures.architecture(units) in text
     best = agg.sort_values("rank_test_accuracy").iloc[0]
@@ -119,7 +119,7 @@ def test_candidates_page_hiplot_settings(tiny_sweep):
     assert set(splits) <= set(exp["display_data"]["PARALLEL_PLOT"]["hide"]) and all(set(splits) <= set(r) for r in rows)
     assert exp["parameters_definition"]["rank_test_accuracy"]["type"] == "categorical"
     assert "rank_test_accuracy" in exp["display_data"]["PARALLEL_PLOT"]["invert"]  # categories sort upwards: flipped, rank 1 is on top
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     best = agg.loc[agg["mean_test_accuracy"].idxmax(), "param_module__num_units"]
     assert next(r for r in rows if int(r["param_module__num_units"]) == best)["rank_test_accuracy"] == "1"
     assert exp["display_data"]["TABLE"]["order_by"] == [["rank_test_accuracy", "asc"]]
@@ -136,7 +136,7 @@ def test_candidates_page_hiplot_settings(tiny_sweep):
 
 
 def test_unscored_candidates_stay_off_the_top_of_score_axes(tiny_sweep, tmp_path):
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     nan = [math.nan] + list(agg["mean_test_accuracy"][1:])
     src = edited_copy(tiny_sweep, tmp_path / "one_diverged", mean_test_accuracy=nan, status=["diverged", "ok", "ok"])
     report.write_report([src], src / "hiplot.html")
@@ -150,7 +150,7 @@ def test_unscored_candidates_stay_off_the_top_of_score_axes(tiny_sweep, tmp_path
 
 
 def test_one_scored_candidate_keeps_its_score_axes(tiny_sweep, tmp_path):
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     score = agg["mean_test_accuracy"][2]
     src = edited_copy(tiny_sweep, tmp_path / "two_diverged", mean_test_accuracy=[math.nan, math.nan, score],
                       status=["diverged", "diverged", "ok"])
@@ -175,7 +175,7 @@ def test_parameters_spanning_decades_get_log_axes(tiny_sweep, tmp_path):
 
 def test_merged_legend_sits_beside_the_data(tiny_sweep):
     """Two series (a merge, or a second swept param): their legend is outside the score panel, off the circled best."""
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     df = pd.concat([agg.assign(sweep="a"), agg.assign(sweep="b")], ignore_index=True)
     fig = figures.summary_figure(results.rank(df), [None] * 6, figures.candidate_labels(df), figures.candidate_colors(6), [10] * 6)
     fig.canvas.draw()
@@ -195,14 +195,14 @@ def test_short_runs_get_a_tick_per_epoch(tiny_sweep):
 def test_the_caption_says_what_is_below(tiny_sweep, tmp_path):
     page = (tiny_sweep / "hiplot.html").read_text()
     assert "one line per candidate" in page and "HiPlot draws no axis for a column of one value" in page  # every job ok
-    results.write_cv_results(results.read_cv_results(tiny_sweep).iloc[:1], tmp_path)  # one candidate: no parallel plot
+    store.write_cv_results(store.read_cv_results(tiny_sweep).iloc[:1], tmp_path)  # one candidate: no parallel plot
     report.write_report([tmp_path], tmp_path / "hiplot.html")
     single = (tmp_path / "hiplot.html").read_text()
     assert "one line per candidate" not in single and "the table of the candidates" in single
 
 
 def test_summary_figure_axes(tiny_sweep):
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     df = agg.assign(param_optimizer__lr=[1e-3, 1e-2, 1e-1], mean_test_accuracy=[math.nan, *agg["mean_test_accuracy"][1:]],
                     status=["diverged", "ok", "ok"])
     df = results.rank(df.drop(columns="param_module__num_units"))
@@ -237,7 +237,7 @@ def test_merge_two_sweeps(tiny_sweep, second_sweep, tmp_path):
     names = figures.short_names([tiny_sweep, second_sweep])  # the axis shows short names (long ones were cut); the header the folders
     assert sorted(r["sweep"] for r in rows) == sorted([names[str(tiny_sweep)]] * 3 + [names[str(second_sweep)]])
     assert f"{tiny_sweep} + {second_sweep}" in out.read_text()
-    merged = pd.concat([results.read_cv_results(tiny_sweep), results.read_cv_results(second_sweep)])
+    merged = pd.concat([store.read_cv_results(tiny_sweep), store.read_cv_results(second_sweep)])
     by_score = sorted((r["mean_test_accuracy"], int(r["rank_test_accuracy"])) for r in rows)
     assert [rank for _, rank in by_score] == sorted(results.rank(merged)["rank_test_accuracy"], reverse=True)
     assert {r["sweep"] for r in embedded_rows((tmp_path / "compare_curves.html").read_text())} == {str(tiny_sweep), str(second_sweep)}
@@ -248,18 +248,18 @@ def test_merge_two_sweeps(tiny_sweep, second_sweep, tmp_path):
 def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_sweep, tmp_path):
     wild = tmp_path / "wild"
     shutil.copytree(tiny_sweep, wild, ignore=shutil.ignore_patterns("*.html", "summary.*"))
-    for job in results.job_dirs(wild):  # as if run with +sweeps=...: a config change that is not a command-line override
-        record = json.loads((job / results.JOB).read_text())
+    for job in store.job_dirs(wild):  # as if run with +sweeps=...: a config change that is not a command-line override
+        record = json.loads((job / store.JOB).read_text())
         record["config"]["module"]["init"] = "randn"
-        (job / results.JOB).write_text(json.dumps(record))
-        folds = json.loads((job / results.HISTORY).read_text())
+        (job / store.JOB).write_text(json.dumps(record))
+        folds = json.loads((job / store.HISTORY).read_text())
         for f in folds:
             f["epochs"][0]["train_loss"] *= 1000  # a first-epoch loss in the thousands
-        (job / results.HISTORY).write_text(json.dumps(folds))
+        (job / store.HISTORY).write_text(json.dumps(folds))
     out = tmp_path / "compare.html"
     report.write_report([wild, second_sweep], out)
     rows = embedded_rows(out.read_text())
-    configs = {str(d): json.loads((results.job_dirs(d)[0] / results.JOB).read_text())["config"] for d in (wild, second_sweep)}
+    configs = {str(d): json.loads((store.job_dirs(d)[0] / store.JOB).read_text())["config"] for d in (wild, second_sweep)}
     assert sorted(r["param_module__init"] for r in rows) == sorted(["randn"] * 3 + [configs[str(second_sweep)]["module"]["init"]])
     short = {v: k for k, v in figures.short_names([wild, second_sweep]).items()}
     assert all(r["param_module__init"] == configs[short[r["sweep"]]]["module"]["init"] for r in rows)
@@ -355,8 +355,8 @@ EVIL = '</script><img src=x onerror="document.title=1">'
 @pytest.fixture
 def hostile_results(tiny_sweep, tmp_path):
     """A results folder whose param values and error message carry markup."""
-    df = results.read_cv_results(tiny_sweep).assign(status="failed", error=EVIL, param_dataset__limit=EVIL)
-    results.write_cv_results(df, tmp_path)
+    df = store.read_cv_results(tiny_sweep).assign(status="failed", error=EVIL, param_dataset__limit=EVIL)
+    store.write_cv_results(df, tmp_path)
     return tmp_path
 
 

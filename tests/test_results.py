@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 from conftest import fake_job
-from src import refresh, results
+from src import refresh, results, store
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_rank_recomputes_sklearns_ranks(search):
 
 def test_files_keep_the_schema_and_values(search, tmp_path):
     df = results.rank(results.job_results(search.cv_results_, {"seed": 3}))
-    results.write_cv_results(df, tmp_path)
+    store.write_cv_results(df, tmp_path)
     expected = set(search.cv_results_) | {"param_seed", "status", "error"}
     as_json = json.loads((tmp_path / "cv_results.json").read_text())
     as_pt = torch.load(tmp_path / "cv_results.pt", weights_only=True)
@@ -44,19 +44,19 @@ def test_files_keep_the_schema_and_values(search, tmp_path):
     assert as_json["mean_test_accuracy"][3] is None and math.isnan(as_pt["mean_test_accuracy"][3])
     np.testing.assert_allclose(as_pt["mean_test_accuracy"], search.cv_results_["mean_test_accuracy"])
     np.testing.assert_allclose(as_csv["split1_test_f1_macro"], search.cv_results_["split1_test_f1_macro"])
-    assert results.read_cv_results(tmp_path)["rank_test_accuracy"].tolist() == search.cv_results_["rank_test_accuracy"].tolist()
+    assert store.read_cv_results(tmp_path)["rank_test_accuracy"].tolist() == search.cv_results_["rank_test_accuracy"].tolist()
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
-    results.atomic_write(target, "old")
+    store.atomic_write(target, "old")
 
     def no_space(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(results.os, "fsync", no_space)
     with pytest.raises(OSError):
-        results.atomic_write(target, "new")
+        store.atomic_write(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
@@ -65,8 +65,8 @@ def _job(args):
     sweep_dir, k, cv_results = args
     job_dir = sweep_dir / str(k)
     job_dir.mkdir()
-    results.write_cv_results(results.rank(results.job_results(cv_results, {"job": k})), job_dir)
-    results.write_json(job_dir / results.JOB, {"status": "ok", "error": None, "overrides": [], "config": {}})
+    store.write_cv_results(results.rank(results.job_results(cv_results, {"job": k})), job_dir)
+    store.write_json(job_dir / store.JOB, {"status": "ok", "error": None, "overrides": [], "config": {}})
     refresh.refresh(sweep_dir)
 
 
@@ -74,7 +74,7 @@ def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path):
     rows = [{key: vals[i : i + 1] for key, vals in search.cv_results_.items()} for i in range(5)]
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.map(_job, [(tmp_path, k, rows[k % 5]) for k in range(12)])
-    agg = results.read_cv_results(tmp_path)
+    agg = store.read_cv_results(tmp_path)
     assert sorted(agg["param_job"]) == list(range(12))
     by_job = agg.sort_values("param_job")
     expected = [search.cv_results_["mean_test_accuracy"][k % 5] for k in range(12)]
@@ -113,10 +113,10 @@ def test_job_rows_without_status_error_or_the_row_metric_are_a_damaged_record(tm
     config = {"cv": {"scoring": ["accuracy"]}}
     fake_job(tmp_path / "0", config)
     fake_job(tmp_path / "1", config, drop=drop, units=16)
-    with pytest.raises(results.DamagedJob, match=f"cv_results.json is incomplete .no {drop[0]} column"):
-        results.job_record(tmp_path / "1")
-    assert results.finished_job(tmp_path / "1") is None
-    assert results.aggregate(tmp_path)["param_module__num_units"].tolist() == [8]
+    with pytest.raises(store.DamagedJob, match=f"cv_results.json is incomplete .no {drop[0]} column"):
+        store.job_record(tmp_path / "1")
+    assert store.finished_job(tmp_path / "1") is None
+    assert store.aggregate(tmp_path)["param_module__num_units"].tolist() == [8]
 
 
 def test_progress_knows_that_fused_jobs_are_already_trained(tmp_path):
@@ -129,10 +129,10 @@ def test_progress_knows_that_fused_jobs_are_already_trained(tmp_path):
     os.utime(tmp_path / "multirun.yaml", (start, start))
     job = tmp_path / "0"
     job.mkdir()
-    (job / f"{results.CV_RESULTS}.json").write_text(json.dumps({"params": [{}], "mean_test_accuracy": [0.5], "status": ["ok"], "error": [None]}))
-    (job / results.JOB).write_text(json.dumps({"status": "ok", "error": None, "overrides": [], "config": {}}))
-    os.utime(job / results.JOB, (start + 200, start + 200))
-    assert results.progress(tmp_path, 4, trained=3) == "1 of 4 jobs done, the other 3 already trained"
+    (job / f"{store.CV_RESULTS}.json").write_text(json.dumps({"params": [{}], "mean_test_accuracy": [0.5], "status": ["ok"], "error": [None]}))
+    (job / store.JOB).write_text(json.dumps({"status": "ok", "error": None, "overrides": [], "config": {}}))
+    os.utime(job / store.JOB, (start + 200, start + 200))
+    assert store.progress(tmp_path, 4, trained=3) == "1 of 4 jobs done, the other 3 already trained"
     # 200 s trained 4 jobs' fits: 50 s a job, for the 4 of 8 not trained yet (without `trained`: 200 s x 7 left)
-    assert results.progress(tmp_path, 8, trained=3) == "1 of 8 jobs done, about 0:03:20 left"
-    assert results.progress(tmp_path, 8) == "1 of 8 jobs done, about 0:23:20 left"
+    assert store.progress(tmp_path, 8, trained=3) == "1 of 8 jobs done, about 0:03:20 left"
+    assert store.progress(tmp_path, 8) == "1 of 8 jobs done, about 0:23:20 left"

@@ -3,7 +3,8 @@ move or refuse; in-process, on job folders written as src.results writes them.""
 import pytest
 
 from conftest import TINY, fake_job
-from src import results, resume
+from src import resume, store
+from src.identity import job_key
 from src.config import ConfigError, preflight
 
 
@@ -16,7 +17,7 @@ def checked(tmp_path, *overrides, multirun=True):
 def test_momentum_0_and_0_0_are_one_configuration(tmp_path):
     """Issue 18 item 3: the identity compares values as the config means them (the default SGD's momentum: 0)."""
     zero, zero_float = checked(tmp_path, "optimizer.momentum=0", multirun=False), checked(tmp_path, "optimizer.momentum=0.0", multirun=False)
-    assert results.job_key(zero.identities[0]) == results.job_key(zero_float.identities[0])
+    assert job_key(zero.identities[0]) == job_key(zero_float.identities[0])
     fake_job(tmp_path / "s", zero.identities[0])
     assert resume.prepare_folder(zero_float) == []  # the finished run is this run: not refused as another configuration
 
@@ -31,7 +32,7 @@ def test_a_finished_folder_in_the_way_is_moved_aside_never_deleted(tmp_path):
     for k in (0, 1):
         fake_job(tmp_path / str(k), identity_of(8)).joinpath("mark").write_text(str(k))
     lines = resume.arrange(tmp_path, [identity_of(16), identity_of(8)], resume.finished_folders(tmp_path))
-    marks = {d.name: d.joinpath("mark").read_text() for d in results.job_folders(tmp_path)}
+    marks = {d.name: d.joinpath("mark").read_text() for d in store.job_folders(tmp_path)}
     assert marks == {"1": "0", "2": "1"} and any("moved aside" in line for line in lines)
 
 
@@ -42,7 +43,7 @@ def test_a_folder_is_a_run_or_a_sweep_never_both(tmp_path, resume_flag):
     fake_job(tmp_path / "s", run.identities[0])  # a finished single run
     with pytest.raises(ConfigError, match=r"hydra.sweep.dir=.*: holds a single run .*never both"):
         resume.prepare_folder(checked(tmp_path, "module.num_units=8,16", resume_flag))
-    (tmp_path / "s" / results.JOB).unlink()
+    (tmp_path / "s" / store.JOB).unlink()
     (tmp_path / "s" / ".hydra").mkdir()  # a single run that has not finished yet is a run too
     with pytest.raises(ConfigError, match="holds a single run"):
         resume.prepare_folder(checked(tmp_path, "module.num_units=8,16", resume_flag))
@@ -60,10 +61,10 @@ def test_a_sweep_owns_only_its_own_job_folders_not_a_nested_sweeps(tmp_path):
     inner = tmp_path / "s" / "ablation"
     fake_job(inner / "0", outer.identities[1], units=16)  # the inner sweep's job is the outer grid's job 1
     (inner / "multirun.yaml").write_text("hydra: {}\n")
-    assert resume.finished_folders(tmp_path / "s") == {} and results.job_folders(tmp_path / "s") == []
+    assert resume.finished_folders(tmp_path / "s") == {} and store.job_folders(tmp_path / "s") == []
     assert resume.prepare_folder(outer) == []
-    assert (inner / "0" / results.JOB).is_file() and not (tmp_path / "s" / "1").exists()
-    assert results.aggregate(tmp_path / "s") is None
+    assert (inner / "0" / store.JOB).is_file() and not (tmp_path / "s" / "1").exists()
+    assert store.aggregate(tmp_path / "s") is None
     inner.rename(tmp_path / "s" / "1")  # a nested sweep where the outer one's job 1 would write
     with pytest.raises(ConfigError, match=r"hydra.sweep.dir=.*: its job 1 would write into .*, another sweep's folder"):
         resume.prepare_folder(outer)
@@ -88,5 +89,5 @@ def test_a_second_command_with_other_fixed_settings_is_refused_and_resume_false_
     resume.prepare_folder(checked(tmp_path, "module.num_units=8,32"))  # accepted: a grown grid varies the keys its jobs vary
     resume.prepare_folder(checked(tmp_path, "module.num_units=16"))    # and so does a shrunk one
     lines = resume.prepare_folder(checked(tmp_path, "module.num_units=8", "train.max_epochs=3", "resume=false"))
-    assert results.job_folders(tmp_path / "s") == [] and lines and "moved aside" in lines[0]
-    assert sorted(p.parent.name for p in (tmp_path / "s" / ".replaced").rglob(results.JOB)) == ["0", "1"]  # kept, not deleted
+    assert store.job_folders(tmp_path / "s") == [] and lines and "moved aside" in lines[0]
+    assert sorted(p.parent.name for p in (tmp_path / "s" / ".replaced").rglob(store.JOB)) == ["0", "1"]  # kept, not deleted

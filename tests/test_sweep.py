@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, TINY, run_cli
-from src import results
+from src import store
 from src.job import prepare
 from src.seeding import split_test_fold
 
@@ -41,7 +41,7 @@ def compose_cfg_module():
 
 
 def test_aggregate_equals_gridsearchcv_over_the_whole_grid(tiny_sweep, reference):
-    agg = results.read_cv_results(tiny_sweep)
+    agg = store.read_cv_results(tiny_sweep)
     assert set(agg.columns) == set(reference) | {"status", "error"}  # dataset.limit=150 is fixed: no param column
     assert agg["status"].tolist() == ["ok"] * len(SIZES)
     order = np.argsort(reference["param_module__num_units"].data.astype(int))
@@ -68,7 +68,7 @@ def test_aggregate_files_agree(tiny_sweep):
 def test_job_folders_record_rows_history_and_environment(tiny_sweep):
     for job, size in enumerate(SIZES):
         job_dir = tiny_sweep / str(job)
-        assert results.read_cv_results(job_dir)["param_module__num_units"].tolist() == [size]
+        assert store.read_cv_results(job_dir)["param_module__num_units"].tolist() == [size]
         history = json.loads((job_dir / "history.json").read_text())
         assert [h["fold"] for h in history] == [0, 1, 2]
         assert [e["epoch"] for e in history[0]["epochs"]] == [1, 2]
@@ -95,7 +95,7 @@ def test_single_run_writes_the_same_files(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("cv_results.csv", "cv_results.json", "cv_results.pt", "history.json", "environment.json", "hiplot.html"):
         assert (tmp_path / name).is_file(), name
-    df = results.read_cv_results(tmp_path)
+    df = store.read_cv_results(tmp_path)
     assert len(df) == 1 and df["rank_test_accuracy"].tolist() == [1]
     assert "mean_test_accuracy" in proc.stdout
 
@@ -137,7 +137,7 @@ def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"})
     assert proc.returncode == 0, proc.stderr
-    assert sorted(results.read_cv_results(tmp_path / "s")["param_module__num_units"]) == [32, 64, 128, 256]
+    assert sorted(store.read_cv_results(tmp_path / "s")["param_module__num_units"]) == [32, 64, 128, 256]
 
 
 def test_full_error_shows_the_trace(tmp_path):
@@ -150,7 +150,7 @@ def test_defaults_reach_the_accuracy_the_readme_promises(tmp_path):
     """num_units=256 at full defaults (5,000 digits, 25 epochs, 3 folds) scores at least 0.88."""
     proc = run_cli("module.num_units=256", "train.verbose=quiet", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
-    assert results.read_cv_results(tmp_path)["mean_test_accuracy"][0] >= 0.88
+    assert store.read_cv_results(tmp_path)["mean_test_accuracy"][0] >= 0.88
 
 
 

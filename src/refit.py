@@ -47,16 +47,14 @@ def best_job(results_dir: Path) -> tuple[Path, dict, pd.DataFrame] | None:
     """The finished, scored job ranked first by the first metric (GridSearchCV's best_index_): its folder,
     job.json record and cv_results row."""
     results_dir = Path(results_dir)
-    dirs = [results_dir] if (results_dir / store.JOB).is_file() else store.job_folders(results_dir)
     best, best_score = None, -np.inf
-    for d in dirs:
-        record = store.finished_job(d)  # None for a damaged, failed or unfinished job
-        if record is None or record["status"] != "ok":
+    for found in store.read_jobs(results_dir):
+        if found.record["status"] != "ok":  # failed or diverged: no scores
             continue
-        row = store.read_cv_results(d)
+        row = store.rows_frame(found.rows)
         score = row[f"mean_test_{results.metric_names(row)[0]}"][0]
         if score > best_score:  # the first of equals, as rank "min" and best_index_ have it
-            best, best_score = (d, record, row), score
+            best, best_score = (found.dir, found.record, row), score
     return best
 
 

@@ -26,7 +26,7 @@ def finished_jobs(sweep_dir: Path) -> dict[str, tuple[int, int, int]]:
     """Each job folder's job.json (by the folder's path under sweep_dir), with its inode, modification time and size.
 
     A job.json is replaced by a rename, never rewritten in place, so a retried job changes its inode. Only
-    stat() is read here: the rebuild itself validates the records (store.job_dirs).
+    stat() is read here: the rebuild itself validates the records (store.read_jobs).
     """
     found = {}
     for job_dir in store.job_folders(sweep_dir):
@@ -46,8 +46,9 @@ def refresh(sweep_dir: Path, attempts: int = ATTEMPTS) -> bool:
         if not before:
             return True  # nothing finished yet: nothing to aggregate
         try:
-            if store.aggregate(sweep_dir) is not None:  # None: no job folder holds a complete record
-                report.write_report([sweep_dir], sweep_dir / report.REPORT)
+            jobs = store.read_jobs(sweep_dir)  # each job's files, read once for the aggregate and the report
+            if store.aggregate(sweep_dir, jobs) is not None:  # None: no job folder holds a complete record
+                report.write_report([sweep_dir], sweep_dir / report.REPORT, jobs_of={sweep_dir: jobs})
         except FileNotFoundError:  # a job folder moved while it was read (another run arranging the folder)
             continue
         if finished_jobs(sweep_dir) == before:

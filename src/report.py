@@ -17,7 +17,6 @@ import contextlib
 import datetime
 import gc
 import html
-import json
 import math
 import re
 import signal
@@ -226,34 +225,12 @@ def curves_experiment(lines: list[dict], colors: dict[str, str], per_fold: bool 
     return exp
 
 
-def read_histories(results_dir: Path) -> list[dict]:
-    """Every fold history saved in a results folder (its own history.json and its job folders')."""
-    results_dir = Path(results_dir)
-    found = []
-    for directory in [results_dir, *store.job_dirs(results_dir)]:
-        path = directory / store.HISTORY
-        if path.is_file():
-            found += load_json(path)
-    return found
-
-
-def read_job_configs(results_dir: Path) -> dict[str, dict]:
-    """The resolved config (job.json's `config`) of each job in a results folder, by its candidate's params."""
-    found = {}
-    for directory in [Path(results_dir), *store.job_dirs(results_dir)]:
-        job, rows = directory / store.JOB, directory / f"{store.CV_RESULTS}.json"
-        if job.is_file() and rows.is_file():
-            config = load_json(job).get("config") or {}
-            found.update({figures.key(p): config for p in load_json(rows).get("params", [])})
-    return found
-
-
 def load_json(path: Path):
     """A JSON file's content; a truncated or invalid file is a ReportError naming it."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path}: not valid JSON ({e}); the file is damaged or truncated: rerun the job, or leave this folder out") from None
+        return store.read_json(path)
+    except store.DamagedJob as e:
+        raise ReportError(f"{e}; the file is damaged or truncated: rerun the job, or leave this folder out") from None
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
@@ -400,35 +377,38 @@ def held_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
             signal.raise_signal(n)  # now the sweep's own handler runs, in plain code
 
 
-def read_merged(results_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+def read_merged(results_dirs: list[Path], jobs_of: dict[Path, list] | None = None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     """The candidates of one or several results folders, each row's resolved config, and every fold history.
 
     Merged folders get a `sweep` column, a column per config key that differs between them, and ranks over all rows.
+    `jobs_of`: each folder's store.read_jobs, where the caller has read them already.
     """
     merge = len(results_dirs) > 1
     frames, configs, histories = [], [], []
     for d in results_dirs:
-        df, by_params = read_results(d), read_job_configs(d)
+        df, jobs = read_results(d), store.read_jobs(d) if jobs_of is None else jobs_of[d]
+        by_params = {figures.key(p): job.record["config"] for job in jobs for p in job.rows["params"]}  # each candidate's config
         if merge:
             df.insert(0, "sweep", str(d))
         frames.append(df)
         configs.append([by_params.get(figures.key(p), {}) for p in df["params"]])
-        histories += [{**h, "sweep": str(d)} if merge else h for h in read_histories(d)]
+        histories += [{**h, "sweep": str(d)} if merge else h for job in jobs for h in job.histories or []]
     if merge:
         frames = add_config_columns(frames, configs)
     df = pd.concat(frames, ignore_index=True)
     return (results.rank(df) if merge else df), [c for rows in configs for c in rows], histories
 
 
-def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | None = None) -> pd.DataFrame:
+def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | None = None,
+                 jobs_of: dict[Path, list] | None = None) -> pd.DataFrame:
     """Render the summary figure, the candidates page at `out` and the learning-curves pages beside it, and write
     the comparison of every candidate with the best beside them (src.compare: rope and confidence from
     `compare_settings`, else those the first folder was run with); returns the comparison.
 
     Candidates are compared with the best only where they were cross-validated on the same splits (a merge
-    of sweeps with other seeds, data or folds gives no verdict across them)."""
+    of sweeps with other seeds, data or folds gives no verdict across them). `jobs_of`: as read_merged's."""
     results_dirs, out = [Path(d) for d in results_dirs], Path(out)
-    df, configs, histories = read_merged(results_dirs)
+    df, configs, histories = read_merged(results_dirs, jobs_of)
     num_classes = [int(c.get("module", {}).get("num_classes", 10)) for c in configs]
     labels = figures.candidate_labels(df, num_classes, [c.get("module", {}).get("num_units") for c in configs])
     comparison = compare.compare(df, **(compare_settings or compare.settings(results_dirs[0])), configs=configs)

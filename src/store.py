@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -133,7 +134,12 @@ def write_cv_results(df: pd.DataFrame, directory: Path) -> None:
 def read_cv_results(directory: Path) -> pd.DataFrame:
     """The cv_results.json in `directory` as a DataFrame (null -> NaN in score columns)."""
     with open(Path(directory) / f"{CV_RESULTS}.json") as f:
-        df = pd.DataFrame(json.load(f))
+        return rows_frame(json.load(f))
+
+
+def rows_frame(columns: dict) -> pd.DataFrame:
+    """cv_results.json's columns (JobFiles.rows) as a DataFrame, null -> NaN in the score columns."""
+    df = pd.DataFrame(columns)
     numeric = [c for c in df.columns if c.startswith(("split", "mean_", "std_"))]
     return df.astype({c: float for c in numeric})
 
@@ -157,28 +163,35 @@ def job_folders(results_dir: Path) -> list[Path]:
     return sorted(found, key=number_order)
 
 
+def read_jobs(results_dir: Path) -> list["JobFiles"]:
+    """The complete jobs of a results folder (read_job), in job-number order: the folder itself for a single run's,
+    else its job folders. Damaged ones count as unfinished and are left out: their jobs run again."""
+    results_dir = Path(results_dir)
+    found = []
+    for d in [results_dir] if (results_dir / JOB).is_file() else job_folders(results_dir):
+        with contextlib.suppress(DamagedJob):
+            if (job := read_job(d)) is not None:
+                found.append(job)
+    return found
+
+
 def job_dirs(results_dir: Path) -> list[Path]:
-    """The job folders under a sweep folder that hold a complete job record (job_record), in job-number order."""
-    complete = []
-    for d in job_folders(results_dir):
-        with contextlib.suppress(DamagedJob):  # a damaged record counts as unfinished: its job runs again
-            if job_record(d) is not None:
-                complete.append(d)
-    return complete
+    """The job folders under a sweep folder that hold a complete job record (read_job), in job-number order."""
+    return [job.dir for job in read_jobs(results_dir)]
 
 
-def aggregate(results_dir: Path) -> pd.DataFrame | None:
+def aggregate(results_dir: Path, jobs: list["JobFiles"] | None = None) -> pd.DataFrame | None:
     """Rebuild a sweep folder's aggregate from every finished job's rows (src.refresh.refresh checks it is current);
-    None, writing nothing, when no job folder holds a complete record."""
+    None, writing nothing, when no job folder holds a complete record. `jobs`: read_jobs(results_dir), if read already."""
     results_dir = Path(results_dir)
     for tmp in results_dir.glob(".*.tmp"):  # another writer's, still in use, unless it is old
         with contextlib.suppress(FileNotFoundError):
             if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
                 tmp.unlink()
-    dirs = job_dirs(results_dir)
-    if not dirs:
+    jobs = read_jobs(results_dir) if jobs is None else jobs
+    if not jobs:
         return None
-    df = results.rank(pd.concat([read_cv_results(d) for d in dirs], ignore_index=True))
+    df = results.rank(pd.concat([rows_frame(job.rows) for job in jobs], ignore_index=True))
     write_cv_results(df, results_dir)
     return df
 
@@ -194,8 +207,17 @@ RECORD = {"status": str, "error": (str, type(None)), "overrides": list, "config"
 STATUSES = ("ok", "diverged", "failed")
 
 
-def job_record(job_dir: Path) -> dict | None:
-    """job_dir's job.json record, or None where there is none (a job that never finished writing).
+@dataclass(frozen=True)
+class JobFiles:
+    """A complete job folder's files, each read once: job.json, cv_results.json (its columns), history.json."""
+    dir: Path
+    record: dict             # job.json: status, error, overrides, config (the job's identity)
+    rows: dict               # cv_results.json: cv_results_'s columns, one row per candidate
+    histories: list | None   # history.json, where there is one
+
+
+def read_job(job_dir: Path) -> JobFiles | None:
+    """job_dir's files, or None where there is no job.json (a job that never finished writing).
 
     Raises DamagedJob, naming the file, when job.json or a file it vouches for (cv_results.json, and
     history.json where it is) is missing, unreadable or incomplete: such a folder counts as unfinished.
@@ -204,7 +226,7 @@ def job_record(job_dir: Path) -> dict | None:
     path = job_dir / JOB
     if not path.is_file():
         return None
-    record = _read_json(path)
+    record = read_json(path)
     if not isinstance(record, dict):
         raise DamagedJob(f"{path} is incomplete (not a JSON object)")
     wrong = [k for k, kind in RECORD.items() if k not in record or not isinstance(record[k], kind)]
@@ -212,7 +234,7 @@ def job_record(job_dir: Path) -> dict | None:
         raise DamagedJob(f"{path} is incomplete (no valid {', '.join(wrong)})")
     if record["status"] not in STATUSES:
         raise DamagedJob(f"{path} is incomplete (status {record['status']!r} is none of {', '.join(STATUSES)})")
-    rows = _read_json(job_dir / f"{CV_RESULTS}.json")
+    rows = read_json(job_dir / f"{CV_RESULTS}.json")
     if not isinstance(rows, dict) or not rows.get("params") or len({len(v) if isinstance(v, list) else -1 for v in rows.values()}) != 1:
         raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (not one row per candidate in cv_results_ form)")
     scoring = (record["config"].get("cv") or {}).get("scoring") or []
@@ -220,14 +242,22 @@ def job_record(job_dir: Path) -> dict | None:
     missing = [c for c in needed if c not in rows] or ([] if any(c.startswith("mean_test_") for c in rows) else ["mean_test_<metric>"])
     if missing:
         raise DamagedJob(f"{job_dir / CV_RESULTS}.json is incomplete (no {', '.join(missing)} column)")
-    if (job_dir / HISTORY).exists() and not isinstance(_read_json(job_dir / HISTORY), list):  # the report reads it where it is
+    histories = read_json(job_dir / HISTORY) if (job_dir / HISTORY).exists() else None
+    if histories is not None and not isinstance(histories, list):  # the report reads it where it is
         raise DamagedJob(f"{job_dir / HISTORY} is incomplete (not a list of fold histories)")
-    return record
+    return JobFiles(job_dir, record, rows, histories)
 
 
-def _read_json(path: Path):
+def job_record(job_dir: Path) -> dict | None:
+    """job_dir's job.json record (read_job), or None where there is none; raises DamagedJob as read_job does."""
+    job = read_job(job_dir)
+    return None if job is None else job.record
+
+
+def read_json(path: Path):
+    """A results file's JSON content; a missing, unreadable or invalid file is a DamagedJob naming it."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise DamagedJob(f"{path} is missing") from None
     except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
@@ -266,17 +296,13 @@ def finished_job(job_dir: Path, identity: dict | None = None, *, damaged_ok: boo
 def failure_summary(results_dir: Path) -> str | None:
     """One paragraph naming the failed jobs of a results folder and where their logs are (None if none failed)."""
     results_dir = Path(results_dir)
-    dirs = [results_dir] if (results_dir / JOB).is_file() else job_dirs(results_dir)
-    records = []
-    for d in dirs:
-        with contextlib.suppress(DamagedJob):
-            if (record := job_record(d)) is not None:
-                records.append((d, record))
-    failed = [(d, r) for d, r in records if r["status"] == "failed"]
+    jobs = read_jobs(results_dir)
+    failed = [job for job in jobs if job.record["status"] == "failed"]
     if not failed:
         return None
-    named = "; ".join(f"job {d.name} ({' '.join(r['overrides']) or 'defaults'}): {r['error']} [traceback: {d / ERROR_LOG}]" for d, r in failed)
-    return (f"{len(failed)} of {len(records)} jobs failed: {named}. Their rows are in {results_dir / CV_RESULTS}.csv "
+    named = "; ".join(f"job {job.dir.name} ({' '.join(job.record['overrides']) or 'defaults'}): {job.record['error']} "
+                      f"[traceback: {job.dir / ERROR_LOG}]" for job in failed)
+    return (f"{len(failed)} of {len(jobs)} jobs failed: {named}. Their rows are in {results_dir / CV_RESULTS}.csv "
             "with status=failed and NaN scores; rerun the same command to retry them (finished jobs are not trained again).")
 
 

@@ -312,7 +312,7 @@ def test_bad_report_input_is_one_line_exit_2(case, tiny_sweep, tmp_path, capsys,
         src.mkdir()
         text = (tiny_sweep / "cv_results.json").read_text()
         (src / "cv_results.json").write_text(text[: len(text) // 2])
-        expected = f"{src / 'cv_results.json'}: not valid JSON"
+        expected = f"{src / 'cv_results.json'} cannot be read (JSONDecodeError"
     elif case == "empty_json":
         src = tmp_path / "empty"
         src.mkdir()

@@ -28,14 +28,14 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.metrics import get_scorer_names
 
-from src import fused, launchers, loggers
-from src.data import SCALINGS, check_data, check_finite, check_labels, fingerprint, holdout
+from src import data, fused, launchers, loggers
+from src.data import SCALINGS, check_data, check_labels
 from src.devices import cores
 from src.engine import ENGINES, fit_bytes
 from src.estimator import VERBOSITY, resolve_device
@@ -142,7 +142,8 @@ class ConfigSchema(_Group):
 
 
 def check(settings: dict) -> None:
-    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device and optimizer."""
+    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device, the optimizer
+    and the data set against the network and folds it is for (loaded and checked once per process: _check_data)."""
     try:
         ConfigSchema.model_validate(settings)
     except ValidationError as e:
@@ -154,6 +155,7 @@ def check(settings: dict) -> None:
         raise ConfigError(f"{key}={err['input']!r}: {msg}") from None
     _check_device(settings["device"])
     _check_optimizer(settings["optimizer"])
+    _check_data(settings)
 
 
 def _check_device(device: str) -> None:
@@ -218,18 +220,12 @@ def check_writable(folder: str, key: str) -> None:
 def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
-    Everything but NOT_IDENTITY, plus the data set's content hash (data_fingerprint), so that a changed
+    Everything but NOT_IDENTITY, plus the data set's content hash (src.data.data_fingerprint), so that a changed
     data file is not resumed from.
     """
     out = without(settings, NOT_IDENTITY)
-    out["data_fingerprint"] = data_fingerprint(settings)
+    out["data_fingerprint"] = data.data_fingerprint(settings)
     return out
-
-
-def data_fingerprint(settings: dict) -> str:
-    """The content hash of the job's whole data set (dataset.limit and seed, in the identity already, pick the subset)."""
-    whole = {k: v for k, v in settings["dataset"].items() if k != "test_size"} | {"limit": None}
-    return fingerprint(*instantiate(whole))
 
 
 def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[str]]:
@@ -276,9 +272,8 @@ def preflight(argv: list[str]) -> Checked:
             progress = Progress(len(jobs))
             folders = JobFolders(base.hydra) if multirun and not own_points else None
             for job, (cfg, settings) in zip(jobs, job_settings(jobs)):
-                check(settings)
                 _check_relative_path(cfg, settings)
-                _check_data(settings)  # most sweeps vary the network, not the data: each data set is checked once (load_data)
+                check(settings)  # most sweeps vary the network, not the data: each data set is checked once (_checked)
                 _check_memory(settings)
                 identities.append(identity(settings))
                 if folders is not None:
@@ -453,20 +448,11 @@ def _check_launcher(launcher: dict) -> None:
         raise ConfigError(str(e)) from None
 
 
-def load_data(settings: dict):
-    """The configured data set's cross-validation part (loaded once per process), checked against the
-    network and the folds it is for (once per process too)."""
-    dataset, m = json.dumps(settings["dataset"], sort_keys=True), settings["module"]
-    X, y, _, _ = _split(dataset, settings["seed"])
-    _checked(dataset, settings["seed"], m["input_dim"], m["num_classes"], settings["cv"]["folds"], settings["train"].get("valid_split"))
-    return X, y
-
-
 @functools.lru_cache(maxsize=16)
 def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int, valid_split: float | None = None) -> None:
     """check_data on the data set's cross-validation part, and its labels on the held-out part (_split checked the
     features of both); remembered once it passes (an error is raised again each time)."""
-    X, y, _, y_test = _split(dataset, seed)
+    X, y, _, y_test = data.parts(dataset, seed)
     if y_test is not None:
         check_labels(y_test, num_classes)
     check_data(X, y, input_dim=input_dim, num_classes=num_classes, folds=folds, limit=json.loads(dataset).get("limit"))
@@ -479,34 +465,13 @@ def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: i
                              f"(use about {classes / n_train:.3g} to {1 - classes / n_train:.3g}, or train.valid_split=null)")
 
 
-def load_test(settings: dict) -> tuple | None:
-    """The held-out test part of the configured data set, (X_test, y_test), or None when it has none."""
-    _, _, X_test, y_test = _split(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
-    return None if X_test is None else (X_test, y_test)
-
-
-@functools.lru_cache(maxsize=2)
-def _split(dataset: str, seed: int) -> tuple:
-    """(X, y, X_test, y_test) of a dataset config: the torchvision sets' own test split held out of split=train,
-    else a stratified dataset.test_size share (X_test None when neither)."""
-    ds = json.loads(dataset)
-    test_size = ds.pop("test_size", None)
-    X, y = instantiate(ds)
-    check_finite(X)  # the whole data set, before any part is held out (a NaN in the held-out part would score the refit on it)
-    if ds["_target_"] == "src.data.torchvision_mnist" and ds.get("split") == "train":
-        X_test, y_test = instantiate({**ds, "split": "test", "limit": None})
-        check_finite(X_test)
-    elif test_size:
-        X, y, X_test, y_test = holdout(X, y, test_size, seed)
-    else:
-        X_test = y_test = None
-    return X, y, X_test, y_test
-
-
 def _check_data(settings: dict) -> None:
-    """Load the job's data set (the jobs that follow in this process reuse it) and check it."""
+    """Load the job's data set (the jobs that follow in this process reuse it) and check it against the network,
+    the folds and the validation split it is for (once per data set and those settings)."""
+    m = settings["module"]
     try:
-        load_data(settings)
+        _checked(json.dumps(settings["dataset"], sort_keys=True), settings["seed"], m["input_dim"], m["num_classes"],
+                 settings["cv"]["folds"], settings["train"].get("valid_split"))
     except InstantiationException as e:
         raise ConfigError(str(e.__cause__ or e)) from None
     except ValueError as e:
@@ -517,7 +482,7 @@ def _check_memory(settings: dict) -> None:
     """Refuse a candidate of which a single fit would not fit in its device's available memory (the fused engine's
     estimate, src.engine.fit_bytes); larger grids are fine: they train stack by stack."""
     device = resolve_device(settings["device"])
-    need = fit_bytes(settings, len(load_data(settings)[1]))
+    need = fit_bytes(settings, len(data.load(settings)[1]))
     have = _available(device)
     if need > have:
         units = settings["module"]["num_units"]

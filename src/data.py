@@ -10,6 +10,7 @@ dataset.limit then takes a stratified subset of it.
 import functools
 import gzip
 import hashlib
+import json
 import logging
 import math
 import struct
@@ -19,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from hydra.utils import instantiate
 from sklearn.model_selection import train_test_split
 
 log = logging.getLogger(__name__)
@@ -344,3 +346,39 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
         wrong = int(y.min() if y.min() < 0 else y.max())
         raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
+
+
+def load(settings: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The configured data set's cross-validation part (X, y), loaded once per process (parts)."""
+    X, y, _, _ = parts(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
+    return X, y
+
+
+def load_test(settings: dict) -> tuple | None:
+    """The held-out test part of the configured data set, (X_test, y_test), or None when it has none."""
+    _, _, X_test, y_test = parts(json.dumps(settings["dataset"], sort_keys=True), settings["seed"])
+    return None if X_test is None else (X_test, y_test)
+
+
+@functools.lru_cache(maxsize=2)
+def parts(dataset: str, seed: int) -> tuple:
+    """(X, y, X_test, y_test) of a dataset config (as JSON): the torchvision sets' own test split held out of
+    split=train, else a stratified dataset.test_size share (X_test None when neither)."""
+    ds = json.loads(dataset)
+    test_size = ds.pop("test_size", None)
+    X, y = instantiate(ds)
+    check_finite(X)  # the whole data set, before any part is held out (a NaN in the held-out part would score the refit on it)
+    if ds["_target_"] == "src.data.torchvision_mnist" and ds.get("split") == "train":
+        X_test, y_test = instantiate({**ds, "split": "test", "limit": None})
+        check_finite(X_test)
+    elif test_size:
+        X, y, X_test, y_test = holdout(X, y, test_size, seed)
+    else:
+        X_test = y_test = None
+    return X, y, X_test, y_test
+
+
+def data_fingerprint(settings: dict) -> str:
+    """The content hash of the job's whole data set (dataset.limit and seed, in the identity already, pick the subset)."""
+    whole = {k: v for k, v in settings["dataset"].items() if k != "test_size"} | {"limit": None}
+    return fingerprint(*instantiate(whole))

@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from src import config, engine, locks, loggers, store
+from src import config, data, engine, locks, loggers, store
 from src.devices import Placement
 from src.estimator import build_estimator, resolve_device
 from src.identity import NOT_IDENTITY
@@ -102,7 +102,7 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
     device = placement.device
     if placement.threads:
         torch.set_num_threads(placement.threads)
-    X, y = config.load_data(c)
+    X, y = data.load(c)
     param_grid, extras = swept_params(overrides, c, choices, swept)
     opt = dict(c["optimizer"])
     train = {k: v for k, v in c["train"].items() if k != "threads"}

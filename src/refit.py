@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
-from src import config, data, engine, figures, fused, job, results, store
+from src import config, data, engine, figures, job, results, store
 from src.estimator import Diverged
 from src.identity import job_key
 
@@ -116,23 +116,13 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     X, y, search, _ = job.prepare(settings, [], {}, swept=set())
     held_out = data.load_test(settings)
     name = engine.choose(settings)
-    folds = settings["cv"]["folds"]
-    test_fold = np.arange(len(y)) % folds  # every fold present: the refit is fit number K, after the K folds (src.seeding)
     start = time.perf_counter()
     net = search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
            "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name, "candidate": candidate}, "test": None,
            "data": data_record(settings, record["config"].get("data_fingerprint"))}
     try:
-        if name == "fused":
-            spec = engine.fit_spec(settings, search, np.arange(len(y)), y, fold=folds)
-            outcome = fused.train(X, y, [spec], engine.shared_settings(settings), device=net.device)[0]
-            if outcome.diverged:
-                raise Diverged(outcome.diverged, outcome.epochs)
-            net.check_data(X, y)  # as fit() does: learns classes_ from y
-            net.initialize().module_.load_state_dict(outcome.state_dict)
-        else:
-            net.fit(X, y, test_fold=test_fold)
+        engine.fit_all(settings, search, X, y, name)
     except Diverged as e:
         out["refit"].update(status="diverged", error=str(e))
         store.write_json(results_dir / TEST_SCORES, out)

@@ -52,20 +52,20 @@ def build_search(
 
 
 def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict | None = None, *,
-               fitted: Callable[[], dict] | None = None, engine: str = "gridsearch") -> results.SearchResult:
+               fitted: Callable[[], dict] | None = None, engine: str = "gridsearch", test_fold: np.ndarray | None = None) -> results.SearchResult:
     """Cross-validate `search` on (X, y) and return its result; a raising or diverging fit is recorded, not raised.
 
     Every fit gets the `test_fold` of its rows, so that it draws from its own (seed, repeat, fold) generator.
     With `fitted` (a function returning {fold: fit} from the fused engine), the estimator scores those
     fits instead of training (on the data already on its device, by row number), and the fit times
-    are the fused engine's.
+    are the fused engine's. `test_fold`: split_test_fold(search.cv, X, y), where the caller has it already.
     """
     store = FitHistories()
     search.estimator.set_params(callbacks__history__store=store)
     status, error, trace = "ok", None, None
     start = time.perf_counter()
     try:
-        test_fold = split_test_fold(search.cv, X, y)
+        test_fold = split_test_fold(search.cv, X, y) if test_fold is None else test_fold
         fits, rows = None, X
         if fitted is not None:
             fits = fitted()

@@ -7,7 +7,6 @@ from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from src import config, engine, job
 from src.model import NeuralNet
-from src.search import run_search
 from src.seeding import fit_generator, split_test_fold
 
 TINY = ["dataset.limit=150", "train.max_epochs=2", "train.verbose=quiet"]
@@ -41,8 +40,7 @@ def repeated_results():
     out = {}
     for name in ("gridsearch", "fused"):
         X, y, search, extras = job.prepare(settings, [], {}, swept=set())
-        fitted = engine.fits_for(None, settings, config.identity(settings), search, X, y) if name == "fused" else None
-        out[name] = run_search(search, X, y, extras, fitted=fitted, engine=name)
+        out[name] = engine.run(settings, config.identity(settings), search, X, y, extras, name=name)
     return out
 
 

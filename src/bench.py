@@ -44,8 +44,8 @@ from torch.utils import benchmark
 
 from src import config, engine, job
 from src.data import synthetic
-from src.estimator import build_estimator, resolve_device
-from src.identity import job_key
+from src.devices import resolve_device
+from src.estimator import build_estimator
 from src.layers import LinearFunction
 from src.model import NeuralNet
 
@@ -176,14 +176,11 @@ def time_grid(size: str, device: str, engines: tuple[str, ...] = ENGINES, epochs
         X, y = prepared[0][1:3]  # every job's: the grid varies the network only
         sync(device)
         start = time.perf_counter()
-        fitted = {}
+        fitted = [None] * len(prepared)  # gridsearch: each job trains its own folds
         if name == "fused":
-            group = [(settings, config.identity(settings), search) for settings, _, _, search, _ in prepared]
-            fitted = engine.train_group(group, X, y, **options)
-        rows = []
-        for settings, _, _, search, extras in prepared:
-            fits = fitted.get(job_key(config.identity(settings)))  # None for gridsearch
-            rows.append(engine.run(settings, config.identity(settings), search, X, y, extras, trained=fits, name=name))
+            fitted = engine.train_group([(settings, search) for settings, _, _, search, _ in prepared], X, y, **options)
+        rows = [engine.run(settings, search, X, y, extras, trained=fits, name=name)
+                for (settings, _, _, search, extras), fits in zip(prepared, fitted)]
         sync(device)
         out[name] = {"seconds": time.perf_counter() - start,
                      "mean_test_accuracy": {str(n): float(r.cv_results["mean_test_accuracy"][0]) for n, r in zip(GRID, rows)},

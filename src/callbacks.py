@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import launcher, refit, refresh, report, store
+from src import launcher, refit, refresh, report
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ class PrintRankedTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not (sweep_dir / f"{store.CV_RESULTS}.json").is_file():
-            return
         failed = report.print_outcome(sweep_dir)
+        if failed is None:  # no job finished: nothing to rank, nothing to refit
+            return
         if refit.write_best(sweep_dir) is not None:
             print(f"best config: {sweep_dir / refit.BEST_CONFIG} (rerun it with python -m src.sweep --config-path "
                   f"{sweep_dir.absolute()} --config-name {Path(refit.BEST_CONFIG).stem}), {refit.OPTIMIZATION_RESULTS}")

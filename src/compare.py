@@ -26,9 +26,8 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from src import results, store
+from src import results
 
-COMPARISON = "comparison"  # comparison.csv / comparison.json in a results folder
 DEFAULTS = {"rope": 0.01, "confidence": 0.95}  # conf/compare/paired.yaml holds the same (tests/test_compare.py checks)
 MOST_REPEATS = 100  # the largest cv.repeats the hint considers
 # The keys of a job's config that decide its splits: candidates that agree on them were tested on the same rows.
@@ -239,26 +238,3 @@ def settings(results_dir: Path) -> dict:
             if isinstance(node, dict):
                 return {k: float(node.get(k, v)) for k, v in DEFAULTS.items()}
     return dict(DEFAULTS)
-
-
-def paths(out: Path) -> tuple[Path, Path]:
-    """comparison.csv and .json beside report `out` (<stem>_comparison.* when it is not hiplot.html)."""
-    stem = COMPARISON if out.name == "hiplot.html" else f"{out.stem}_{COMPARISON}"
-    return out.with_name(f"{stem}.csv"), out.with_name(f"{stem}.json")
-
-
-def write(comparison: pd.DataFrame, out: Path) -> None:
-    """Write comparison.csv (params as JSON) and comparison.json (columns, as cv_results.json) beside report `out`."""
-    csv_path, json_path = paths(out)
-    store.write_json(json_path, results.to_columns(comparison))
-    csv = comparison.assign(params=[json.dumps(p, sort_keys=True) for p in comparison["params"]])
-    store.atomic_write(csv_path, csv.to_csv(index=False))
-
-
-def read(results_dir: Path) -> pd.DataFrame | None:
-    """A results folder's comparison.json as a DataFrame, or None where there is none (or it cannot be read)."""
-    path = Path(results_dir) / f"{COMPARISON}.json"
-    try:
-        return pd.DataFrame(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None

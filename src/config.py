@@ -36,9 +36,9 @@ from sklearn.metrics import get_scorer_names
 
 from src import data, fused, launchers, loggers
 from src.data import SCALINGS, check_data, check_labels
-from src.devices import cores
+from src.devices import cores, resolve_device
 from src.engine import ENGINES, fit_bytes
-from src.estimator import VERBOSITY, resolve_device
+from src.estimator import VERBOSITY
 from src.identity import NOT_IDENTITY, job_key, without
 from src.layers import INITS
 from src.loggers import LOGGERS

@@ -18,7 +18,19 @@ from dataclasses import dataclass
 import torch
 
 from src import launchers
-from src.estimator import resolve_device
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; a CUDA device with no GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device}: no CUDA device is available here; use device=auto or device=cpu")
+        return device
+    if device in ("cpu", "mps"):
+        return device
+    raise ValueError(f"device={device!r} is not known; choose auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

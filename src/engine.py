@@ -104,26 +104,26 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
     return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
 
 
-def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-               test_folds: list[np.ndarray] | None = None, **options) -> Iterator[dict[str, dict]]:
-    """Train the fits of several jobs (settings, identity, search) that share a group key, as one program, stack
-    by stack (src.fused.train_stacks); after each stack, yields the jobs it completed, {job key: its
+def train_jobs(jobs: list[tuple[dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
+               test_folds: list[np.ndarray] | None = None, **options) -> Iterator[dict[int, dict]]:
+    """Train the fits of several jobs (settings, search) that share a group key, as one program, stack by stack
+    (src.fused.train_stacks); after each stack, yields the jobs it completed, {job's place in `jobs`: its
     {(repeat, fold): FitOutcome}}, so that they can be scored and recorded, and their fits freed, before the
     next stack trains.
 
     `devices`: where the fits train, spread over them (default: the first job's estimator's device).
-    `test_folds`: each job's split_test_fold, where the caller has them already. `options` go to src.fused.train_stacks (layout, graph, memory_budget).
+    `test_folds`: each job's split_test_fold, where the caller has them already. `options` go to
+    src.fused.train_stacks (layout, graph, memory_budget).
     """
-    settings = jobs[0][0]
     specs, owners = [], []
-    for (job_settings, identity, search), test_fold in zip(jobs, test_folds or [None] * len(jobs)):
-        for spec in fit_specs(job_settings, search, X, y, test_fold):
+    for j, ((settings, search), test_fold) in enumerate(zip(jobs, test_folds or [None] * len(jobs))):
+        for spec in fit_specs(settings, search, X, y, test_fold):
             specs.append(spec)
-            owners.append(job_key(identity))
-    devices = devices or [jobs[0][2].estimator.device]
+            owners.append(j)
+    devices = devices or [jobs[0][1].estimator.device]
     waiting = collections.Counter(owners)
-    fits: dict[str, dict] = {}
-    for indices, outcomes in fused.train_stacks(X, y, specs, shared_settings(settings), device=devices, **options):
+    fits: dict[int, dict] = {}
+    for indices, outcomes in fused.train_stacks(X, y, specs, shared_settings(jobs[0][0]), device=devices, **options):
         done = {}
         for i, outcome in zip(indices, outcomes):
             owner, spec = owners[i], specs[i]
@@ -135,13 +135,15 @@ def train_jobs(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarr
             yield done
 
 
-def train_group(jobs: list[tuple[dict, dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-                test_folds: list[np.ndarray] | None = None, **options) -> dict[str, dict]:
-    """train_jobs, all at once: the fits by job key, each a {(repeat, fold): FitOutcome} dict (repeat 0 without repeats)."""
-    return {key: fits for done in train_jobs(jobs, X, y, devices, test_folds, **options) for key, fits in done.items()}
+def train_group(jobs: list[tuple[dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
+                test_folds: list[np.ndarray] | None = None, **options) -> list[dict]:
+    """train_jobs, all at once: each job's fits, in the order of `jobs`, as {(repeat, fold): FitOutcome} (repeat 0
+    without repeats)."""
+    trained = {j: fits for done in train_jobs(jobs, X, y, devices, test_folds, **options) for j, fits in done.items()}
+    return [trained[j] for j in range(len(jobs))]
 
 
-def run(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarray, extras: dict | None = None,
+def run(settings: dict, search, X: np.ndarray, y: np.ndarray, extras: dict | None = None,
            trained: dict | BaseException | None = None, name: str | None = None) -> SearchResult:
     """Cross-validate a job's candidate with its engine (`name`, else choose's) and score it: the one dispatch
     between the engines. The splits are computed once, for the fused fits and GridSearchCV's scoring alike.
@@ -159,7 +161,7 @@ def run(settings: dict, identity: dict, search, X: np.ndarray, y: np.ndarray, ex
             raise trained
         if trained is not None:
             return trained
-        return train_group([(settings, identity, search)], X, y, test_folds=[test_fold])[job_key(identity)]
+        return train_group([(settings, search)], X, y, test_folds=[test_fold])[0]
     return run_search(search, X, y, extras, fitted=fits, engine=name, test_fold=test_fold)
 
 

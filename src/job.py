@@ -17,8 +17,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from src import config, data, engine, locks, loggers, store
-from src.devices import Placement
-from src.estimator import build_estimator, resolve_device
+from src.devices import Placement, resolve_device
+from src.estimator import build_estimator
 from src.identity import NOT_IDENTITY
 from src.search import build_search
 
@@ -81,7 +81,7 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
             log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
             return store.read_cv_results(job_dir)
         X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
-        result = engine.run(settings, identity, search, X, y, extras, trained)
+        result = engine.run(settings, search, X, y, extras, trained)
         store.record(job_dir, result, overrides, identity)
     log.info(f"{label}: trained by the {result.engine} engine in {result.seconds:.1f} s")
     return result.cv_results

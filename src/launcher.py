@@ -19,7 +19,6 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import config, devices, engine, job, refresh, store
-from src.identity import job_key
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +100,32 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
     are trained and waiting) as soon as a job's fits are trained, so that the job records them and they are freed
     before the next stack. An error that stops the training is yielded in place of the fits of every job not
     trained yet, so that each of them records it as its failure."""
-    entries, index = [], {}
+    entries, index = [], []  # the group's jobs to train (settings, search), and each one's place in `jobs`
     for i in members:
         settings = config.settings_of(jobs[i])
         try:
             X, y, search, _ = job.prepare(settings, list(jobs[i].hydra.overrides.task), dict(jobs[i].hydra.runtime.choices), swept)
         except ValueError:
             continue  # the job itself will report its mistake
-        identity = config.identity(settings)
-        entries.append((settings, identity, search))
-        index[job_key(identity)] = i
+        entries.append((settings, search))
+        index.append(i)
     if not entries:
         return
-    nums = ", ".join(str(jobs[i].hydra.job.num) for i in index.values())
+    nums = ", ".join(str(jobs[i].hydra.job.num) for i in index)
     on = devices.fused_devices(entries[0][0]["device"])  # every GPU of the machine for device=auto
     seconds, fits, clock = 0.0, 0, time.perf_counter()
+    untrained = set(range(len(entries)))
     try:
         for done in engine.train_jobs(entries, X, y, devices=on):  # the jobs a stack completed, each with its fits
             seconds += time.perf_counter() - clock
-            for n, (key, trained) in enumerate(done.items(), 1):
+            for n, (j, trained) in enumerate(done.items(), 1):
                 fits += len(trained)
-                yield index.pop(key), trained, len(done) - n
+                untrained.discard(j)
+                yield index[j], trained, len(done) - n
             clock = time.perf_counter()
     except Exception as e:  # out of memory, ...: every job of the group not trained yet records it as its failure
-        for key in list(index):
-            yield index.pop(key), e, 0
+        for j in sorted(untrained):
+            yield index[j], e, 0
     log.info(f"fused engine: jobs {nums} ({fits} fits) trained at once in {seconds:.1f} s on {', '.join(on)}")
 
 

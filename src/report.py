@@ -448,7 +448,7 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
                                       f"{name} · learning curves per fold · mlp-sweep",
                                       header(f"Learning curves, one line per fold: {name}", nav(folds_path(out)), key))
     if compared:
-        compare.write(comparison, out)
+        store.write_comparison(comparison, out)
     store.atomic_write(png_path, png)
     store.atomic_write(svg_path, svg)
     for path in reversed(pages):  # the candidates page last: what it links to is already there
@@ -456,11 +456,14 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
     return comparison
 
 
-def print_outcome(results_dir: Path) -> bool:
-    """Print a results folder's ranked table, its report's path and any failures; True if a job failed."""
+def print_outcome(results_dir: Path) -> bool | None:
+    """Print a results folder's ranked table, its report's path and any failures; True if a job failed, None
+    (printing nothing) where the folder holds no aggregate: no job finished."""
     results_dir = Path(results_dir)
+    if not (results_dir / f"{store.CV_RESULTS}.json").is_file():
+        return None
     df = store.read_cv_results(results_dir)
-    comparison = compare.read(results_dir) if len(df) > 1 else None
+    comparison = store.read_comparison(results_dir) if len(df) > 1 else None
     if comparison is not None and [figures.key(p) for p in comparison["params"]] != [figures.key(p) for p in df["params"]]:
         comparison = None  # written for another set of rows (a rebuild was cut short): no verdicts rather than wrong ones
     verdicts = None if comparison is None else comparison["verdict"].tolist()
@@ -492,10 +495,10 @@ def check_output(out: Path) -> None:
         raise ReportError(f"-o {out}: is a folder; give the path of an HTML file, e.g. -o {out / REPORT}")
     if out.suffix.lower() != ".html":
         raise ReportError(f"-o {out}: the report is an HTML page; give a path ending in .html, e.g. -o {out.with_suffix('.html')}")
-    for path in (out, curves_path(out), folds_path(out), *summary_paths(out), *compare.paths(out)):
+    for path in (out, curves_path(out), folds_path(out), *summary_paths(out), *store.comparison_paths(out)):
         target = path.resolve()
         if target.is_file() and not (target.suffix.lower() in (".html", ".svg")
-                                     or target.name.endswith(("summary.png", f"{compare.COMPARISON}.csv", f"{compare.COMPARISON}.json"))):
+                                     or target.name.endswith(("summary.png", f"{store.COMPARISON}.csv", f"{store.COMPARISON}.json"))):
             raise ReportError(f"-o {out}: would overwrite {target}, which is not a report's page; choose another -o")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -534,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, OSError) as e:
         print(f"Error: {e}" if isinstance(e, ReportError) else f"Error: cannot write the report: {e}", file=sys.stderr)
         return 2
-    written = [p for p in (out, curves_path(out), folds_path(out), *summary_paths(out), *compare.paths(out)) if p.is_file()]
+    written = [p for p in (out, curves_path(out), folds_path(out), *summary_paths(out), *store.comparison_paths(out)) if p.is_file()]
     print(f"wrote {out.parent}/: {', '.join(p.name for p in written)}")
     if len(comparison) > 1:
         print(compare.verdict_line(comparison))

@@ -41,6 +41,7 @@ ERROR_LOG = "error.log"
 
 
 HISTORY = "history.json"
+COMPARISON = "comparison"  # comparison.csv / comparison.json (src.compare) beside a results folder's report
 
 
 ENVIRONMENT = "environment.json"
@@ -123,12 +124,37 @@ def write_json(path: Path, obj) -> None:
 def write_cv_results(df: pd.DataFrame, directory: Path) -> None:
     """cv_results.json (null for NaN), cv_results.csv (params as JSON) and cv_results.pt (torch.save)."""
     directory = Path(directory)
-    write_json(directory / f"{CV_RESULTS}.json", results.to_columns(df))  # NaN -> null
-    csv = df.assign(params=[json.dumps(p, sort_keys=True) for p in df["params"]])
-    atomic_write(directory / f"{CV_RESULTS}.csv", csv.to_csv(index=False))
+    _write_table(df, directory / f"{CV_RESULTS}.json", directory / f"{CV_RESULTS}.csv")
     buffer = io.BytesIO()
     torch.save(results.to_columns(df), buffer)  # plain lists, dicts and floats: loads with weights_only=True
     atomic_write(directory / f"{CV_RESULTS}.pt", buffer.getvalue())
+
+
+def _write_table(df: pd.DataFrame, json_path: Path, csv_path: Path) -> None:
+    """A frame with a params column as JSON (cv_results_'s dict of columns, null for NaN) and as CSV (params as JSON)."""
+    write_json(json_path, results.to_columns(df))
+    csv = df.assign(params=[json.dumps(p, sort_keys=True) for p in df["params"]])
+    atomic_write(csv_path, csv.to_csv(index=False))
+
+
+def comparison_paths(out: Path) -> tuple[Path, Path]:
+    """comparison.csv and .json beside report `out` (<stem>_comparison.* when it is not hiplot.html)."""
+    stem = COMPARISON if out.name == "hiplot.html" else f"{out.stem}_{COMPARISON}"
+    return out.with_name(f"{stem}.csv"), out.with_name(f"{stem}.json")
+
+
+def write_comparison(comparison: pd.DataFrame, out: Path) -> None:
+    """Write comparison.csv (params as JSON) and comparison.json (columns, as cv_results.json) beside report `out`."""
+    csv_path, json_path = comparison_paths(out)
+    _write_table(comparison, json_path, csv_path)
+
+
+def read_comparison(results_dir: Path) -> pd.DataFrame | None:
+    """A results folder's comparison.json as a DataFrame, or None where there is none (or it cannot be read)."""
+    try:
+        return pd.DataFrame(json.loads((Path(results_dir) / f"{COMPARISON}.json").read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def read_cv_results(directory: Path) -> pd.DataFrame:

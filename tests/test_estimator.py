@@ -4,7 +4,8 @@ import torch
 from sklearn.base import clone
 
 from src.data import mnist_sample
-from src.estimator import build_estimator, resolve_device
+from src.devices import resolve_device
+from src.estimator import build_estimator
 
 
 @pytest.fixture(scope="module")

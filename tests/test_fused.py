@@ -236,14 +236,15 @@ def test_stacks_are_handed_back_one_at_a_time_and_each_job_as_soon_as_it_is_trai
     jobs = []
     for units in (8, 16, 24):
         s = {**settings, "module": {**settings["module"], "num_units": units}}
-        jobs.append((s, {"units": units}, build_search(build_estimator(s["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1,
-                                                                       verbose="quiet"), {}, folds=3)))
+        jobs.append((s, build_search(build_estimator(s["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1, verbose="quiet"),
+                                     {}, folds=3)))
     for done in engine.train_jobs(jobs, X, y, devices=["cpu"]):  # after each stack, the jobs it completed
-        for key, fits in done.items():
-            events.append(("job", key))
+        for j, fits in done.items():
+            events.append(("job", j))
             assert sorted(fits) == [(0, 0), (0, 1), (0, 2)]
     assert [e[0] for e in events] == ["train", "job"] * 3
     assert [e[1] for e in events[::2]] == [(8,), (16,), (24,)]
+    assert [e[1] for e in events[1::2]] == [0, 1, 2]  # each job named by its place in the group
 
 
 def test_the_cpu_caps_a_stack_so_that_memory_does_not_grow_with_the_grid(data):

@@ -40,7 +40,7 @@ def repeated_results():
     out = {}
     for name in ("gridsearch", "fused"):
         X, y, search, extras = job.prepare(settings, [], {}, swept=set())
-        out[name] = engine.run(settings, config.identity(settings), search, X, y, extras, name=name)
+        out[name] = engine.run(settings, search, X, y, extras, name=name)
     return out
 
 

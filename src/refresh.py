@@ -2,7 +2,7 @@
 
 Jobs of a parallel launcher finish at the same time, on several machines, often on NFS, where file
 locks are unreliable. So writers take no lock. Each one lists the finished jobs (their job.json
-files), rebuilds the aggregate (src.results) and the report (src.report) from the job folders, every
+files), rebuilds the aggregate (src.store) and the report (src.report) from the job folders, every
 file written to a temporary name and renamed, and then lists the finished jobs again. If they changed
 meanwhile, what it wrote may be stale, and it rebuilds again.
 

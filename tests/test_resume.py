@@ -1,5 +1,5 @@
 """Resuming into a results folder (src/resume.py): what a folder is, which jobs it owns, what a rerun may reuse,
-move or refuse; in-process, on job folders written as src.results writes them."""
+move or refuse; in-process, on job folders written as src.store writes them."""
 import pytest
 
 from conftest import TINY, fake_job

@@ -150,7 +150,7 @@ def profile_project_epoch(device: str, n_samples: int, num_units: int, batch_siz
 
 GRID = (32, 64, 128, 256)
 GRID_SIZES = {"default": [], "full": ["dataset=synthetic"]}  # synthetic: 70,000 x 784, as the tutorial's MNIST train + test
-ENGINES = ("gridsearch", "fused")
+BOTH_ENGINES = ("gridsearch", "fused")
 
 
 def grid_jobs(size: str, device: str, epochs: int | None = None) -> list[tuple[dict, list[str], dict]]:
@@ -167,7 +167,7 @@ def grid_jobs(size: str, device: str, epochs: int | None = None) -> list[tuple[d
     return jobs
 
 
-def time_grid(size: str, device: str, engines: tuple[str, ...] = ENGINES, epochs: int | None = None, **options) -> dict:
+def time_grid(size: str, device: str, engines: tuple[str, ...] = BOTH_ENGINES, epochs: int | None = None, **options) -> dict:
     """Seconds and mean test accuracy per width through each engine, in this process, on the same jobs."""
     jobs = grid_jobs(size, device, epochs)
     out = {}
@@ -204,7 +204,7 @@ def grid_table(report: dict) -> str:
     """The --grid results as aligned text."""
     lines = [f"device: {report['device']} ({report['device_name']}), torch {report['torch']}, {report['threads']} threads"]
     for size, r in report["grids"].items():
-        for name in ENGINES:
+        for name in BOTH_ENGINES:
             if name in r:
                 acc = ", ".join(f"{k}: {v:.4f}" for k, v in r[name]["mean_test_accuracy"].items())
                 lines.append(f"{size:<8}{name:<11}{r[name]['seconds']:>8.2f} s   mean_test_accuracy {acc}")
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", action="store_true", help="time the whole grid (4 widths x 3 folds) through both engines instead")
     parser.add_argument("--grid-size", choices=["default", "full", "both"], default="both",
                         help="default: the bundled 5,000 digits; full: 70,000 synthetic samples; both (default)")
-    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
+    parser.add_argument("--engines", default=",".join(BOTH_ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
     parser.add_argument("--grid-epochs", type=int, help="epochs per fit for --grid (default: the sweep's 25)")
     parser.add_argument("--repeated", action="store_true", help="time the main command today against cv.repeats=5 on the fused engine")
     parser.add_argument("--runs", type=int, default=3, help="pairs of whole commands for --repeated (default: 3)")
@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0
     engines = tuple(args.engines.split(","))
-    if args.grid and (not engines or set(engines) - set(ENGINES)):
-        parser.error(f"--engines={args.engines}: choose from {', '.join(ENGINES)}")
+    if args.grid and (not engines or set(engines) - set(BOTH_ENGINES)):
+        parser.error(f"--engines={args.engines}: choose from {', '.join(BOTH_ENGINES)}")
     least = {"grid_epochs": 1} if args.grid else {"epochs": 1, "n_samples": 1, "num_units": 2, "batch_size": 1}
     for name, n in least.items():
         if getattr(args, name) is not None and getattr(args, name) < n:

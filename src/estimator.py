@@ -170,7 +170,7 @@ def epoch_history(net) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "batches"} for row in net.history.to_list()]
 
 
-class Shared:
+class SharedByClones:
     """An object every clone of an estimator shares: scikit-learn's clone() deep-copies parameters, and
     a deep copy of this is itself (a search's store of histories, or of fits trained elsewhere)."""
 
@@ -178,7 +178,7 @@ class Shared:
         return self
 
 
-class FitHistories(Shared):
+class FitHistories(SharedByClones):
     """The per-epoch histories of a search's fits, as {"fold", "epochs"} records in the order the fits ended
     ({"fold", "repeat", "epochs"} under repeated cross-validation)."""
 
@@ -199,7 +199,7 @@ class RecordHistory(Callback):
         self.store.add(getattr(net, "fold_", None), epoch_history(net), getattr(net, "repeat_", None))
 
 
-class FittedFolds(Shared):
+class FittedFolds(SharedByClones):
     """Fits trained elsewhere (src.fused), by (repeat, fold): each has a state_dict, its per-epoch history
     (`epochs`) and `diverged` (None, or the message of its non-finite training loss); and the data
     they trained on, as a tensor on their device, which PretrainedNet scores by row number."""

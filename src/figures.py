@@ -45,7 +45,7 @@ def key(value) -> str:
     return job_key(results.plain(value))
 
 
-def swept_params(df: pd.DataFrame) -> list[str]:
+def varied_params(df: pd.DataFrame) -> list[str]:
     """The param_* columns that take more than one value (a NaN or missing cell counts as a value)."""
     return [c for c in df.columns if c.startswith("param_") and len({key(v) for v in df[c]}) > 1]
 
@@ -77,7 +77,7 @@ def candidate_labels(df: pd.DataFrame, num_classes: list[int] | None = None, num
     """
     num_classes = num_classes or [10] * len(df)
     num_units = num_units or [None] * len(df)
-    swept = swept_params(df)
+    swept = varied_params(df)
     sweeps = None
     if "sweep" in df and df["sweep"].nunique() > 1:  # the sweep's name stands for what is constant within each sweep
         sweeps = short_names(df["sweep"])
@@ -225,7 +225,7 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
                 comparison: pd.DataFrame | None = None) -> None:
     """Mean ± std test score against the swept parameter; unscored candidates left out and named in a note."""
     mean, std = f"mean_test_{metric}", f"std_test_{metric}"
-    swept = swept_params(df)
+    swept = varied_params(df)
     x_col = x_param(df, swept)
     series_cols = (["sweep"] if "sweep" in df and df["sweep"].nunique() > 1 else []) + [c for c in swept if c != x_col]
     scored = df[df[mean].notna()]

@@ -20,8 +20,8 @@ from filelock import SoftFileLease, Timeout
 
 log = logging.getLogger(__name__)
 
-COMMAND = ".command.lock"  # in a results folder: the command writing into it
-JOB = ".job.lock"          # in a job folder: the job writing it
+COMMAND_LOCK = ".command.lock"  # in a results folder: the command writing into it
+JOB_LOCK = ".job.lock"          # in a job folder: the job writing it
 LEASE_SECONDS = 300.0      # a holder that stops refreshing its marker for this long counts as gone (one on this
                            # host counts as gone at once when its process has ended)
 POLL_SECONDS = 0.5         # how often a waiter looks again
@@ -48,9 +48,9 @@ def hold(path: Path, what: str) -> Iterator[None]:
 
 def command(results_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold a results folder for a whole command (a second command into it waits until this one ends)."""
-    return hold(Path(results_dir) / COMMAND, f"into {results_dir}")
+    return hold(Path(results_dir) / COMMAND_LOCK, f"into {results_dir}")
 
 
 def job(job_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold a job folder while its job is checked, trained and recorded."""
-    return hold(Path(job_dir) / JOB, f"the job in {job_dir}")
+    return hold(Path(job_dir) / JOB_LOCK, f"the job in {job_dir}")

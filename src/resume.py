@@ -151,7 +151,7 @@ def _check_one_command(sweep_dir: Path, finished: Iterable[tuple[Path, dict]], w
 def set_aside(sweep_dir: Path) -> list[str]:
     """resume=false: move what the folder holds (its jobs, aggregate, report and refit) into .replaced/<n>/, out
     of the aggregate but not deleted, so that the command starts afresh. Another sweep nested here stays."""
-    keep = {locks.COMMAND, "multirun.yaml", REPLACED}
+    keep = {locks.COMMAND_LOCK, "multirun.yaml", REPLACED}
     entries = [e for e in sorted(Path(sweep_dir).iterdir()) if e.name not in keep and not (e / "multirun.yaml").is_file()]
     if not entries:
         return []
@@ -164,7 +164,7 @@ def set_aside(sweep_dir: Path) -> list[str]:
 
 def _wait_for_jobs(sweep_dir: Path) -> None:
     """Wait until no job is writing a job folder here (a straggling job of an earlier command may be)."""
-    for marker in sorted(Path(sweep_dir).rglob(locks.JOB)):
+    for marker in sorted(Path(sweep_dir).rglob(locks.JOB_LOCK)):
         with locks.job(marker.parent):
             pass
 

@@ -34,10 +34,10 @@ def test_a_waiter_names_the_holder_and_a_killed_holder_does_not_block(tmp_path, 
         assert not acquired.is_set()
         os.kill(holder.pid, signal.SIGKILL)  # its marker stays behind, naming a process that is gone
         holder.wait()
-        assert (tmp_path / locks.JOB).exists()
+        assert (tmp_path / locks.JOB_LOCK).exists()
         waiter.join(timeout=60)
         assert acquired.is_set(), "a lock left by a killed process blocked its folder"
-        assert not (tmp_path / locks.JOB).exists()  # released again
+        assert not (tmp_path / locks.JOB_LOCK).exists()  # released again
     finally:
         if holder.poll() is None:
             holder.kill()

@@ -111,7 +111,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (sweep_dir / "3" / store.JOB).exists(), "the sweep finished before the kill"
-    assert (sweep_dir / locks.COMMAND).exists()  # the killed command's hold on the folder is left behind; it must not block
+    assert (sweep_dir / locks.COMMAND_LOCK).exists()  # the killed command's hold on the folder is left behind; it must not block
     valid_files(sweep_dir)
     first_fit = store.read_cv_results(sweep_dir / "0")["mean_fit_time"][0]
 
@@ -228,7 +228,7 @@ def test_two_commands_into_one_sweep_folder_keep_the_union_of_their_grids(tmp_pa
     agg = assert_attributed_right(tmp_path, [out1, out2])
     assert sorted(agg["param_module__num_units"]) == [32, 64, 96, 128, 256, 512] and set(agg["status"]) == {"ok"}
     assert len(store.job_dirs(tmp_path)) == 6
-    assert not list(tmp_path.rglob(locks.COMMAND)) and not list(tmp_path.rglob(locks.JOB))  # every hold let go
+    assert not list(tmp_path.rglob(locks.COMMAND_LOCK)) and not list(tmp_path.rglob(locks.JOB_LOCK))  # every hold let go
 
 
 def test_the_same_command_twice_at_once_trains_each_job_once(tmp_path):

@@ -333,15 +333,18 @@ def failure_summary(results_dir: Path) -> str | None:
 
 
 def progress(sweep_dir: Path, total: int | None, trained: int = 0) -> str:
-    """"3 of 12 jobs done, about 0:01:05 left": finished job folders, and the time this run took so far (since
-    Hydra wrote multirun.yaml) per job it trained, times the jobs still to train.
+    """"3 of 12 jobs done, about 0:01:05 left": job folders holding a job.json, and the time this run took so far
+    (since Hydra wrote multirun.yaml) per job it trained, times the jobs still to train.
 
     `trained`: jobs still to record whose fits are already trained (the fused launcher trains a group's jobs
     at once, before the first of them records): the time so far trained them too, and they need none more.
     """
     sweep_dir = Path(sweep_dir)
     started = (sweep_dir / "multirun.yaml").stat().st_mtime if (sweep_dir / "multirun.yaml").is_file() else None
-    finished = [(d / JOB).stat().st_mtime for d in job_dirs(sweep_dir)]
+    finished = []
+    for d in job_folders(sweep_dir):  # stat() only: each job's line reading every job's files would make a sweep O(N^2)
+        with contextlib.suppress(FileNotFoundError):  # moved since the listing (a rerun arranging the folder)
+            finished.append((d / JOB).stat().st_mtime)
     done = len(finished) if total is None else min(len(finished), total)
     if total is None:
         return f"{done} jobs done"

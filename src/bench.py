@@ -21,6 +21,11 @@ times two whole commands in turn, each in its own process, `--runs` times: the m
 runs today (module.num_units=32,64,128,256, cv.repeats=1, engine=gridsearch) and the same with
 repeated cross-validation on the fused engine (cv.repeats=5 engine=fused, five times the fits). It
 prints each one's median wall time and the median of the per-pair ratios.
+    python -m src.bench --vs-handwritten [--runs 3]
+
+times the main command (module.num_units=32,64,128,256 -m, defaults and all) against the same job written
+by hand as a user would (src.handwritten: skorch + GridSearchCV(cv=3, refit=True)), whole processes in turn,
+and prints the medians and the median of the per-pair ratios.
 It measures and prints; it asserts nothing about time.
 """
 import argparse
@@ -217,25 +222,56 @@ MAIN = ["module.num_units=32,64,128,256", "train.verbose=quiet"]
 REPEATED = {"today": ["cv.repeats=1", "engine=gridsearch"], "repeated": ["cv.repeats=5", "engine=fused"]}
 
 
-def time_repeated(runs: int = 3, overrides: list[str] | None = None) -> dict:
-    """Wall seconds of the main command today and with cv.repeats=5 on the fused engine, whole processes, in turn."""
-    seconds: dict[str, list[float]] = {name: [] for name in REPEATED}
-    lines = {}
+def time_commands(commands: dict[str, list[str]], runs: int = 3) -> dict[str, list[float]]:
+    """Wall seconds of whole commands (argument lists after `python -m`), each in its own process, in turn, `runs`
+    times; a command's `{out}` is a fresh folder of its own. Raises ValueError naming a command that failed."""
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
-            for name, extra in REPEATED.items():
-                sweep = Path(tmp) / f"{name}{i}"
+            for name, command in commands.items():
                 start = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-m", "src.sweep", *MAIN, *extra, *(overrides or []), f"hydra.sweep.dir={sweep}", "-m"],
+                proc = subprocess.run([sys.executable, "-m", *(a.replace("{out}", f"{tmp}/{name}{i}") for a in command)],
                                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
                 seconds[name].append(time.perf_counter() - start)
                 if proc.returncode != 0:
                     raise ValueError(f"the {name} command failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-                lines[name] = next((x for x in proc.stdout.splitlines() if x.startswith("Best ")), None)
+                seconds.setdefault(f"{name}_stdout", []).append(proc.stdout)
+    return seconds
+
+
+def time_repeated(runs: int = 3, overrides: list[str] | None = None) -> dict:
+    """Wall seconds of the main command today and with cv.repeats=5 on the fused engine, whole processes, in turn."""
+    commands = {name: ["src.sweep", *MAIN, *extra, *(overrides or []), "hydra.sweep.dir={out}", "-m"] for name, extra in REPEATED.items()}
+    timed = time_commands(commands, runs)
+    seconds = {name: timed[name] for name in REPEATED}
+    verdicts = next((x for x in timed["repeated_stdout"][-1].splitlines() if x.startswith("Best ")), None)
     ratios = [b / a for a, b in zip(seconds["today"], seconds["repeated"])]
     return {"commands": {name: " ".join(["python -m src.sweep", *MAIN, *extra, *(overrides or []), "-m"]) for name, extra in REPEATED.items()},
             "seconds": seconds, "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},
-            "ratios": ratios, "median_ratio": statistics.median(ratios), "verdicts": lines["repeated"]}
+            "ratios": ratios, "median_ratio": statistics.median(ratios), "verdicts": verdicts}
+
+
+def time_vs_handwritten(runs: int = 3, sweep_args: list[str] | None = None, handwritten_args: list[str] | None = None) -> dict:
+    """Wall seconds of the main command, defaults and all (refit and report included), and of the same job written
+    by hand (src.handwritten), whole processes, in turn; the median of the per-pair ratios sweep / handwritten.
+    `sweep_args`, `handwritten_args`: more arguments for each (a smaller job for a quick look)."""
+    commands = {"sweep": ["src.sweep", "module.num_units=32,64,128,256", *(sweep_args or []), "hydra.sweep.dir={out}", "-m"],
+                "handwritten": ["src.handwritten", *(handwritten_args or [])]}
+    timed = time_commands(commands, runs)
+    seconds = {name: timed[name] for name in commands}
+    ratios = [a / b for a, b in zip(seconds["sweep"], seconds["handwritten"])]
+    return {"commands": {name: " ".join(["python -m", *c]).replace(" hydra.sweep.dir={out}", "") for name, c in commands.items()},
+            "seconds": seconds, "median_seconds": {k: statistics.median(v) for k, v in seconds.items()}, "ratios": ratios,
+            "median_ratio": statistics.median(ratios), "handwritten_says": timed["handwritten_stdout"][-1].strip().splitlines()[-1]}
+
+
+def vs_handwritten_table(report: dict) -> str:
+    """The --vs-handwritten results as text."""
+    lines = [f"{name:<12}{report['median_seconds'][name]:>8.2f} s (median of {len(report['seconds'][name])})  {report['commands'][name]}"
+             for name in report["commands"]]
+    lines.append(f"sweep / handwritten: median ratio {report['median_ratio']:.2f} ({', '.join(f'{r:.2f}' for r in report['ratios'])})")
+    lines.append(f"handwritten: {report['handwritten_says']}")
+    return "\n".join(lines)
 
 
 def repeated_table(report: dict) -> str:
@@ -279,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(BOTH_ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
     parser.add_argument("--grid-epochs", type=int, help="epochs per fit for --grid (default: the sweep's 25)")
     parser.add_argument("--repeated", action="store_true", help="time the main command today against cv.repeats=5 on the fused engine")
-    parser.add_argument("--runs", type=int, default=3, help="pairs of whole commands for --repeated (default: 3)")
+    parser.add_argument("--vs-handwritten", action="store_true",
+                        help="time the main command against the same job written by hand (src.handwritten), whole processes in turn")
+    parser.add_argument("--runs", type=int, default=3, help="pairs of whole commands for --repeated and --vs-handwritten (default: 3)")
     parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for both --repeated commands")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -290,6 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
         print(repeated_table(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return 0
+    if args.vs_handwritten:
+        try:
+            report = time_vs_handwritten(args.runs)
+        except ValueError as e:
+            parser.error(str(e))
+        print(vs_handwritten_table(report))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0

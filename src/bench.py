@@ -177,15 +177,13 @@ def time_grid(size: str, device: str, engines: tuple[str, ...] = BOTH_ENGINES, e
     jobs = grid_jobs(size, device, epochs)
     out = {}
     for name in engines:  # the jobs are prepared (their data loaded, once per process) outside the timings
-        prepared = [(settings, *job.prepare(settings, overrides, choices)) for settings, overrides, choices in jobs]
-        X, y = prepared[0][1:3]  # every job's: the grid varies the network only
+        prepared = [job.prepare(settings, overrides, choices) for settings, overrides, choices in jobs]
         sync(device)
         start = time.perf_counter()
         fitted = [None] * len(prepared)  # gridsearch: each job trains its own folds
         if name == "fused":
-            fitted = engine.train_group([(settings, search) for settings, _, _, search, _ in prepared], X, y, **options)
-        rows = [engine.run(settings, search, X, y, extras, trained=fits, name=name)
-                for (settings, _, _, search, extras), fits in zip(prepared, fitted)]
+            fitted = engine.train_group(prepared, **options)
+        rows = [engine.run(j, trained=fits, name=name) for j, fits in zip(prepared, fitted)]
         sync(device)
         out[name] = {"seconds": time.perf_counter() - start,
                      "mean_test_accuracy": {str(n): float(r.cv_results["mean_test_accuracy"][0]) for n, r in zip(GRID, rows)},

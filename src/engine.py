@@ -16,6 +16,7 @@ launcher (hydra_plugins/fused_launcher) trains each such group once, and hands e
 import collections
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from src.estimator import PREDICT_BATCH_SIZE, Diverged
 from src.identity import NOT_IDENTITY, job_key, without
 from src.results import SearchResult
 from src.search import run_search
-from src.seeding import n_repeats, split_of, split_test_fold
+from src.seeding import n_repeats, split_of
+
+if TYPE_CHECKING:  # src.job builds jobs through this module
+    from src.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +82,17 @@ def fit_bytes(settings: dict, n_rows: int) -> int:
     return fused.stack_bytes([spec], shared_settings(settings))
 
 
-def fit_specs(settings: dict, search, X: np.ndarray, y: np.ndarray, test_fold: np.ndarray | None = None) -> list[fused.FitSpec]:
+def fit_specs(job: "Job") -> list[fused.FitSpec]:
     """The job's fits, one per split (repeat, fold), with the training (and internal validation) rows the estimator
-    would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit.
-    `test_fold`: split_test_fold(search.cv, X, y), where the caller has it already."""
-    test_fold = split_test_fold(search.cv, X, y) if test_fold is None else test_fold
-    columns = test_fold.reshape(len(y), -1)  # a column per repeat
-    folds = search.cv.get_n_splits() // n_repeats(search.cv)
+    would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit."""
+    columns = job.test_fold.reshape(len(job.y), -1)  # a column per repeat
+    folds = job.search.cv.get_n_splits() // n_repeats(job.search.cv)
     specs = []
     for r in range(columns.shape[1]):
         for k in range(folds):
             train = np.flatnonzero(columns[:, r] != k)
-            repeat, fold = split_of(test_fold[train])
-            specs.append(fit_spec(settings, search, train, y, fold, repeat))
+            repeat, fold = split_of(job.test_fold[train])
+            specs.append(fit_spec(job.settings, job.search, train, job.y, fold, repeat))
     return specs
 
 
@@ -104,26 +106,25 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
     return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
 
 
-def train_jobs(jobs: list[tuple[dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-               test_folds: list[np.ndarray] | None = None, **options) -> Iterator[dict[int, dict]]:
-    """Train the fits of several jobs (settings, search) that share a group key, as one program, stack by stack
+def train_jobs(jobs: list["Job"], devices: list[str] | None = None, **options) -> Iterator[dict[int, dict]]:
+    """Train the fits of several jobs that share a group key (and so their data), as one program, stack by stack
     (src.fused.train_stacks); after each stack, yields the jobs it completed, {job's place in `jobs`: its
     {(repeat, fold): FitOutcome}}, so that they can be scored and recorded, and their fits freed, before the
     next stack trains.
 
     `devices`: where the fits train, spread over them (default: the first job's estimator's device).
-    `test_folds`: each job's split_test_fold, where the caller has them already. `options` go to
-    src.fused.train_stacks (layout, graph, memory_budget).
+    `options` go to src.fused.train_stacks (layout, graph, memory_budget).
     """
     specs, owners = [], []
-    for j, ((settings, search), test_fold) in enumerate(zip(jobs, test_folds or [None] * len(jobs))):
-        for spec in fit_specs(settings, search, X, y, test_fold):
+    for j, job in enumerate(jobs):
+        for spec in fit_specs(job):
             specs.append(spec)
             owners.append(j)
-    devices = devices or [jobs[0][1].estimator.device]
+    devices = devices or [jobs[0].search.estimator.device]
     waiting = collections.Counter(owners)
     fits: dict[int, dict] = {}
-    for indices, outcomes in fused.train_stacks(X, y, specs, shared_settings(jobs[0][0]), device=devices, **options):
+    X, y, shared = jobs[0].X, jobs[0].y, shared_settings(jobs[0].settings)
+    for indices, outcomes in fused.train_stacks(X, y, specs, shared, device=devices, **options):
         done = {}
         for i, outcome in zip(indices, outcomes):
             owner, spec = owners[i], specs[i]
@@ -135,43 +136,38 @@ def train_jobs(jobs: list[tuple[dict, object]], X: np.ndarray, y: np.ndarray, de
             yield done
 
 
-def train_group(jobs: list[tuple[dict, object]], X: np.ndarray, y: np.ndarray, devices: list[str] | None = None,
-                test_folds: list[np.ndarray] | None = None, **options) -> list[dict]:
+def train_group(jobs: list["Job"], devices: list[str] | None = None, **options) -> list[dict]:
     """train_jobs, all at once: each job's fits, in the order of `jobs`, as {(repeat, fold): FitOutcome} (repeat 0
     without repeats)."""
-    trained = {j: fits for done in train_jobs(jobs, X, y, devices, test_folds, **options) for j, fits in done.items()}
+    trained = {j: fits for done in train_jobs(jobs, devices, **options) for j, fits in done.items()}
     return [trained[j] for j in range(len(jobs))]
 
 
-def run(settings: dict, search, X: np.ndarray, y: np.ndarray, extras: dict | None = None,
-           trained: dict | BaseException | None = None, name: str | None = None) -> SearchResult:
+def run(job: "Job", trained: dict | BaseException | None = None, name: str | None = None) -> SearchResult:
     """Cross-validate a job's candidate with its engine (`name`, else choose's) and score it: the one dispatch
-    between the engines. The splits are computed once, for the fused fits and GridSearchCV's scoring alike.
+    between the engines. Both use the job's one split (Job.test_fold).
 
     `trained`: the job's fits, when a launcher trained them with its group (or the error that stopped that);
     else the fused engine trains the job's folds now.
     """
-    name = name or choose(settings, say_why=True)
-    test_fold = split_test_fold(search.cv, X, y)
+    name = name or choose(job.settings, say_why=True)
     if name == "gridsearch":
-        return run_search(search, X, y, extras, test_fold=test_fold)
+        return run_search(job.search, job.X, job.y, job.extras, test_fold=job.test_fold)
 
     def fits() -> dict:
         if isinstance(trained, BaseException):
             raise trained
-        if trained is not None:
-            return trained
-        return train_group([(settings, search)], X, y, test_folds=[test_fold])[0]
-    return run_search(search, X, y, extras, fitted=fits, engine=name, test_fold=test_fold)
+        return trained if trained is not None else train_group([job])[0]
+    return run_search(job.search, job.X, job.y, job.extras, fitted=fits, engine=name, test_fold=job.test_fold)
 
 
-def fit_all(settings: dict, search, X: np.ndarray, y: np.ndarray, name: str) -> None:
-    """Fit a job's estimator on all of (X, y) with engine `name`, as GridSearchCV's refit does: fit number K, after
+def fit_all(job: "Job", name: str) -> None:
+    """Fit a job's estimator on all its rows with engine `name`, as GridSearchCV's refit does: fit number K, after
     the K folds (src.seeding); raises src.estimator.Diverged."""
-    net, folds = search.estimator, settings["cv"]["folds"]
+    net, folds, X, y = job.search.estimator, job.settings["cv"]["folds"], job.X, job.y
     if name == "fused":
-        spec = fit_spec(settings, search, np.arange(len(y)), y, fold=folds)
-        outcome = fused.train(X, y, [spec], shared_settings(settings), device=net.device)[0]
+        spec = fit_spec(job.settings, job.search, np.arange(len(y)), y, fold=folds)
+        outcome = fused.train(X, y, [spec], shared_settings(job.settings), device=net.device)[0]
         if outcome.diverged:
             raise Diverged(outcome.diverged, outcome.epochs)
         net.check_data(X, y)  # as fit() does: learns classes_ from y

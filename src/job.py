@@ -1,26 +1,30 @@
 """One job, without Hydra: its data, estimator and search from the resolved config, then its run.
 
-The entry point (src.sweep) and the fused launcher (src.launcher) build jobs through prepare(); run()
+The entry point (src.sweep) and the fused launcher (src.launcher) build jobs (a Job) through prepare(); run()
 is the job's whole computation: check the config, hold the job folder (src.locks), skip the job if an
 identical one already finished there, train (or take the fits the fused engine trained), and record
 the job folder.
 """
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf
+from sklearn.model_selection import GridSearchCV
 
 from src import config, data, engine, locks, loggers, store
 from src.devices import Placement, resolve_device
 from src.estimator import build_estimator
 from src.identity import NOT_IDENTITY
 from src.search import build_search
+from src.seeding import split_test_fold
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +84,31 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
         if finished:
             log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
             return store.read_cv_results(job_dir)
-        X, y, search, extras = prepare(settings, overrides, choices, swept, job_dir, placement)
-        result = engine.run(settings, search, X, y, extras, trained)
+        result = engine.run(prepare(settings, overrides, choices, swept, job_dir, placement), trained)
         store.record(job_dir, result, overrides, identity)
     log.info(f"{label}: trained by the {result.engine} engine in {result.seconds:.1f} s")
     return result.cv_results
 
 
+@dataclass
+class Job:
+    """One job, made once (prepare): what every engine and the refit take (src.engine)."""
+    settings: dict            # the resolved config, plain Python
+    X: np.ndarray             # the cross-validation part of the data set, (n_samples, n_features)
+    y: np.ndarray             # (n_samples,)
+    search: GridSearchCV      # one candidate: the estimator with this job's params, and the splitter
+    extras: dict              # job-level params (seed, dataset.limit, group choices ...): their own cv_results_ columns
+    folder: Path | None = None  # where the job writes (its loggers too)
+
+    @functools.cached_property
+    def test_fold(self) -> np.ndarray:
+        """The fold that tests each row (src.seeding.split_test_fold), computed once, when first needed."""
+        return split_test_fold(self.search.cv, self.X, self.y)
+
+
 def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, job_dir: Path | None = None,
-            placement: Placement | None = None):
-    """Build (X, y, search, extras) from the resolved config (plain Python); raises ValueError on a bad value.
+            placement: Placement | None = None) -> Job:
+    """Build the Job of the resolved config (plain Python); raises ValueError on a bad value.
 
     `overrides` are this job's command-line overrides; those of the keys in `swept` (the keys the
     sweep varies; None: all of them) are params: the estimator's become GridSearchCV's param_grid
@@ -109,7 +128,7 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
     verbose = 0 if c["train"]["verbose"] == "quiet" else 3
     cv = {k: v for k, v in c["cv"].items() if k != "refit"}  # each job's GridSearchCV has one candidate: the refit is the sweep's
     search = build_search(estimator, param_grid, **cv, seed=c["seed"], verbose=verbose)
-    return X, y, search, extras
+    return Job(c, X, y, search, extras, job_dir)
 
 
 # Overrides that map onto the estimator's own parameters (skorch's `__` routing); the rest of a job's

@@ -100,23 +100,22 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
     are trained and waiting) as soon as a job's fits are trained, so that the job records them and they are freed
     before the next stack. An error that stops the training is yielded in place of the fits of every job not
     trained yet, so that each of them records it as its failure."""
-    entries, index = [], []  # the group's jobs to train (settings, search), and each one's place in `jobs`
+    entries, index = [], []  # the group's jobs to train (src.job.Job), and each one's place in `jobs`
     for i in members:
         settings = config.settings_of(jobs[i])
         try:
-            X, y, search, _ = job.prepare(settings, list(jobs[i].hydra.overrides.task), dict(jobs[i].hydra.runtime.choices), swept)
+            entries.append(job.prepare(settings, list(jobs[i].hydra.overrides.task), dict(jobs[i].hydra.runtime.choices), swept))
         except ValueError:
             continue  # the job itself will report its mistake
-        entries.append((settings, search))
         index.append(i)
     if not entries:
         return
     nums = ", ".join(str(jobs[i].hydra.job.num) for i in index)
-    on = devices.fused_devices(entries[0][0]["device"])  # every GPU of the machine for device=auto
+    on = devices.fused_devices(entries[0].settings["device"])  # every GPU of the machine for device=auto
     seconds, fits, clock = 0.0, 0, time.perf_counter()
     untrained = set(range(len(entries)))
     try:
-        for done in engine.train_jobs(entries, X, y, devices=on):  # the jobs a stack completed, each with its fits
+        for done in engine.train_jobs(entries, devices=on):  # the jobs a stack completed, each with its fits
             seconds += time.perf_counter() - clock
             for n, (j, trained) in enumerate(done.items(), 1):
                 fits += len(trained)

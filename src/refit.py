@@ -93,7 +93,7 @@ def write_best(results_dir: Path) -> Path | None:
             node = node.get(part) if isinstance(node, dict) else None
         best_params[key] = node
     optimization = {"name": "mlp-sweep", "best_params": best_params, "best_value": float(row[f"mean_test_{metric}"][0]),
-                    "metric": f"mean_test_{metric}", "best_job": best.name, "best_job_dir": str(best)}
+                    "metric": f"mean_test_{metric}", "best_job": best.name, "refit_jobdir": str(best)}
     store.atomic_write(results_dir / OPTIMIZATION_RESULTS, yaml.safe_dump(optimization, sort_keys=False))
     return best
 
@@ -113,22 +113,22 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         return reused
     # the job's identity, and the keys of it that the refit needs back
     settings = {**record["config"], "engine": engine_name, "train": {**record["config"]["train"], "verbose": "quiet"}}
-    X, y, search, _ = job.prepare(settings, [], {}, swept=set())
+    refit_job = job.prepare(settings, [], {}, swept=set())
     held_out = data.load_test(settings)
     name = engine.choose(settings)
     start = time.perf_counter()
-    net = search.estimator
+    net = refit_job.search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
            "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name, "candidate": candidate}, "test": None,
            "data": data_record(settings, record["config"].get("data_fingerprint"))}
     try:
-        engine.fit_all(settings, search, X, y, name)
+        engine.fit_all(refit_job, name)
     except Diverged as e:
         out["refit"].update(status="diverged", error=str(e))
         store.write_json(results_dir / TEST_SCORES, out)
         log.warning(f"refit: the best candidate ({best.name}) diverged when refit on all the training data: {e}")
         return out
-    out["refit"].update(status="ok", seconds=time.perf_counter() - start, n_samples=len(y))
+    out["refit"].update(status="ok", seconds=time.perf_counter() - start, n_samples=len(refit_job.y))
     buffer = io.BytesIO()
     net.save_params(f_params=buffer)  # the module's state_dict
     store.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())

@@ -20,7 +20,8 @@ def prepared(compose_cfg, *overrides, limit=60):
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    return prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, f"dataset.limit={limit}"], choices)
+    j = prepare(OmegaConf.to_container(cfg, resolve=True), [*overrides, f"dataset.limit={limit}"], choices)
+    return j.X, j.y, j.search, j.extras
 
 
 @pytest.fixture(scope="module")

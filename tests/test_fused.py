@@ -11,6 +11,7 @@ from sklearn.base import clone
 from src import engine, fused
 from src.data import mnist_sample
 from src.estimator import build_estimator
+from src.job import Job
 from src.search import build_search
 from src.seeding import split_test_fold
 
@@ -103,7 +104,7 @@ def test_valid_split_and_no_shuffling_follow_skorch(data):
                                 verbose="quiet", seed=3)
     search = build_search(estimator, {}, seed=3)
     settings = {"module": {"num_units": 16, "init": "default"}, "optimizer": {"_target_": SGD, "lr": 0.05}, "seed": 3}
-    specs = engine.fit_specs(settings, search, X, y)
+    specs = engine.fit_specs(Job(settings, X, y, search, {}))
     shared = fused.Shared(max_epochs=2, shuffle=False, valid_batch_size=estimator.iterator_valid__batch_size)
     outcomes = fused.train(X, y, specs, shared)
     test_fold = split_test_fold(search.cv, X, y)
@@ -236,9 +237,9 @@ def test_stacks_are_handed_back_one_at_a_time_and_each_job_as_soon_as_it_is_trai
     jobs = []
     for units in (8, 16, 24):
         s = {**settings, "module": {**settings["module"], "num_units": units}}
-        jobs.append((s, build_search(build_estimator(s["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1, verbose="quiet"),
-                                     {}, folds=3)))
-    for done in engine.train_jobs(jobs, X, y, devices=["cpu"]):  # after each stack, the jobs it completed
+        search = build_search(build_estimator(s["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1, verbose="quiet"), {}, folds=3)
+        jobs.append(Job(s, X, y, search, {}))
+    for done in engine.train_jobs(jobs, devices=["cpu"]):  # after each stack, the jobs it completed
         for j, fits in done.items():
             events.append(("job", j))
             assert sorted(fits) == [(0, 0), (0, 1), (0, 2)]

@@ -23,7 +23,8 @@ def test_the_refit_is_gridsearchcvs_refit_of_the_best_candidate(tiny_sweep):
     """scikit-learn's GridSearchCV(refit=True) over the same grid refits the same candidate to the same weights."""
     saved = json.loads((tiny_sweep / refit.TEST_SCORES).read_text())
     settings = settings_for(*TINY)
-    X, y, search, _ = prepare(settings, [], {}, swept=set())
+    j = prepare(settings, [], {}, swept=set())
+    X, y, search = j.X, j.y, j.search
     search.set_params(param_grid={"module__num_units": [8, 16, 32]}, refit="accuracy")
     search.fit(X, y, test_fold=split_test_fold(search.cv, X, y))
     assert saved["params"] == search.best_params_ and saved["job"] == str([8, 16, 32].index(search.best_params_["module__num_units"]))

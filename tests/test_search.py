@@ -14,8 +14,8 @@ TINY = ["dataset.limit=150", "train.max_epochs=2", "train.verbose=quiet"]
 
 def prepared(compose_cfg, *overrides):
     settings = config.settings_of(compose_cfg(*TINY, *overrides))
-    X, y, search, extras = job.prepare(settings, [], {}, swept=set())
-    return settings, X, y, search
+    j = job.prepare(settings, [], {}, swept=set())
+    return settings, j.X, j.y, j.search
 
 
 def test_repeats_give_scikit_learns_repeated_splitter(compose_cfg):
@@ -39,8 +39,7 @@ def repeated_results():
     settings = config.settings_of(cfg)
     out = {}
     for name in ("gridsearch", "fused"):
-        X, y, search, extras = job.prepare(settings, [], {}, swept=set())
-        out[name] = engine.run(settings, search, X, y, extras, name=name)
+        out[name] = engine.run(job.prepare(settings, [], {}, swept=set()), name=name)
     return out
 
 

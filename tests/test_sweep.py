@@ -23,7 +23,8 @@ def reference(compose_cfg_module):
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    X, y, search, _ = prepare(OmegaConf.to_container(cfg, resolve=True), ["module.num_units=8", *TINY], choices)
+    j = prepare(OmegaConf.to_container(cfg, resolve=True), ["module.num_units=8", *TINY], choices)
+    X, y, search = j.X, j.y, j.search
     search.param_grid = {"module__num_units": SIZES}
     # each fit gets the test_fold of its rows, which names its fold and so its (seed, fold) generator
     return search.fit(X, y, test_fold=split_test_fold(search.cv, X, y)).cv_results_
@@ -201,7 +202,8 @@ def quick_scores(compose_cfg, *overrides: str) -> dict[int, float]:
     from src import config
 
     settings = config.settings_of(compose_cfg(*overrides, *QUICK.split(), "train.verbose=quiet"))
-    X, y, search, _ = prepare(settings, [], {}, swept=set())
+    j = prepare(settings, [], {}, swept=set())
+    X, y, search = j.X, j.y, j.search
     search.set_params(param_grid={"module__num_units": [32, 64, 128, 256]}, refit=False)
     search.fit(X, y, test_fold=split_test_fold(search.cv, X, y))
     return dict(zip(search.cv_results_["param_module__num_units"], search.cv_results_["mean_test_accuracy"]))

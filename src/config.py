@@ -37,8 +37,7 @@ from sklearn.metrics import get_scorer_names
 from src import data, fused, launchers, loggers
 from src.data import SCALINGS, check_data, check_labels
 from src.devices import cores, resolve_device
-from src.engine import ENGINES, fit_bytes
-from src.estimator import VERBOSITY
+from src.engine import fit_bytes
 from src.identity import NOT_IDENTITY, job_key, without
 from src.layers import INITS
 from src.loggers import LOGGERS
@@ -46,6 +45,8 @@ from src.model import ACTIVATIONS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+ENGINES = ("auto", "fused", "gridsearch")     # engine= (src.engine.choose resolves auto)
+VERBOSITY = ("quiet", "fold", "epoch", "bar")  # train.verbose= (src.estimator.build_estimator)
 
 
 class ConfigError(ValueError):

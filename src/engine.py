@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # src.job builds jobs through this module
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "fused", "gridsearch")
 PER_FIT = ("num_units", "init")  # the module keys each fit of a group has its own of, beside every optimizer key but _target_
+
 
 def choose(settings: dict, say_why: bool = False) -> str:
     """The engine that trains this job: `engine`, with auto resolved (fused wherever it can) and a job the fused

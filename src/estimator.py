@@ -14,7 +14,6 @@ from skorch.utils import to_tensor
 from src.model import NeuralNet
 from src.seeding import fit_generator, split_of
 
-VERBOSITY = ("quiet", "fold", "epoch", "bar")
 # Rows per batch when the net predicts or scores (the validation split, GridSearchCV's scoring): each row's
 # prediction is independent of the others, so this only trades memory for speed (1,100 batches of 64
 # to score one fold of 70,000 images on a GPU are most of a fold's time).
@@ -246,9 +245,8 @@ def build_estimator(
     loggers: list[tuple[str, Callback]] | None = None,
 ) -> SeededNeuralNetClassifier:
     """A NeuralNetClassifier over NeuralNet, with skorch's `__` routing for module and optimizer params;
-    `loggers` are (name, callback) pairs of src.loggers."""
-    if verbose not in VERBOSITY:
-        raise ValueError(f"train.verbose={verbose!r} is not known; choose one of {', '.join(VERBOSITY)}")
+    `verbose`: quiet | fold | epoch (skorch's per-epoch table) | bar (and a progress bar); `loggers` are (name,
+    callback) pairs of src.loggers."""
     # run_search hands the "history" callback the store its fits' histories go to
     callbacks = [("diverged", StopOnNonFiniteLoss()), ("history", RecordHistory(FitHistories()))]
     callbacks += [("progress", ProgressBar())] if verbose == "bar" else []

@@ -33,8 +33,6 @@ def build_search(
     with its own draw from `seed`; its first repeat is StratifiedKFold(shuffle=True, random_state=seed),
     the split of repeats=1. refit=False: a sweep compares candidates; it does not need a model trained on all the data.
     """
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"cv.folds={folds!r} must be an integer >= 2")
     if repeats > 1:
         cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     else:

@@ -3,7 +3,7 @@
 A job folder holds its own rows (cv_results.json), its folds' training histories (history.json),
 what makes it reproducible (environment.json), error.log if it failed, and job.json, written last:
 a job folder holds a finished job only once job.json is there and every file it vouches for is whole
-(job_record). The results folder (the sweep folder, or the run folder of a single run) holds the
+(read_job). The results folder (the sweep folder, or the run folder of a single run) holds the
 aggregate of every finished job, with ranks recomputed over all of them, as cv_results.{csv,json,pt}.
 The aggregate is rebuilt from the job files (src.refresh says when, and how concurrent writers stay
 correct without a lock), and each file is written to a temporary name and then renamed, so a reader or
@@ -31,32 +31,16 @@ import torch
 from src import results
 from src.identity import same_job
 
-CV_RESULTS = "cv_results"
-
-
+CV_RESULTS = "cv_results"  # cv_results.{json,csv,pt}: a job's rows, or the results folder's aggregate
 JOB = "job.json"  # written last: a job folder holds a finished job only once this file is there
-
-
 ERROR_LOG = "error.log"
-
-
 HISTORY = "history.json"
-COMPARISON = "comparison"  # comparison.csv / comparison.json (src.compare) beside a results folder's report
-
-
 ENVIRONMENT = "environment.json"
-
-
+COMPARISON = "comparison"  # comparison.csv / comparison.json (src.compare) beside a results folder's report
 STALE_TMP_S = 600  # a temporary file this old was left by a killed writer (a live one renames it within seconds)
-
-
 _UMASK = os.umask(0)
-
-
 os.umask(_UMASK)
-
-
-PACKAGES = ("torch", "skorch", "scikit-learn", "hydra-core", "numpy", "pandas", "hiplot", "mlxtend")
+PACKAGES = ("torch", "skorch", "scikit-learn", "hydra-core", "numpy", "pandas", "hiplot", "mlxtend")  # environment.json's versions
 
 
 def record(job_dir: Path, result: results.SearchResult, overrides: list[str], identity: dict) -> None:

@@ -320,21 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs={args.runs}: must be at least 1")
-    if args.repeated:
+    if args.repeated or args.vs_handwritten:  # whole commands in turn
         try:
-            report = time_repeated(args.runs, args.overrides)
+            report = time_repeated(args.runs, args.overrides) if args.repeated else time_vs_handwritten(args.runs)
         except ValueError as e:
             parser.error(str(e))
-        print(repeated_table(report))
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=2))
-        return 0
-    if args.vs_handwritten:
-        try:
-            report = time_vs_handwritten(args.runs)
-        except ValueError as e:
-            parser.error(str(e))
-        print(vs_handwritten_table(report))
+        print((repeated_table if args.repeated else vs_handwritten_table)(report))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0

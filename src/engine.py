@@ -8,10 +8,10 @@ Two engines compute the same search (src.search.run_search):
 
 engine=auto picks the fused engine wherever it can train the job, on the CPU too (it trains the default
 grid 3x faster there, and 50x on a GPU, to the same numbers), and gridsearch where it cannot (another
-optimizer, an activation without a hand-written derivative: src.fused says which). Jobs can be fused together when they
-differ only in the per-fit keys (module.num_units, module.init and the optimizer's numbers); a
-launcher (hydra_plugins/fused_launcher) trains each such group once, and hands each job its fits
-(run's `trained`) instead of the job training them.
+optimizer, an activation without a hand-written derivative: src.fused says which, cannot_fuse asks it).
+Jobs can be fused together when they differ only in the per-fit keys (module.num_units, module.init and
+the optimizer's numbers); a launcher (hydra_plugins/fused_launcher) trains each such group once, and
+hands each job its fits (run's `trained`) instead of the job training them.
 """
 import collections
 import logging

@@ -16,15 +16,16 @@ one flat buffer. A layer is then one batched matrix product (src.layers.BatchedL
 optimizer step a few operations over the whole buffer, whatever M. Zero padding stays exactly zero
 (padded units have zero weights in and out, so they get zero gradients), except under an activation
 with f(0) != 0, which is masked. On the CPU the stacks are one per width (no work is wasted on
-padding); on CUDA one stack holds the group (one per depth) and its training step is captured in a CUDA graph.
-Given several GPUs, the group is cut by width into one share per GPU, and the shares train at the
-same time, each in its own thread (CUDA kernels run while Python waits, so the threads overlap).
+padding); on CUDA one stack holds the group (one per depth: padding adds units, not layers) and its
+training step is captured in a CUDA graph. Given several GPUs, the group is cut by width into one
+share per GPU, and the shares train at the same time, each in its own thread (CUDA kernels run while
+Python waits, so the threads overlap).
 
 The training step is written out by hand: the forward pass (Stack.forward, which also scores the
 validation split), the softmax cross-entropy gradient, then each layer's receiver passes (straight
-into the flat gradient buffer) and intermediate pass, which are BatchedLinearFunction's own. It computes what autograd through BatchedLinearFunction computes
-(tests/test_fused.py checks it against autograd), in fewer operations and without the autograd
-engine's per-step bookkeeping.
+into the flat gradient buffer) and intermediate pass, which are BatchedLinearFunction's own. It
+computes what autograd through BatchedLinearFunction computes (tests/test_fused.py checks it against
+autograd), in fewer operations and without the autograd engine's per-step bookkeeping.
 """
 import contextlib
 import inspect

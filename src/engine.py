@@ -8,15 +8,14 @@ Two engines compute the same search (src.search.run_search):
 
 engine=auto picks the fused engine wherever it can train the job, on the CPU too (it trains the default
 grid 3x faster there, and 50x on a GPU, to the same numbers), and gridsearch where it cannot (another
-optimizer, say). Jobs can be fused together when they
-differ only in the per-fit keys (module.num_units, module.init and the optimizer's numbers); a
-launcher (hydra_plugins/fused_launcher) trains each such group once, and hands each job its fits
-(run's `trained`) instead of the job training them.
+optimizer, an activation without a hand-written derivative: src.fused says which, cannot_fuse asks it).
+Jobs can be fused together when they differ only in the per-fit keys (module.num_units, module.init and
+the optimizer's numbers); a launcher (hydra_plugins/fused_launcher) trains each such group once, and
+hands each job its fits (run's `trained`) instead of the job training them.
 """
 import collections
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,11 +23,8 @@ from src import fused
 from src.estimator import PREDICT_BATCH_SIZE, Diverged
 from src.identity import NOT_IDENTITY, job_key, without
 from src.results import SearchResult
-from src.search import run_search
+from src.search import Job, run_search
 from src.seeding import n_repeats, split_of
-
-if TYPE_CHECKING:  # src.job builds jobs through this module
-    from src.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +46,9 @@ def choose(settings: dict, say_why: bool = False) -> str:
 
 
 def cannot_fuse(settings: dict) -> str | None:
-    """Why the fused engine cannot train this job, or None."""
+    """Why the fused engine cannot train this job (its optimizer, activation or module keywords), or None."""
     opt = dict(settings["optimizer"])
-    return fused.unsupported(opt.pop("_target_"), opt)
+    return fused.unsupported(opt.pop("_target_"), opt) or fused.unsupported_module(settings["module"])
 
 
 def group_key(settings: dict) -> str:
@@ -82,7 +78,7 @@ def fit_bytes(settings: dict, n_rows: int) -> int:
     return fused.stack_bytes([spec], shared_settings(settings))
 
 
-def fit_specs(job: "Job") -> list[fused.FitSpec]:
+def fit_specs(job: Job) -> list[fused.FitSpec]:
     """The job's fits, one per split (repeat, fold), with the training (and internal validation) rows the estimator
     would see; each names its split as the estimator does (src.seeding.split_of), so both engines train the same fit."""
     columns = job.test_fold.reshape(len(job.y), -1)  # a column per repeat
@@ -106,7 +102,7 @@ def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int
     return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
 
 
-def train_jobs(jobs: list["Job"], devices: list[str] | None = None, **options) -> Iterator[dict[int, dict]]:
+def train_jobs(jobs: list[Job], devices: list[str] | None = None, **options) -> Iterator[dict[int, dict]]:
     """Train the fits of several jobs that share a group key (and so their data), as one program, stack by stack
     (src.fused.train_stacks); after each stack, yields the jobs it completed, {job's place in `jobs`: its
     {(repeat, fold): FitOutcome}}, so that they can be scored and recorded, and their fits freed, before the
@@ -136,14 +132,14 @@ def train_jobs(jobs: list["Job"], devices: list[str] | None = None, **options) -
             yield done
 
 
-def train_group(jobs: list["Job"], devices: list[str] | None = None, **options) -> list[dict]:
+def train_group(jobs: list[Job], devices: list[str] | None = None, **options) -> list[dict]:
     """train_jobs, all at once: each job's fits, in the order of `jobs`, as {(repeat, fold): FitOutcome} (repeat 0
     without repeats)."""
     trained = {j: fits for done in train_jobs(jobs, devices, **options) for j, fits in done.items()}
     return [trained[j] for j in range(len(jobs))]
 
 
-def run(job: "Job", trained: dict | BaseException | None = None, name: str | None = None) -> SearchResult:
+def run(job: Job, trained: dict | BaseException | None = None, name: str | None = None) -> SearchResult:
     """Cross-validate a job's candidate with its engine (`name`, else choose's) and score it: the one dispatch
     between the engines. Both use the job's one split (Job.test_fold).
 
@@ -161,7 +157,7 @@ def run(job: "Job", trained: dict | BaseException | None = None, name: str | Non
     return run_search(job.search, job.X, job.y, job.extras, fitted=fits, engine=name, test_fold=job.test_fold)
 
 
-def fit_all(job: "Job", name: str) -> None:
+def fit_all(job: Job, name: str) -> None:
     """Fit a job's estimator on all its rows with engine `name`, as GridSearchCV's refit does: fit number K, after
     the K folds (src.seeding); raises src.estimator.Diverged."""
     net, folds, X, y = job.search.estimator, job.settings["cv"]["folds"], job.X, job.y

@@ -5,20 +5,27 @@ same per-epoch order, drawn from its (seed, repeat, fold) generator (src.seeding
 loss and optimizer arithmetic. The fits of a group share the data, batch size, epochs, optimizer class
 and activation; each has its own width, init, optimizer hyper-parameters and training rows.
 
+A model is its list of layer sizes, input to output (src.model.layer_sizes, NeuralNet's), of any depth;
+its activation is NeuralNet's own module, with the derivative src.model.ACTIVATIONS gives it. What the
+engine cannot train (an optimizer, keyword or activation it does not reproduce, a module keyword it does
+not build from) is named by unsupported() and unsupported_module(), so that src.engine sends such a job to
+GridSearchCV instead.
+
 Fits are laid out in stacks: M models padded to the stack's widest layers, with all parameters in
 one flat buffer. A layer is then one batched matrix product (src.layers.BatchedLinearFunction) and an
 optimizer step a few operations over the whole buffer, whatever M. Zero padding stays exactly zero
 (padded units have zero weights in and out, so they get zero gradients), except under an activation
 with f(0) != 0, which is masked. On the CPU the stacks are one per width (no work is wasted on
-padding); on CUDA one stack holds the group and its training step is captured in a CUDA graph.
-Given several GPUs, the group is cut by width into one share per GPU, and the shares train at the
-same time, each in its own thread (CUDA kernels run while Python waits, so the threads overlap).
+padding); on CUDA one stack holds the group (one per depth: padding adds units, not layers) and its
+training step is captured in a CUDA graph. Given several GPUs, the group is cut by width into one
+share per GPU, and the shares train at the same time, each in its own thread (CUDA kernels run while
+Python waits, so the threads overlap).
 
-The training step is written out by hand: the forward pass, the softmax cross-entropy gradient, then
-each layer's receiver passes (straight into the flat gradient buffer) and intermediate pass, which
-are BatchedLinearFunction's own. It computes what autograd through BatchedLinearFunction computes
-(tests/test_fused.py checks it against autograd), in fewer operations and without the autograd
-engine's per-step bookkeeping.
+The training step is written out by hand: the forward pass (Stack.forward, which also scores the
+validation split), the softmax cross-entropy gradient, then each layer's receiver passes (straight
+into the flat gradient buffer) and intermediate pass, which are BatchedLinearFunction's own. It
+computes what autograd through BatchedLinearFunction computes (tests/test_fused.py checks it against
+autograd), in fewer operations and without the autograd engine's per-step bookkeeping.
 """
 import contextlib
 import inspect
@@ -32,14 +39,14 @@ import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 
 from src.estimator import PREDICT_BATCH_SIZE
 from src.layers import BatchedLinearFunction, draw_init
-from src.model import layer_sizes
+from src.model import ACTIVATIONS, NeuralNet, layer_sizes, linear_keys
 from src.seeding import fit_generator
 
 log = logging.getLogger(__name__)
@@ -49,15 +56,6 @@ OPTIMIZERS = {
     "torch.optim.SGD": {"lr": None, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False},
     "torch.optim.Adam": {"lr": None, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
 }
-# Each activation with its derivative, from the pre-activation z and the output h, as autograd computes it.
-ACTIVATIONS = {
-    "relu": (torch.relu, lambda z, h: h > 0),
-    "tanh": (torch.tanh, lambda z, h: 1 - h * h),
-    "sigmoid": (torch.sigmoid, lambda z, h: h * (1 - h)),
-    "gelu": (torch.nn.functional.gelu,
-             lambda z, h: 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
-}
-ZERO_AT_ZERO = ("relu", "tanh", "gelu")  # f(0) = 0: padded units stay zero without a mask
 LAYOUTS = ("auto", "width", "padded")
 _CAPTURE = threading.Lock()  # CUDA-graph captures of stacks trained in several threads (train(device=[...]))
 WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuBLAS workspaces, the first momentum step)
@@ -99,6 +97,11 @@ class FitOutcome:
     seconds: float           # its share of its stack's training time
 
 
+# The NeuralNet keywords the engine builds its models from: those a fit (FitSpec) or its group (Shared) carries.
+# A keyword NeuralNet gains (a new module.* key) is then one the engine does not reproduce until it carries it too.
+MODULE_KEYS = tuple(k for k in inspect.signature(NeuralNet).parameters if k in {f.name for f in (*fields(FitSpec), *fields(Shared))})
+
+
 def unsupported(optimizer: str, kwargs: dict) -> str | None:
     """Why fits with this optimizer cannot be fused, or None if they can."""
     if optimizer not in OPTIMIZERS:
@@ -109,6 +112,23 @@ def unsupported(optimizer: str, kwargs: dict) -> str | None:
     if extra:
         return f"optimizer keyword {extra[0]} (the fused engine supports {', '.join(OPTIMIZERS[optimizer])})"
     return None
+
+
+def unsupported_module(module: dict) -> str | None:
+    """Why fits of NeuralNet with these keyword arguments (the job's module.*) cannot be fused, or None if they can."""
+    extra = sorted(set(module) - set(MODULE_KEYS))
+    if extra:
+        return f"module.{extra[0]} (the fused engine builds NeuralNet from {', '.join(MODULE_KEYS)})"
+    activation = ACTIVATIONS.get(module["activation"])
+    if activation is None or activation.derivative is None:  # its backward pass is written by hand
+        trained = [name for name, a in ACTIVATIONS.items() if a.derivative is not None]
+        return f"activation {module['activation']} (the fused engine has the derivatives of {', '.join(trained)})"
+    return None
+
+
+def fit_sizes(spec: FitSpec, shared: Shared) -> list[int]:
+    """The fit's layer sizes, input to output: NeuralNet's (src.model.layer_sizes)."""
+    return layer_sizes(spec.num_units, shared.input_dim, shared.num_classes)
 
 
 def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, **options) -> list[FitOutcome]:
@@ -129,7 +149,7 @@ def train_stacks(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Sha
 
     device: one device, or several (the GPUs of a machine): the fits are then split into one share per
     device (spread) and the shares train at the same time, each in its own thread.
-    layout: "width" (a stack per width), "padded" (one stack per device), "auto" (padded on CUDA, width on the CPU).
+    layout: "width" (a stack per width), "padded" (one stack per device and depth), "auto" (padded on CUDA, width on the CPU).
     graph: capture the step in a CUDA graph (default: on CUDA). memory_budget: bytes a stack may use
     (default: stack_budget(device)); a stack that would need more is split.
     """
@@ -174,9 +194,9 @@ def train_stacks(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Sha
 
 
 def spread(specs: list[FitSpec], shared: Shared, n: int) -> list[list[int]]:
-    """Indices into specs for each of n devices: the fits in order of width, cut into n runs of about equal work
+    """Indices into specs for each of n devices: the fits in order of layer sizes, cut into n runs of about equal work
     (fits of one width stay together where the cut allows, so that stacks on a device waste little on padding)."""
-    order = sorted(range(len(specs)), key=lambda i: specs[i].num_units)
+    order = sorted(range(len(specs)), key=lambda i: fit_sizes(specs[i], shared))
     cost = [fit_cost(specs[i], shared) for i in order]
     total, done = sum(cost) or 1.0, 0.0
     shares: list[list[int]] = [[] for _ in range(n)]
@@ -188,7 +208,7 @@ def spread(specs: list[FitSpec], shared: Shared, n: int) -> list[list[int]]:
 
 def fit_cost(spec: FitSpec, shared: Shared) -> float:
     """A fit's work per epoch, in multiply-adds: its weights times the rows it trains on."""
-    sizes = layer_sizes(spec.num_units, shared.input_dim, shared.num_classes)
+    sizes = fit_sizes(spec, shared)
     return sum(a * b for a, b in zip(sizes, sizes[1:])) * len(spec.train_idx)
 
 
@@ -217,13 +237,12 @@ def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: 
         raise ValueError(f"layout={layout!r} is not known; choose one of {', '.join(LAYOUTS)}")
     if layout == "auto":
         layout = "padded" if device.startswith("cuda") else "width"
-    if layout == "padded":
-        groups = [list(range(len(specs)))]
-    else:
-        by_width: dict[int, list[int]] = {}
-        for i, spec in enumerate(specs):
-            by_width.setdefault(spec.num_units, []).append(i)
-        groups = list(by_width.values())
+    # a stack pads its fits to its widest layers, so they must have as many layers: "padded" is a stack per depth
+    stack_of = tuple if layout == "width" else len
+    by_shape: dict[object, list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_shape.setdefault(stack_of(fit_sizes(spec, shared)), []).append(i)
+    groups = list(by_shape.values())
     budget = budget - n_rows * (shared.input_dim * 4 + 8)  # X (float32) and y (int64) live on the device once
     stacks = []
     while groups:
@@ -249,7 +268,7 @@ def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
     back (one copy of each model's parameters). Scoring them afterwards, one fit and one prediction batch at
     a time, takes a constant besides."""
     M, B = len(specs), batch_rows(specs, shared)
-    widths = [max(col) for col in zip(*(layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs))]
+    widths = [max(col) for col in zip(*(fit_sizes(s, shared) for s in specs))]
     numel = M * sum(a * b + b for a, b in zip(widths, widths[1:]))
     buffers = 2 + 2 + (2 if shared.optimizer.endswith("Adam") else 1)  # theta, grad, per-element hyper-parameters, state
     activations = 3 * M * B * sum(widths) * 4                      # inputs, outputs and gradients of each layer
@@ -300,27 +319,31 @@ class Stack:
         shared = replace(shared, batch_size=batch_rows(specs, shared))  # the same batches, buffers no larger than the rows
         self.specs, self.shared, self.X, self.y = specs, shared, X, y
         device, M, B = X.device, len(specs), shared.batch_size
-        sizes = [layer_sizes(s.num_units, shared.input_dim, shared.num_classes) for s in specs]
-        pad = [max(col) for col in zip(*sizes)]
-        self.shapes = [shape for i in range(3) for shape in ((M, pad[i], pad[i + 1]), (M, pad[i + 1]))]
+        sizes = [fit_sizes(s, shared) for s in specs]
+        if len({len(s) for s in sizes}) > 1:
+            raise ValueError(f"the fits of a stack must have as many layers (plan() stacks them so), not {sorted({len(s) - 1 for s in sizes})}")
+        pad = [max(col) for col in zip(*sizes)]  # input_dim, each hidden layer's width, num_classes
+        self.shapes = [shape for n_in, n_out in zip(pad, pad[1:]) for shape in ((M, n_in, n_out), (M, n_out))]
         numels = [math.prod(s) for s in self.shapes]
-        self.theta = torch.zeros(sum(numels), device=device)   # W1, b1, W2, b2, W3, b3 of every model
+        self.theta = torch.zeros(sum(numels), device=device)   # W1, b1, W2, b2, ... of every model
         self.grad = torch.zeros_like(self.theta)
         self.params, self.grads = _views(self.theta, self.shapes), _views(self.grad, self.shapes)
+        self.layers = list(zip(self.params[0::2], self.params[1::2]))      # (weight (M, in, out), bias (M, out)) of each layer
+        self.layer_grads = list(zip(self.grads[0::2], self.grads[1::2]))  # their gradients, in the same shapes
         self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
         self.sizes, self.generators = sizes, []
         for m, spec in enumerate(specs):  # NeuralNet's init, drawn in its order from the fit's own generator
             g = fit_generator(spec.seed, spec.fold, spec.repeat)
-            for i in range(3):
-                n_in, n_out = sizes[m][i], sizes[m][i + 1]
-                self.params[2 * i][m, :n_in, :n_out] = draw_init(torch.empty(n_in, n_out), n_in, spec.init, g)
-                self.params[2 * i + 1][m, :n_out] = draw_init(torch.empty(n_out), n_in, spec.init, g)
+            for (weight, bias), n_in, n_out in zip(self.layers, sizes[m], sizes[m][1:]):
+                weight[m, :n_in, :n_out] = draw_init(torch.empty(n_in, n_out), n_in, spec.init, g)
+                bias[m, :n_out] = draw_init(torch.empty(n_out), n_in, spec.init, g)
             self.generators.append(g)
-        self.act, self.dact = ACTIVATIONS[shared.activation]
-        self.masks = None
-        if shared.activation not in ZERO_AT_ZERO and any(s != pad for s in sizes):
+        activation = ACTIVATIONS[shared.activation]
+        self.act, self.dact = activation.module(), activation.derivative  # NeuralNet's own activation module
+        self.masks = None  # padded units stay zero without a mask where f(0) = 0
+        if self.act(torch.zeros(())).item() != 0 and any(s != pad for s in sizes):
             self.masks = [(torch.arange(pad[i], device=device) < torch.tensor([s[i] for s in sizes], device=device)[:, None])
-                          .unsqueeze(1).float() for i in (1, 2)]  # (M, 1, width): 1 on a model's real units
+                          .unsqueeze(1).float() for i in range(1, len(pad) - 1)]  # (M, 1, width): 1 on a model's real units
         self.optimizer = (FlatAdam if shared.optimizer.endswith("Adam") else FlatSGD)(self, [s.optimizer for s in specs])
         self.n_train = [len(s.train_idx) for s in specs]
         self.steps = max(math.ceil(n / B) for n in self.n_train)
@@ -336,6 +359,19 @@ class Stack:
 
     # ---- one step ---------------------------------------------------------------------------------
 
+    def forward(self, h: torch.Tensor, hidden: list | None = None) -> torch.Tensor:
+        """Every model's logits (M, B, num_classes) on its rows h (M, B, input_dim), as NeuralNet.forward computes
+        them; appends each hidden layer's (pre-activation, output) to `hidden`, if given, for the backward pass."""
+        *inner, (weight, bias) = self.layers
+        for i, (w, b) in enumerate(inner):
+            z = BatchedLinearFunction.outputs(h, w, b)  # (M, B, width)
+            h = self.act(z)
+            if self.masks is not None:
+                h = h * self.masks[i]
+            if hidden is not None:
+                hidden.append((z, h))
+        return BatchedLinearFunction.outputs(h, weight, bias)
+
     def step(self) -> None:
         """One optimizer step of every model on its batch (batch_idx, batch_w); adds the batch's loss to loss_sum."""
         self.gradients()
@@ -346,23 +382,15 @@ class Stack:
         xb = self.X[self.batch_idx]                       # (M, B, input_dim)
         yb = self.y[self.batch_idx].unsqueeze(-1)         # (M, B, 1)
         w = self.batch_w                                  # (M, B): 1/rows of the model's batch, 0 on padding
-        inputs, pre = [xb], []
-        h = xb
-        for i in range(3):
-            z = BatchedLinearFunction.outputs(h, self.params[2 * i], self.params[2 * i + 1])
-            if i < 2:
-                h = self.act(z)
-                if self.masks is not None:
-                    h = h * self.masks[i]
-                pre.append(z)
-                inputs.append(h)
-        logp = torch.log_softmax(z, -1)                   # (M, B, num_classes)
+        hidden: list[tuple[torch.Tensor, torch.Tensor]] = []
+        logp = torch.log_softmax(self.forward(xb, hidden), -1)  # (M, B, num_classes)
+        pre, inputs = [z for z, _ in hidden], [xb, *(h for _, h in hidden)]  # hidden layer i's pre-activation; layer i's input
         self.loss_sum -= (logp.gather(-1, yb).squeeze(-1) * (w > 0)).sum(1)
         grad = logp.exp_().scatter_add_(-1, yb, self.minus_one).mul_(w.unsqueeze(-1))  # (softmax - onehot) / rows
-        for i in (2, 1, 0):
-            BatchedLinearFunction.receivers(inputs[i], grad, out=(self.grads[2 * i], self.grads[2 * i + 1]))
+        for i in reversed(range(len(self.layers))):
+            BatchedLinearFunction.receivers(inputs[i], grad, out=self.layer_grads[i])
             if i:
-                grad = BatchedLinearFunction.intermediate(grad, self.params[2 * i])
+                grad = BatchedLinearFunction.intermediate(grad, self.layers[i][0])
                 grad = grad.mul_(self.dact(pre[i - 1], inputs[i]))
 
     def run_step(self, s: int, graph: bool) -> None:
@@ -429,12 +457,7 @@ class Stack:
                 part = r[start : start + idx.shape[1]]
                 idx[m, : len(part)], real[m, : len(part)] = part, 1
             idx, real = torch.from_numpy(idx).to(device), torch.from_numpy(real).to(device)
-            h = self.X[idx]
-            for i in range(3):
-                h = BatchedLinearFunction.outputs(h, self.params[2 * i], self.params[2 * i + 1])
-                if i < 2:
-                    h = self.act(h) if self.masks is None else self.act(h) * self.masks[i]
-            logp, yb = torch.log_softmax(h, -1), self.y[idx]
+            logp, yb = torch.log_softmax(self.forward(self.X[idx]), -1), self.y[idx]
             loss -= (logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1) * real).sum(1)
             correct += ((logp.argmax(-1) == yb) * real).sum(1)
         n = torch.tensor([len(r) for r in rows], device=device, dtype=torch.float32)
@@ -489,9 +512,9 @@ class Stack:
     def state_dict(self, m: int) -> dict:
         """Model m as NeuralNet's state_dict (its true widths, CPU tensors)."""
         sizes, out = self.sizes[m], {}
-        for i in range(3):
-            out[f"layers.{2 * i}.weight"] = self.params[2 * i][m, : sizes[i], : sizes[i + 1]].cpu().clone()
-            out[f"layers.{2 * i}.bias"] = self.params[2 * i + 1][m, : sizes[i + 1]].cpu().clone()
+        for (weight_key, bias_key), (weight, bias), n_in, n_out in zip(linear_keys(sizes), self.layers, sizes, sizes[1:]):
+            out[weight_key] = weight[m, :n_in, :n_out].cpu().clone()
+            out[bias_key] = bias[m, :n_out].cpu().clone()
         return out
 
 

@@ -7,24 +7,20 @@ the job folder.
 """
 import functools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf
-from sklearn.model_selection import GridSearchCV
 
 from src import config, data, engine, locks, loggers, store
 from src.devices import Placement, resolve_device
 from src.estimator import build_estimator
 from src.identity import NOT_IDENTITY
-from src.search import build_search
-from src.seeding import split_test_fold
+from src.search import Job, build_search
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +84,6 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
         store.record(job_dir, result, overrides, identity)
     log.info(f"{label}: trained by the {result.engine} engine in {result.seconds:.1f} s")
     return result.cv_results
-
-
-@dataclass
-class Job:
-    """One job, made once (prepare): what every engine and the refit take (src.engine)."""
-    settings: dict            # the resolved config, plain Python
-    X: np.ndarray             # the cross-validation part of the data set, (n_samples, n_features)
-    y: np.ndarray             # (n_samples,)
-    search: GridSearchCV      # one candidate: the estimator with this job's params, and the splitter
-    extras: dict              # job-level params (seed, dataset.limit, group choices ...): their own cv_results_ columns
-    folder: Path | None = None  # where the job writes (its loggers too)
-
-    @functools.cached_property
-    def test_fold(self) -> np.ndarray:
-        """The fold that tests each row (src.seeding.split_test_fold), computed once, when first needed."""
-        return split_test_fold(self.search.cv, self.X, self.y)
 
 
 def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None = None, job_dir: Path | None = None,

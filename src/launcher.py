@@ -100,7 +100,7 @@ def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterat
     are trained and waiting) as soon as a job's fits are trained, so that the job records them and they are freed
     before the next stack. An error that stops the training is yielded in place of the fits of every job not
     trained yet, so that each of them records it as its failure."""
-    entries, index = [], []  # the group's jobs to train (src.job.Job), and each one's place in `jobs`
+    entries, index = [], []  # the group's jobs to train (src.search.Job), and each one's place in `jobs`
     for i in members:
         settings = config.settings_of(jobs[i])
         try:

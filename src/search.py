@@ -1,12 +1,16 @@
-"""The cross-validated grid search: scikit-learn's GridSearchCV over the skorch estimator, and its run.
+"""The cross-validated grid search: scikit-learn's GridSearchCV over the skorch estimator, a Job (a search and the
+data it cross-validates on, made once per job by src.job.prepare), and its run.
 
 run_search() computes a job's result (src.results.SearchResult) and raises nothing a grid point can
 cause; src.store.record() writes it. Both engines run through it: the GridSearchCV path trains the
 estimator, the fused engine hands it fits it trained (src.estimator.PretrainedNet) to score.
 """
+import functools
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
@@ -47,6 +51,23 @@ def build_search(
         error_score="raise",
         verbose=verbose,
     )
+
+
+@dataclass
+class Job:
+    """One job, made once (src.job.prepare): its search and the data it cross-validates on; what every engine and the
+    refit take (src.engine)."""
+    settings: dict            # the resolved config, plain Python
+    X: np.ndarray             # the cross-validation part of the data set, (n_samples, n_features)
+    y: np.ndarray             # (n_samples,)
+    search: GridSearchCV      # one candidate: the estimator with this job's params, and the splitter
+    extras: dict              # job-level params (seed, dataset.limit, group choices ...): their own cv_results_ columns
+    folder: Path | None = None  # where the job writes (its loggers too)
+
+    @functools.cached_property
+    def test_fold(self) -> np.ndarray:
+        """The fold that tests each row (src.seeding.split_test_fold), computed once, when first needed."""
+        return split_test_fold(self.search.cv, self.X, self.y)
 
 
 def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict | None = None, *,

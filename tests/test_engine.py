@@ -1,12 +1,14 @@
 """The two engines through the real CLI: engine=fused (src/engine.py, src/launcher.py) gives the GridSearchCV path's results."""
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TINY, run_cli
-from src import store
+from src import config, engine, model, store
 
 FUSED = "fused engine: jobs"
 
@@ -131,3 +133,17 @@ def test_peak_memory_does_not_grow_with_the_number_of_candidates(tmp_path):
         peaks[n] = peak_rss_mb(f"optimizer.lr={lrs}", *common, f"hydra.sweep.dir={tmp_path / str(n)}")
         assert len(store.read_cv_results(tmp_path / str(n))) == n
     assert peaks[64] < 1.25 * peaks[16], peaks
+
+
+def test_a_job_the_fused_engine_cannot_train_goes_to_gridsearch_with_the_reason(compose_cfg, monkeypatch, caplog):
+    """What NeuralNet builds but the fused engine does not reproduce (an activation without a derivative in
+    src.model.ACTIVATIONS, a module keyword the engine does not carry) is sent to GridSearchCV, saying why."""
+    settings = config.settings_of(compose_cfg("engine=fused"))
+    assert engine.choose(settings) == "fused"
+    monkeypatch.setitem(model.ACTIVATIONS, "silu", model.Activation(torch.nn.SiLU))  # NeuralNet can build it
+    silu = {**settings, "module": {**settings["module"], "activation": "silu"}}
+    deeper = {**settings, "module": {**settings["module"], "hidden_sizes": [64, 32]}}
+    with caplog.at_level(logging.INFO, logger=engine.log.name):
+        assert engine.choose(silu, say_why=True) == engine.choose(deeper, say_why=True) == "gridsearch"
+    assert "engine=fused: the fused engine cannot train activation silu (the fused engine has the derivatives of relu," in caplog.text
+    assert "cannot train module.hidden_sizes (the fused engine builds NeuralNet from num_units," in caplog.text

@@ -11,8 +11,8 @@ from sklearn.base import clone
 from src import engine, fused
 from src.data import mnist_sample
 from src.estimator import build_estimator
-from src.job import Job
-from src.search import build_search
+from src.model import NeuralNet, linear_keys
+from src.search import Job, build_search
 from src.seeding import split_test_fold
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -282,3 +282,67 @@ def test_optimizer_keywords_written_out_at_their_defaults_still_fuse():
     assert fused.unsupported(ADAM, {"lr": 0.1, "amsgrad": False, "maximize": False, "foreach": None}) is None
     assert fused.unsupported(SGD, {"lr": 0.1, "momentum": 0, "maximize": False}) is None
     assert "amsgrad" in fused.unsupported(ADAM, {"lr": 0.1, "amsgrad": True})
+
+
+def deeper(hidden: list[int]):
+    """A stand-in for fused.fit_sizes: MLPs with these hidden widths, each widened by the fit's num_units (so that a stack pads them)."""
+    return lambda spec, shared: [shared.input_dim, *(h + spec.num_units for h in hidden), shared.num_classes]
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("hidden", [None, [], [4], [9, 5, 3]], ids=["neuralnet", "depth1", "depth2", "depth4"])
+def test_one_forward_pass_and_its_gradients_equal_the_references_at_every_depth(data, monkeypatch, hidden, activation):
+    """Stack.forward on padded fits of any depth gives each model's logits as F.linear and torch's activation give them
+    on its own weights (and as NeuralNet does, at its depth); the hand-written gradients equal autograd's, padding zero."""
+    X, y = map(torch.as_tensor, data)
+    _, train = folds(data[1])
+    if hidden is not None:
+        monkeypatch.setattr(fused, "fit_sizes", deeper(hidden))
+    specs = [fused.FitSpec(n, "default", {"lr": 0.1}, 0, f, train[f]) for n, f in ((6, 0), (20, 1), (11, 2))]
+    stack = fused.Stack(specs, fused.Shared(activation=activation, batch_size=16), X, y)
+    stack.batch_idx.copy_(stack.epoch_order()[0])
+    stack.batch_w.copy_(stack.weights[0])
+    stack.gradients()
+    logits = stack.forward(X[stack.batch_idx])  # (M, B, num_classes)
+    act = {"relu": F.relu, "sigmoid": torch.sigmoid}[activation]
+    for m, sizes in enumerate(stack.sizes):
+        state = stack.state_dict(m)
+        assert list(state) == [key for pair in linear_keys(sizes) for key in pair]
+        xb, yb = X[stack.batch_idx[m]], y[stack.batch_idx[m]]
+        params = [p.clone().requires_grad_() for p in state.values()]
+        h = xb
+        for i in range(len(sizes) - 1):
+            h = F.linear(h, params[2 * i].t(), params[2 * i + 1])  # our weights are (in_dim, out_dim)
+            h = act(h) if i < len(sizes) - 2 else h
+        torch.testing.assert_close(logits[m], h.detach(), atol=1e-5, rtol=1e-5)
+        if hidden is None:
+            net = NeuralNet(specs[m].num_units, activation=activation)
+            net.load_state_dict(state)
+            torch.testing.assert_close(logits[m], net(xb).detach(), atol=1e-5, rtol=1e-5)
+        grads = torch.autograd.grad(F.cross_entropy(h, yb), params)
+        for (grad_w, grad_b), ref_w, ref_b, n_in, n_out in zip(stack.layer_grads, grads[0::2], grads[1::2], sizes, sizes[1:]):
+            mine_w, mine_b = grad_w[m].clone(), grad_b[m].clone()
+            torch.testing.assert_close(mine_w[:n_in, :n_out], ref_w, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(mine_b[:n_out], ref_b, atol=1e-6, rtol=1e-5)
+            mine_w[:n_in, :n_out], mine_b[:n_out] = 0, 0
+            assert not mine_w.any() and not mine_b.any(), "a padded weight got a gradient"
+
+
+def test_fits_of_different_depths_stack_apart_and_train_as_alone(data, monkeypatch):
+    """A stack pads its fits to its widest layers, not to more layers: under either layout each depth stacks apart,
+    a stack of mixed depths is refused, and each fit trains as it trains alone."""
+    X, y = data
+    _, train = folds(y)
+    # num_units 6 and 9: one hidden layer; 7: two; 8: three
+    monkeypatch.setattr(fused, "fit_sizes", lambda spec, shared: [shared.input_dim, *[spec.num_units] * (spec.num_units % 3 + 1), shared.num_classes])
+    shared = fused.Shared(max_epochs=1)
+    specs = [fused.FitSpec(n, "default", {"lr": 0.05, "momentum": 0.9}, 0, 0, train[0]) for n in (6, 7, 9, 8)]
+    assert fused.plan(specs, shared, layout="padded") == [[0, 2], [1], [3]]
+    assert fused.plan(specs, shared, layout="width") == [[0], [1], [2], [3]]
+    with pytest.raises(ValueError, match="as many layers"):
+        fused.Stack(specs[:2], shared, torch.as_tensor(X), torch.as_tensor(y))
+    for spec, outcome in zip(specs, fused.train(X, y, specs, shared, layout="padded")):
+        alone = fused.train(X, y, [spec], shared)[0]
+        assert list(outcome.state_dict) == list(alone.state_dict) and len(outcome.state_dict) == 2 * (spec.num_units % 3 + 2)
+        for name, value in alone.state_dict.items():
+            torch.testing.assert_close(outcome.state_dict[name], value, atol=1e-6, rtol=1e-6)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from src.layers import Linear
-from src.model import NeuralNet
+from src.model import NeuralNet, layer_sizes, linear_keys
 
 
 @pytest.mark.parametrize("num_units", [2, 32, 64, 128, 256])
@@ -33,3 +33,11 @@ def test_num_units_below_two_is_rejected(bad):
 def test_unknown_activation():
     with pytest.raises(ValueError, match="module.activation='swish'.*relu"):
         NeuralNet(8, activation="swish")
+
+
+@pytest.mark.parametrize("num_units", [2, 64])
+def test_layer_sizes_and_linear_keys_describe_the_module(num_units):
+    """The fused engine builds its models from layer_sizes and names their weights by linear_keys: both say what NeuralNet has."""
+    net, sizes = NeuralNet(num_units), layer_sizes(num_units)
+    assert [(m.in_dim, m.out_dim) for m in net.modules() if isinstance(m, Linear)] == list(zip(sizes, sizes[1:]))
+    assert [key for pair in linear_keys(sizes) for key in pair] == list(net.state_dict())

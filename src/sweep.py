@@ -110,11 +110,13 @@ def print_help() -> None:
     import string
 
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="help"):
         cfg = compose("config", return_hydra_config=True)
-    groups = "".join(f"{d.name}: {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n" for d in sorted(conf.iterdir()) if d.is_dir())
+        loader = GlobalHydra.instance().config_loader()  # the app's groups as Hydra finds them: conf/'s, and sweeps/ (hydra_plugins/named_sweeps)
+        groups = "".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}\n" for g in sorted(loader.list_groups("")) if g != "hydra")
     app = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     print(string.Template(cfg.hydra.help.template).substitute(APP_CONFIG_GROUPS=groups, CONFIG=app, FLAGS_HELP="", HYDRA_CONFIG_GROUPS=""))
 

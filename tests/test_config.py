@@ -11,7 +11,7 @@ ADDED = {"sweeps", "logger"}
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir()
           if group.is_dir() and group.name not in ADDED}
 OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
-NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweeps").glob("*.yaml"))
+NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 
 def prepared(compose_cfg, *overrides, limit=60):

@@ -31,6 +31,7 @@ def hydras_default_version_base(hydra_restore_singletons):
     version.setbase("1.1")
 
 
+@pytest.mark.slow  # nine sweeps of Hydra's demo apps in this process: about 10 s on 2 cores
 @pytest.mark.usefixtures("hydras_default_version_base")
 @pytest.mark.parametrize("launcher_name, overrides", [("fused", [])])
 class TestFusedLauncher(LauncherTestSuite):

@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src import launcher, refit, refresh, report
+from src import launchers, refit, refresh, report
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class RebuildAggregate(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if launcher.aggregates(config.hydra):  # the fused launcher ran every job here, and rebuilt after its last group
+        if launchers.aggregates(config.hydra.launcher):  # the fused launcher ran every job here, and rebuilt after its last group
             return
         refresh.refresh(Path(config.hydra.sweep.dir))
 

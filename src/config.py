@@ -13,6 +13,7 @@ each job's configuration, which src.resume uses to match a rerun's jobs to the f
 import copy
 import functools
 import inspect
+import itertools
 import json
 import math
 import sys
@@ -25,7 +26,6 @@ from typing import Literal
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.utils import get_class
@@ -230,10 +230,18 @@ def identity(settings: dict) -> dict:
 
 
 def job_overrides(argv_overrides: list[str], sweeper_params: dict) -> list[list[str]]:
-    """Every job's overrides for a multirun, expanded as Hydra's BasicSweeper expands them."""
-    params = [f"{k}={v}" for k, v in sweeper_params.items()] + argv_overrides
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
-    return [job for batch in batches for job in batch]
+    """Every job's overrides for a multirun, in Hydra's job order: the sweeper's params, then the command line's (a key
+    given twice keeps its first place and takes its last value), multiplied out with the last key varying fastest."""
+    # Hydra's BasicSweeper does this in split_arguments, which is internal (hydra._internal); its public parts are the
+    # parsed Override's. tests/test_config.py checks that the jobs and their order are the BasicSweeper's.
+    values: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper_params.items()] + argv_overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+        sweep = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+        values[key] = [f"{key}={value}" for value in sweep]
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 @dataclass

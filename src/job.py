@@ -1,6 +1,6 @@
 """One job, without Hydra: its data, estimator and search from the resolved config, then its run.
 
-The entry point (src.sweep) and the fused launcher (src.launcher) build jobs (a Job) through prepare(); run()
+The entry point (src.sweep) and the fused launcher (hydra_plugins/fused_launcher/_core.py) build jobs (a Job) through prepare(); run()
 is the job's whole computation: check the config, hold the job folder (src.locks), skip the job if an
 identical one already finished there, train (or take the fits the fused engine trained), and record
 the job folder.

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 # Launchers, by class name, that run every job in the launching process, one after another.
 SEQUENTIAL = ("BasicLauncher", "FusedLauncher")
+FUSED = "hydra_plugins.fused_launcher.fused_launcher.FusedLauncher"  # hydra/launcher=fused, the default
 # hydra/launcher choices this project documents, and the pip extra that installs each plugin.
 EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "cluster", "ray": "ray"}
 
@@ -14,6 +15,11 @@ EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "c
 def name(launcher: Mapping) -> str:
     """A launcher config's class name (JoblibLauncher, LocalLauncher, SlurmLauncher, RayLauncher ...)."""
     return str(launcher.get("_target_", "")).rsplit(".", 1)[-1]
+
+
+def aggregates(launcher: Mapping) -> bool:
+    """True for the fused launcher: it, not each job, rebuilds a multirun's aggregate (after each group of jobs)."""
+    return launcher.get("_target_") == FUSED
 
 
 def is_parallel(launcher: Mapping) -> bool:

@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig, trained: dict | BaseException | None = None, waiting: int = 0) -> float:
     """One job: compose -> data -> estimator -> search -> results -> report. Returns the mean test score.
 
-    The fused launcher (src.launcher) hands a job the fits it trained with its group (`trained`), and says how many
-    other jobs' fits are trained and waiting to be recorded (`waiting`: the progress line counts them as done).
+    The fused launcher (hydra_plugins/fused_launcher) hands a job the fits it trained with its group (`trained`), and
+    says how many other jobs' fits are trained and waiting to be recorded (`waiting`: the progress line counts them as done).
     """
-    from src import devices, job, launcher, refresh, report, results, store
+    from src import devices, job, launchers, refresh, report, results, store
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -50,7 +50,7 @@ def main(cfg: DictConfig, trained: dict | BaseException | None = None, waiting: 
     with user_errors(), store.disk_errors():  # under a parallel launcher, the job gets its own GPU and its share of the cores
         placement = devices.place(settings["device"], settings["train"]["threads"], launcher_cfg, hc.job.num if multirun else 0, total)
         row = job.run(settings, overrides, dict(hc.runtime.choices), job_dir, label, swept, placement, trained)
-        if multirun and not launcher.aggregates(hc):  # the fused launcher rebuilds these once per group
+        if multirun and not launchers.aggregates(launcher_cfg):  # the fused launcher rebuilds these once per group
             refresh.refresh(results_dir)
         elif not multirun:
             report.write_report([results_dir], results_dir / report.REPORT)
@@ -110,11 +110,13 @@ def print_help() -> None:
     import string
 
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="help"):
         cfg = compose("config", return_hydra_config=True)
-    groups = "".join(f"{d.name}: {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n" for d in sorted(conf.iterdir()) if d.is_dir())
+        loader = GlobalHydra.instance().config_loader()  # the app's groups as Hydra finds them: conf/'s, and sweeps/ (hydra_plugins/named_sweeps)
+        groups = "".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}\n" for g in sorted(loader.list_groups("")) if g != "hydra")
     app = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     print(string.Template(cfg.hydra.help.template).substitute(APP_CONFIG_GROUPS=groups, CONFIG=app, FLAGS_HELP="", HYDRA_CONFIG_GROUPS=""))
 

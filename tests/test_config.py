@@ -11,7 +11,7 @@ ADDED = {"sweeps", "logger"}
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in (ROOT / "conf").iterdir()
           if group.is_dir() and group.name not in ADDED}
 OPTIONS = [f"{g}={o}" for g, opts in GROUPS.items() for o in opts]
-NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweeps").glob("*.yaml"))
+NAMED_SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 
 def prepared(compose_cfg, *overrides, limit=60):
@@ -193,6 +193,29 @@ def test_the_check_composes_every_job_as_hydra_does():
         reference = [settings_of(compose(config_name="config", overrides=job, return_hydra_config=True)) for job in jobs]
     assert len(jobs) == 64 and fast == reference
     assert {s["dataset"]["seed"] for s in fast} == {1, 2}  # interpolations resolve after the values are set
+
+
+def test_the_jobs_are_hydras_basic_sweepers_in_its_order():
+    """job_overrides expands a sweep through Hydra's public override parser; Hydra's BasicSweeper (internal) is the
+    reference: the same jobs in the same order, a named sweep's params first, a repeated key in its first place."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from src.config import job_overrides
+
+    def hydras(argv, params):
+        return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + argv), None)[0]
+
+    params = {"module.num_units": "32,64", "seed": "0", "optimizer.lr": "0.1"}
+    argv = ["optimizer=sgd,adam", "seed=1,2", "+optimizer.weight_decay=0,0.1", "module.num_units=range(8,24,8)",
+            "dataset.limit=60", "cv.scoring=[accuracy],[accuracy,f1_macro]", "~logger", "hydra.sweep.dir='a,b'"]
+    assert job_overrides(argv, params) == hydras(argv, params) and len(job_overrides(argv, params)) == 32
+    refusals = []
+    for expand in (job_overrides, hydras):  # a sweep of an interval has no grid
+        with pytest.raises(HydraException) as refused:
+            expand(["optimizer.lr=interval(0.1,1)"], {})
+        refusals.append(str(refused.value))
+    assert refusals[0] == refusals[1]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -1,4 +1,4 @@
-"""The two engines through the real CLI: engine=fused (src/engine.py, src/launcher.py) gives the GridSearchCV path's results."""
+"""The two engines through the real CLI: engine=fused (src/engine.py, hydra_plugins/fused_launcher/_core.py) gives the GridSearchCV path's results."""
 import json
 import logging
 

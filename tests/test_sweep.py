@@ -189,9 +189,9 @@ def test_each_log_line_carries_its_own_loggers_name(tmp_path):
     assert proc.returncode == 0, proc.stderr
     logged = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("[20")]
     assert logged and not any("][HYDRA]" in line for line in logged)
-    assert any("][src.launcher][INFO] - Launching 2 jobs" in line for line in logged)
+    assert any("][hydra_plugins.fused_launcher._core][INFO] - Launching 2 jobs" in line for line in logged)
     assert any("][src.fused][INFO] - fused: " in line for line in logged)
-    assert any("][src.launcher][INFO] - fused engine: jobs 0, 1" in line for line in logged)
+    assert any("][hydra_plugins.fused_launcher._core][INFO] - fused engine: jobs 0, 1" in line for line in logged)
 
 
 QUICK = "dataset.limit=1000 train.max_epochs=10 train.batch_size=16"  # the README's and --help's quick settings

@@ -1,31 +1,31 @@
-"""Hydra launcher `fused` (hydra/launcher=fused, this project's default): trains each group of jobs that
-can be fused as one batched program (src.fused), then runs every job through Hydra's own job runner.
+"""Hydra launcher `fused` (hydra/launcher=fused, this project's default): runs a multirun's jobs in this process,
+one after another as Hydra's basic launcher does, except that it first trains each group of this project's jobs
+that the fused engine can train together as one batched program (src.fused), so that each job only records.
 
-Hydra finds launchers only in the top-level `hydra_plugins` package; this file is the front (its
-config, registered in Hydra's ConfigStore, and the Launcher class); src/launcher.py does the work.
+Hydra finds launchers only in the top-level `hydra_plugins` package. This file is the front, on Hydra's public
+Launcher interface; config.py is its config, and _core.py does the work (imported only when a sweep launches:
+Hydra imports every module here that is not private whenever it looks for plugins, `--help` included).
 """
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from hydra.core.config_store import ConfigStore
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
 
-@dataclass
-class FusedLauncherConf:
-    # Which jobs fuse, and on which engine, is the app's `engine` key (auto | fused | gridsearch).
-    _target_: str = "hydra_plugins.fused_launcher.fused_launcher.FusedLauncher"
+class FusedLauncher(Launcher):
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
 
-
-ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="mlp-sweep")
-
-
-class FusedLauncher(BasicLauncher):
-    """Runs a multirun's jobs in this process: fused groups trained at once, the rest one after another
-    (Hydra's BasicLauncher, with its own launch)."""
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.task_function = task_function
+        self.hydra_context = hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from src import launcher
+        from . import _core
 
-        return launcher.launch(self, job_overrides, initial_job_idx)
+        return _core.launch(self, job_overrides, initial_job_idx)

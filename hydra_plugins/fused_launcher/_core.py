@@ -1,4 +1,4 @@
-"""The fused launcher's work (hydra_plugins/fused_launcher is its front).
+"""The fused launcher's work (fused_launcher.py is its front).
 
 launch() composes every job of a multirun, as Hydra's basic launcher does, and puts the jobs that the
 fused engine can train together into groups (src.engine.group_key). Each group's fits train as one
@@ -7,7 +7,8 @@ through Hydra's own job runner, which scores them and writes its folder (.hydra/
 cv_results row, history.json, environment.json) instead of training, and its fits are freed. So a
 sweep holds one stack's fits at a time, however many candidates it has. Jobs that cannot be fused run
 one after another through the GridSearchCV path. The sweep's aggregate and report are rebuilt after
-each group, and every REBUILD_EVERY_S within a long one.
+each group, and every REBUILD_EVERY_S within a long one. Another app's jobs (Hydra's launcher test
+suites run theirs) run one after another, as under the basic launcher, and nothing is rebuilt.
 """
 import functools
 import logging
@@ -22,13 +23,7 @@ from src import config, devices, engine, job, refresh, store
 
 log = logging.getLogger(__name__)
 
-TARGET = "hydra_plugins.fused_launcher.fused_launcher.FusedLauncher"
 REBUILD_EVERY_S = 10.0  # within a long group, the aggregate and report are rebuilt at most this often
-
-
-def aggregates(hydra_config) -> bool:
-    """True when the fused launcher runs this multirun: it, not each job, rebuilds the aggregate."""
-    return hydra_config.launcher.get("_target_") == TARGET
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -48,13 +43,14 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             cfg.hydra.job.num = idx
         jobs.append(cfg)
     returns: dict[int, JobReturn] = {}
-    swept = job.swept_keys(OmegaConf.to_container(launcher.config))
+    project = ours(launcher.config)
+    swept = job.swept_keys(OmegaConf.to_container(launcher.config)) if project else set()
     rebuilt, rebuilt_from = time.perf_counter(), None  # when, and from which finished jobs, the aggregate was last rebuilt
 
     def rebuild() -> None:
         """Rebuild the aggregate and report, unless no job finished since the last rebuild (a group of reused jobs)."""
         nonlocal rebuilt, rebuilt_from
-        if refresh.finished_jobs(sweep_dir) != rebuilt_from:
+        if project and refresh.finished_jobs(sweep_dir) != rebuilt_from:
             with store.disk_errors():
                 refresh.refresh(sweep_dir)
             rebuilt_from = refresh.finished_jobs(sweep_dir)
@@ -70,7 +66,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         if time.perf_counter() - rebuilt > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
             rebuild()
 
-    for fuse, members in plan(jobs):
+    for fuse, members in plan(jobs) if project else [(False, [i]) for i in range(len(jobs))]:
         for i, trained, waiting in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
             run(i, trained, waiting)
         for i in members:
@@ -78,6 +74,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 run(i)
         rebuild()
     return [returns[i] for i in range(len(jobs))]
+
+
+def ours(cfg: DictConfig) -> bool:
+    """True for a config of this project's app (it has every key the schema requires), whose jobs may fuse."""
+    return all(key in cfg for key, field in config.ConfigSchema.model_fields.items() if field.is_required())
 
 
 def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:

@@ -148,13 +148,13 @@ def run(job: Job, trained: dict | BaseException | None = None, name: str | None 
     """
     name = name or choose(job.settings, say_why=True)
     if name == "gridsearch":
-        return run_search(job.search, job.X, job.y, job.extras, test_fold=job.test_fold)
+        return run_search(job)
 
     def fits() -> dict:
         if isinstance(trained, BaseException):
             raise trained
         return trained if trained is not None else train_group([job])[0]
-    return run_search(job.search, job.X, job.y, job.extras, fitted=fits, engine=name, test_fold=job.test_fold)
+    return run_search(job, fitted=fits, engine=name)
 
 
 def fit_all(job: Job, name: str) -> None:

@@ -70,32 +70,31 @@ class Job:
         return split_test_fold(self.search.cv, self.X, self.y)
 
 
-def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict | None = None, *,
-               fitted: Callable[[], dict] | None = None, engine: str = "gridsearch", test_fold: np.ndarray | None = None) -> results.SearchResult:
-    """Cross-validate `search` on (X, y) and return its result; a raising or diverging fit is recorded, not raised.
+def run_search(job: Job, *, fitted: Callable[[], dict] | None = None, engine: str = "gridsearch") -> results.SearchResult:
+    """Cross-validate the job's search on its data and return its result; a raising or diverging fit is recorded, not raised.
 
-    Every fit gets the `test_fold` of its rows, so that it draws from its own (seed, repeat, fold) generator.
+    Every fit gets the job's `test_fold` for its rows, so that it draws from its own (seed, repeat, fold) generator.
     With `fitted` (a function returning {fold: fit} from the fused engine), the estimator scores those
     fits instead of training (on the data already on its device, by row number), and the fit times
-    are the fused engine's. `test_fold`: split_test_fold(search.cv, X, y), where the caller has it already.
+    are the fused engine's.
     """
+    search, X, y = job.search, job.X, job.y
     store = FitHistories()
     search.estimator.set_params(callbacks__history__store=store)
     status, error, trace = "ok", None, None
     start = time.perf_counter()
     try:
-        test_fold = split_test_fold(search.cv, X, y) if test_fold is None else test_fold
         fits, rows = None, X
         if fitted is not None:
             fits = fitted()
             on_device = fused.on_device(X, search.estimator.device)
             search.estimator = PretrainedNet(**search.estimator.get_params(deep=False), fitted=FittedFolds(fits, on_device))
             search.verbose, rows = 0, np.arange(len(X))[:, None]  # GridSearchCV's fit times would be the loading's
-        search.fit(rows, y, test_fold=test_fold)
-        job = results.job_results(search.cv_results_, extras)
+        search.fit(rows, y, test_fold=job.test_fold)
+        row = results.job_results(search.cv_results_, job.extras)
         if fits is not None:  # the fits trained together: each one's share of their training time
             seconds = [fit.seconds for fit in fits.values()]
-            job["mean_fit_time"], job["std_fit_time"] = float(np.mean(seconds)), float(np.std(seconds))
+            row["mean_fit_time"], row["std_fit_time"] = float(np.mean(seconds)), float(np.std(seconds))
     except Diverged as e:
         store.add(e.fold, e.epochs, e.repeat)
         status, error = "diverged", f"{'' if e.repeat is None else f'repeat {e.repeat} '}fold {e.fold}: {e}"
@@ -103,9 +102,9 @@ def run_search(search: GridSearchCV, X: np.ndarray, y: np.ndarray, extras: dict 
         status, error, trace = "failed", f"{type(e).__name__}: {e}".strip().splitlines()[0], traceback.format_exc()
     if status != "ok":
         unscored = results.unscored_results(search.param_grid, search.cv.get_n_splits(), list(search.scoring))
-        job = results.job_results(unscored, extras, status, error)
-    params = results.plain(job["params"][0])
+        row = results.job_results(unscored, job.extras, status, error)
+    params = results.plain(row["params"][0])
     histories = [{"fold": r["fold"], **({"repeat": r["repeat"]} if "repeat" in r else {}), "params": params, "epochs": r["epochs"]}
                  for r in store.records]
-    return results.SearchResult(results.rank(job), histories, status, error, trace, engine, search.estimator.device,
+    return results.SearchResult(results.rank(row), histories, status, error, trace, engine, search.estimator.device,
                                 time.perf_counter() - start)

@@ -241,7 +241,7 @@ def read_results(results_dir: Path) -> pd.DataFrame:
         raise ReportError(f"{path}: holds no cv_results_ columns (needs params, mean_test_<metric>, std_test_<metric>, "
                           "rank_test_<metric>); give a folder written by src.sweep")
     try:
-        df = store.read_cv_results(results_dir)
+        df = store.rows_frame(columns)
     except (ValueError, TypeError) as e:
         raise ReportError(f"{path}: its columns do not form a table ({e}); give a folder written by src.sweep") from None
     if df.empty:

@@ -1,11 +1,13 @@
 """The aggregate rebuilt without a lock (src/refresh.py): a writer whose listing went stale writes again, a
 writer killed midway leaves only whole files, and two sweeps writing into one folder both land in it."""
+import collections
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,10 +53,31 @@ def test_a_writer_whose_listing_went_stale_rebuilds(tmp_path, rows, monkeypatch)
             finish_job(tmp_path, 2, rows)
             refresh.refresh(tmp_path)   # job 2's own rebuild: 0, 1, 2
         real_write(df, directory)       # then the slower writer's stale one: 0, 1
-    monkeypatch.setattr(results, "write_cv_results", write)
+    monkeypatch.setattr(store, "write_cv_results", write)
     assert refresh.refresh(tmp_path)
     assert aggregated_jobs(tmp_path) == [0, 1, 2]
     assert json.loads((tmp_path / "cv_results.json").read_text())["param_job"] == [0, 1, 2]
+
+
+def test_one_rebuild_reads_each_file_once(tmp_path, rows, monkeypatch):
+    """The aggregate and the report of one rebuild share one reading of every job's files (store.read_jobs), and
+    the report reads the aggregate it was rebuilt from once."""
+    for k in range(3):
+        finish_job(tmp_path, k, rows)
+        store.write_json(tmp_path / str(k) / store.HISTORY, [])
+    reads, read_json, read_cv_results = collections.Counter(), store.read_json, store.read_cv_results
+
+    def counted(read, name):
+        def read_counting(path):
+            reads[Path(path) / name if name else Path(path)] += 1
+            return read(path)
+        return read_counting
+    monkeypatch.setattr(store, "read_json", counted(read_json, None))
+    monkeypatch.setattr(store, "read_cv_results", counted(read_cv_results, "cv_results.json"))
+    assert refresh.refresh(tmp_path)
+    files = [tmp_path / str(k) / name for k in range(3) for name in (store.JOB, "cv_results.json", store.HISTORY)]
+    assert {f: reads[f] for f in files} == {f: 1 for f in files}
+    assert reads[tmp_path / "cv_results.json"] == 1 and sum(reads.values()) == len(files) + 1
 
 
 REBUILD_FOREVER = "import sys; from src import refresh\nwhile True: refresh.refresh(sys.argv[1])"

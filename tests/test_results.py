@@ -54,7 +54,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results.os, "fsync", no_space)
+    monkeypatch.setattr(store.os, "fsync", no_space)
     with pytest.raises(OSError):
         store.atomic_write(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]

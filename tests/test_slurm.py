@@ -29,7 +29,8 @@ def no_cluster() -> str | None:
         return 'no SLURM here (sinfo is absent); start a local one with: eval "$(.ci/slurm-up)"'
     proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0 or not proc.stdout.strip():
-        return f'sinfo found no SLURM cluster ({proc.stderr.strip() or "no nodes"}); start one with: eval "$(.ci/slurm-up)"'
+        why = (proc.stderr.strip().splitlines() or ["no nodes"])[-1]
+        return f'sinfo found no SLURM cluster ({why}); start one with: eval "$(.ci/slurm-up)"'
     return None
 
 

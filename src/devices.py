@@ -5,10 +5,13 @@ side by side. With device=auto, each job then takes its own GPU: the one its sch
 (Ray's GPU ids; SLURM's node-local task id when a job has several tasks), else the GPU numbered
 (job number mod the GPUs it sees). CUDA_VISIBLE_DEVICES, set by a launcher or by hand, decides which
 GPUs it sees; when it shows one, that one is the job's. On the CPU, each job gets the cores divided
-by the number of jobs that run at once on its machine (train.threads overrides it).
+by the number of jobs that run at once on its machine (train.threads overrides it). Under a scheduler
+that grants CPUs (SLURM, also through submitit), the grant replaces the cores: SLURM's task/none
+plugin leaves every core of the node in a task's CPU mask, and a job that took them all would compete
+with the node's other jobs.
 
 Launchers that run one job at a time (basic, fused) change nothing: auto stays "cuda" (GPU 0) and torch
-keeps its own threads. The fused launcher trains each group over every visible GPU instead (fused_devices).
+keeps its own threads (a SLURM grant's, inside a SLURM job). The fused launcher trains each group over every visible GPU instead (fused_devices).
 """
 import os
 import sys
@@ -67,12 +70,26 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def job_threads(launcher: Mapping, n_jobs: int | None, n_cores: int) -> int | None:
-    """torch threads for one job: its share of the machine's cores under a parallel launcher, else None (torch's choice)."""
-    if not launchers.is_parallel(launcher):
-        return None
-    if launchers.name(launcher) == "RayLauncher":  # Ray reserved num_cpus (default 1) per job, and set OMP_NUM_THREADS to it
+def granted_cpus(env: Mapping[str, str]) -> int | None:
+    """The CPUs a SLURM task was granted (SLURM_CPUS_PER_TASK, else its node's CPUs over its tasks there), or None outside SLURM."""
+    if env.get("SLURM_CPUS_PER_TASK"):
+        return int(env["SLURM_CPUS_PER_TASK"])
+    if env.get("SLURM_CPUS_ON_NODE"):  # no --cpus-per-task: the job's CPUs on this node, shared by its tasks there
+        return max(1, int(env["SLURM_CPUS_ON_NODE"]) // int(env.get("SLURM_NTASKS_PER_NODE") or 1))
+    return None
+
+
+def job_threads(launcher: Mapping, n_jobs: int | None, n_cores: int, granted: int | None = None) -> int | None:
+    """torch threads for one job: its share of the cores (or of a scheduler's `granted` CPUs) under a parallel
+    launcher; one job at a time: the grant, else None (torch's choice)."""
+    kind = launchers.name(launcher)
+    if kind == "SlurmLauncher" and granted:  # the job is the SLURM task the grant is for
+        return granted
+    if kind == "RayLauncher":  # Ray reserved num_cpus (default 1) per job, and set OMP_NUM_THREADS to it
         return max(1, int(float(launchers.ray_remote(launcher).get("num_cpus") or 1)))
+    if not launchers.is_parallel(launcher):
+        return granted
+    n_cores = granted or n_cores  # joblib or submitit's local executor inside a SLURM allocation share its grant
     return max(1, n_cores // launchers.concurrent_jobs(launcher, n_jobs, n_cores))
 
 
@@ -87,7 +104,7 @@ def place(device: str, threads: int | None, launcher: Mapping, rank: int, n_jobs
     resolved = resolve_device(device)
     if resolved == "cuda" and launchers.is_parallel(launcher) and torch.cuda.device_count() > 1:
         resolved = f"cuda:{gpu_index(rank, torch.cuda.device_count(), env, _ray_gpu_ids())}"
-    return Placement(resolved, threads or job_threads(launcher, n_jobs, cores()))
+    return Placement(resolved, threads or job_threads(launcher, n_jobs, cores(), granted_cpus(env)))
 
 
 def fused_devices(device: str) -> list[str]:

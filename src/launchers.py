@@ -1,15 +1,20 @@
 """Hydra's launcher plugins as this project runs them: which run jobs side by side, how many at once,
-which pip extra installs each, and the checks of their settings that Hydra's own composition does not make.
+which pip extra installs each, the checks of their settings that Hydra's own composition does not make,
+and how the `slurm` launcher (hydra_plugins/slurm_launcher) waits for its SLURM tasks.
 
-Each function takes a launcher's config (hydra.launcher) as plain Python; none imports a plugin.
+Each function takes a launcher's config (hydra.launcher) as plain Python, or submitit's job objects;
+none imports a plugin.
 """
-from collections.abc import Mapping
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 # Launchers, by class name, that run every job in the launching process, one after another.
 SEQUENTIAL = ("BasicLauncher", "FusedLauncher")
 FUSED = "hydra_plugins.fused_launcher.fused_launcher.FusedLauncher"  # hydra/launcher=fused, the default
 # hydra/launcher choices this project documents, and the pip extra that installs each plugin.
-EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "cluster", "ray": "ray"}
+EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "cluster", "slurm": "cluster", "ray": "ray"}
 
 
 def name(launcher: Mapping) -> str:
@@ -66,3 +71,50 @@ def missing(choice: str) -> str | None:
     """What to install for a hydra/launcher choice that Hydra did not find, if it is one this project documents."""
     extra = EXTRAS.get(choice)
     return f"hydra/launcher={choice} needs its Hydra plugin: pip install \".[{extra}]\"" if extra else None
+
+
+def slurm_queue() -> set[str] | None:
+    """This user's SLURM tasks still pending or running, one id per array task ("35_2"); None when squeue fails."""
+    proc = subprocess.run(["squeue", "--me", "--array", "--noheader", "--format=%i"], capture_output=True, text=True)
+    return set(proc.stdout.split()) if proc.returncode == 0 else None
+
+
+def slurm_state(task_id: str) -> str:
+    """How a SLURM task ended ("CANCELLED", "TIMEOUT", "OUT_OF_MEMORY" ...), as the controller still knows it
+    (for MinJobAge, 300 s by default, with or without accounting)."""
+    proc = subprocess.run(["scontrol", "--oneliner", "show", "job", task_id], capture_output=True, text=True)
+    found = re.search(r"\bJobState=(\S+)", proc.stdout)
+    return found[1] if found else "no longer known to SLURM"
+
+
+def has_results(job) -> bool:
+    """Whether every task of a submitit job has written its result."""
+    return all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
+
+
+def wait_for_tasks(jobs: Sequence, lost_after_s: float, poll_s: float = 5.0, queue: Callable = slurm_queue,
+                   state: Callable = slurm_state, sleep: Callable = time.sleep, clock: Callable = time.monotonic) -> list[str | None]:
+    """Wait until each submitit job (`job_id`, `num_tasks`, `task(i).paths.result_pickle`) has left its results, or is
+    lost: out of SLURM's queue, with a result missing, for `lost_after_s` (a shared file system can show a
+    result late). Returns, job by job, None (its results are there) or the state the lost job ended in.
+
+    submitit itself asks sacct, which a cluster without accounting does not answer: it would wait forever.
+    """
+    outcome: dict[int, str | None] = {}
+    gone_since: dict[int, float] = {}
+    while len(outcome) < len(jobs):
+        queued, now = queue(), clock()
+        for i, job in enumerate(jobs):
+            if i in outcome:
+                continue
+            if has_results(job):
+                outcome[i] = None
+            elif queued is None:  # the controller did not answer: no news
+                continue
+            elif job.job_id in queued:
+                gone_since.pop(i, None)
+            elif now - gone_since.setdefault(i, now) >= lost_after_s:
+                outcome[i] = state(job.job_id)
+        if len(outcome) < len(jobs):
+            sleep(poll_s)
+    return [outcome[i] for i in range(len(jobs))]

@@ -97,3 +97,20 @@ def test_the_fused_launcher_trains_on_every_gpu(gpus):
     assert devices.fused_devices("auto") == ["cuda"]
     gpus(0)
     assert devices.fused_devices("auto") == ["cpu"]
+
+
+def test_threads_follow_the_cpus_slurm_granted_whatever_its_task_plugin(monkeypatch):
+    """SLURM's task/none leaves all the node's cores in a task's CPU mask: its grant, not the mask, is the job's share."""
+    monkeypatch.setattr(devices, "cores", lambda: 8)  # the whole node, as task/none shows it
+    def threads(launcher, env, n_jobs=4, threads=None):
+        return devices.place("cpu", threads, launcher, 0, n_jobs, env=env).threads
+    granted = {"SLURM_CPUS_PER_TASK": "1", "SLURM_CPUS_ON_NODE": "2", "SLURM_NTASKS_PER_NODE": "2"}
+    assert threads(SLURM, granted) == 1
+    assert threads({**SLURM, "tasks_per_node": 2}, granted) == 1          # the grant is per task already
+    assert threads(SLURM, {"SLURM_CPUS_ON_NODE": "6", "SLURM_NTASKS_PER_NODE": "2"}) == 3  # no --cpus-per-task
+    assert threads(SLURM, {}) == 8                                        # outside SLURM: the mask
+    assert threads(BASIC, {"SLURM_CPUS_PER_TASK": "3"}) == 3              # a sequential sweep inside an sbatch job
+    assert threads(BASIC, {}) is None                                     # ... and outside one: torch's choice
+    assert threads({**JOBLIB, "n_jobs": 2}, {"SLURM_CPUS_PER_TASK": "4"}) == 2  # workers share the job's grant
+    assert threads(SLURM, granted, threads=2) == 2                        # train.threads still wins
+    assert devices.granted_cpus({}) is None

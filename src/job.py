@@ -7,6 +7,7 @@ the job folder.
 """
 import functools
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from src import config, data, engine, locks, loggers, store
-from src.devices import Placement, resolve_device
+from src.devices import Placement, granted_cpus, resolve_device
 from src.estimator import build_estimator
 from src.identity import NOT_IDENTITY
 from src.search import Job, build_search
@@ -95,7 +96,7 @@ def prepare(c: dict, overrides: list[str], choices: dict, swept: set[str] | None
     (so cv_results_ carries their columns), the others the job-level `extras`. `job_dir` is where the
     job writes (its loggers too).
     """
-    placement = placement or Placement(resolve_device(c["device"]), c["train"].get("threads"))
+    placement = placement or Placement(resolve_device(c["device"]), c["train"].get("threads") or granted_cpus(os.environ))  # SLURM's grant
     device = placement.device
     if placement.threads:
         torch.set_num_threads(placement.threads)

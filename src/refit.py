@@ -93,7 +93,7 @@ def write_best(results_dir: Path) -> Path | None:
             node = node.get(part) if isinstance(node, dict) else None
         best_params[key] = node
     optimization = {"name": "mlp-sweep", "best_params": best_params, "best_value": float(row[f"mean_test_{metric}"][0]),
-                    "metric": f"mean_test_{metric}", "best_job": best.name, "refit_jobdir": str(best)}
+                    "metric": f"mean_test_{metric}", "best_job": best.name, "best_job_dir": str(best)}
     store.atomic_write(results_dir / OPTIMIZATION_RESULTS, yaml.safe_dump(optimization, sort_keys=False))
     return best
 

@@ -1,4 +1,4 @@
-"""The two engines through the real CLI: engine=fused (src/engine.py, src/launcher.py) gives the GridSearchCV path's results."""
+"""The two engines through the command line (in process): engine=fused (src/engine.py, src/launcher.py) gives the GridSearchCV path's results."""
 import json
 
 import numpy as np

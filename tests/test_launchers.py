@@ -1,5 +1,5 @@
-"""Hydra's parallel launchers through the real CLI: submitit (a process per job) and Ray (a local instance)
-give the sequential run's aggregate; their settings are checked before anything starts (src/launchers.py)."""
+"""Hydra's launchers through the command line: basic (in process), and (slow) joblib, submitit (a process per job) and
+Ray (a local instance) give the sequential run's aggregate; their settings are checked before anything starts (src/launchers.py)."""
 import json
 import subprocess
 import sys

@@ -1,4 +1,5 @@
-"""Failed, diverged and interrupted jobs, and resuming, through the real CLI (src/sweep.py, src/results.py)."""
+"""Failed, diverged and interrupted jobs, and resuming, through the command line (src/sweep.py, src/results.py): in this
+process, and in processes of their own for signals to a process group and for two commands at once."""
 import errno
 import json
 import math
@@ -303,6 +304,24 @@ def test_a_full_disk_is_one_line_and_what_was_written_stays_intact(tmp_path, mon
     assert again.returncode == 0 and again.stdout.count("not trained again") == 1
 
 
+def test_ctrl_c_while_the_grid_is_checked_is_one_line(tmp_path, monkeypatch):
+    """In process: Ctrl-C arrives while the first job's configuration is checked."""
+    from src import config
+
+    check = config.check
+
+    def check_then_ctrl_c(settings):
+        check(settings)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(config, "check", check_then_ctrl_c)
+    proc = run_here("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", "-m")
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "Interrupted (SIGINT) while checking the configuration; nothing was written."
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_a_large_grid_is_checked_is_one_line(tmp_path):
     grid = "module.num_units=" + ",".join(str(n) for n in range(2, 4000))
     proc = start([grid], tmp_path / "s")

@@ -1,4 +1,5 @@
-"""The main job end to end, through the real CLI."""
+"""The main job end to end, through the command line: in this process (conftest.run_here), and in a process of its own
+where only that shows it (the printed table of a single run, what --help imports)."""
 import json
 import sys
 from pathlib import Path

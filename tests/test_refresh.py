@@ -15,7 +15,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from conftest import ROOT, TINY, same_aggregate
+from conftest import ROOT, TINY, run_here, same_aggregate
 from src import refresh, results
 
 
@@ -88,14 +88,17 @@ def test_a_rebuild_killed_midway_leaves_whole_files_and_the_next_one_is_right(tm
 
 
 @pytest.mark.slow
-def test_two_sweeps_writing_into_one_folder_at_once_both_land(tiny_sweep, tmp_path):
+def test_two_sweeps_writing_into_one_folder_at_once_both_land(tmp_path):
     """Two commands sweep halves of the grid into one folder (their own job subfolders) at the same time."""
-    sweeps = [subprocess.Popen([sys.executable, "-m", "src.sweep", grid, *TINY, "engine=gridsearch", f"hydra.sweep.dir={tmp_path}",
+    grid = ["engine=gridsearch", "cv.refit=false", *TINY]
+    sweeps = [subprocess.Popen([sys.executable, "-m", "src.sweep", half, *grid, f"hydra.sweep.dir={tmp_path / 's'}",
                                 f"hydra.sweep.subdir={name}${{hydra.job.num}}", "-m"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for name, grid in (("a", "module.num_units=8"), ("b", "module.num_units=16,32"))]
+              for name, half in (("a", "module.num_units=8,16"), ("b", "module.num_units=32,64"))]
     for sweep in sweeps:
         _, err = sweep.communicate(timeout=600)
         assert sweep.returncode == 0, err
-    assert sorted(d.name for d in results.job_dirs(tmp_path)) == ["a0", "b0", "b1"]
-    same_aggregate(tmp_path, tiny_sweep)
+    assert sorted(d.name for d in results.job_dirs(tmp_path / "s")) == ["a0", "a1", "b0", "b1"]
+    reference = run_here("module.num_units=8,16,32,64", *grid, f"hydra.sweep.dir={tmp_path / 'whole'}", "-m")
+    assert reference.returncode == 0, reference.stderr
+    same_aggregate(tmp_path / "s", tmp_path / "whole")

@@ -1,6 +1,12 @@
+import contextlib
+import io
 import os
+import runpy
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,6 +15,10 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny but real workload: 150 stratified MNIST digits, 2 epochs.
 TINY = ["dataset.limit=150", "train.max_epochs=2", "train.verbose=quiet"]
+TINY_SWEEP = ["module.num_units=8,16,32", *TINY, "engine=gridsearch"]  # the tiny_sweep fixture's command, less its folder
+# +optimizer.fail=true: the first step raises (tests/failing_optimizer.py), as a job that runs out of memory does.
+BROKEN = ["optimizer._target_=failing_optimizer.FailingSGD", "+optimizer.fail=false,true", "optimizer.lr=0.01,1e30", *TINY,
+          "train.max_epochs=3"]
 
 
 def run_cli(*args: str, module: str = "src.sweep", env: dict | None = None) -> subprocess.CompletedProcess:
@@ -19,6 +29,46 @@ def run_cli(*args: str, module: str = "src.sweep", env: dict | None = None) -> s
         [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path, **(env or {})},
     )
+
+
+def run_here(*args: str, module: str = "src.sweep", env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m <module> args...` run in this process, as run_cli runs it but without a Python start-up and its
+    imports (3-5 s each on 2 cores): the same command-line parsing, exit status, and lines on stdout and stderr.
+
+    What a process holds for the command's lifetime is set up and put back: sys.argv, the environment, the signal
+    handlers and torch's threads. The config's per-process caches are emptied first, as a fresh process starts
+    without them (a data file changed between two commands must be read again). Keep run_cli for what only a
+    separate process shows: signals, two commands at once, what a fresh process imports.
+    """
+    import torch
+
+    from src import config, data
+
+    for cached in (data.parts, config._checked, config._available):
+        cached.cache_clear()
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_env, threads = sys.argv, dict(os.environ), torch.get_num_threads()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    os.environ.update({"HYDRA_FULL_ERROR": "0", **(env or {})})
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=f".*'{module}' found in sys.modules", category=RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)  # as `python -m`: Hydra finds conf/ from the file
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception:  # as Python ends a process on an uncaught exception: the traceback on stderr, status 1
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -32,22 +82,38 @@ def compose_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory) -> Path:
-    """A finished three-candidate multirun through the real CLI and the GridSearchCV path (the reference the fused
+    """A finished three-candidate multirun through the command line (in this process) and the GridSearchCV path (the reference the fused
     engine is compared with: engine=auto would pick the fused engine on CUDA); tests read its folder."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "s"
-    proc = run_cli("module.num_units=8,16,32", *TINY, "engine=gridsearch", f"hydra.sweep.dir={sweep_dir}", "-m")
+    proc = run_here(*TINY_SWEEP, f"hydra.sweep.dir={sweep_dir}", "-m")
     assert proc.returncode == 0, proc.stderr
     sweep_dir.joinpath("stdout.txt").write_text(proc.stdout)
     return sweep_dir
 
 
 @pytest.fixture(scope="session")
-def grid4_sweep(tmp_path_factory) -> Path:
-    """A finished four-candidate multirun (module.num_units=8,16,32,64), one job after another."""
-    sweep_dir = tmp_path_factory.mktemp("grid4") / "s"
-    proc = run_cli("module.num_units=8,16,32,64", *TINY, f"hydra.sweep.dir={sweep_dir}", "-m")
+def fused_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """tiny_sweep's grid through the fused engine: (its folder, its command's output)."""
+    sweep_dir = tmp_path_factory.mktemp("fused") / "s"
+    proc = run_here("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    return sweep_dir, proc
+
+
+@pytest.fixture(scope="session")
+def second_sweep(tmp_path_factory) -> Path:
+    """Two of tiny_sweep's candidates with seed=1 (other data and other splits), to merge with it."""
+    sweep_dir = tmp_path_factory.mktemp("second") / "s"
+    proc = run_here("module.num_units=8,16", *TINY, "seed=1", "engine=gridsearch", f"hydra.sweep.dir={sweep_dir}", "-m")
     assert proc.returncode == 0, proc.stderr
     return sweep_dir
+
+
+@pytest.fixture(scope="session")
+def broken_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A sweep where +optimizer.fail=true fails at its first step and lr=1e30 diverges: (its folder, the command's result)."""
+    sweep_dir = tmp_path_factory.mktemp("broken") / "s"
+    return sweep_dir, run_here(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
 
 
 def same_aggregate(sweep_dir: Path, reference: Path) -> None:

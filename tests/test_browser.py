@@ -12,10 +12,11 @@ import pytest
 from src import figures, report, results, store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="needs headless Chromium (Debian package chromium; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.slow,  # a browser start per page (the pages' content is checked in tests/test_report.py)
+    pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                       reason="needs headless Chromium (Debian package chromium; .ci/run installs it)"),
+]
 PAYLOAD = "<img src=x onerror=document.title=1>"
 
 

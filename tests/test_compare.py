@@ -183,12 +183,12 @@ def test_a_sweep_prints_verdicts_and_writes_the_comparison_and_the_best_config(t
     the line under it, comparison.csv, the HiPlot page and the summary figure; best_config.yaml reruns the best."""
     import json
 
-    from conftest import run_cli
+    from conftest import run_here
 
     sweep = tmp_path / "s"
     args = ["module.num_units=2,256", "cv.repeats=2", "dataset.limit=600", "train.max_epochs=4", "optimizer=adam",
             "train.verbose=quiet", "cv.refit=false"]
-    proc = run_cli(*args, f"hydra.sweep.dir={sweep}", "-m")
+    proc = run_here(*args, f"hydra.sweep.dir={sweep}", "-m")
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout[proc.stdout.index("2 candidates, ranked"):]
     header, best_row, worse_row = table.splitlines()[1:4]
@@ -203,32 +203,31 @@ def test_a_sweep_prints_verdicts_and_writes_the_comparison_and_the_best_config(t
     assert list(store.read_cv_results(sweep).columns) == list(store.read_cv_results(sweep / "1").columns)  # the schema unchanged
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"module.num_units": 256} and best["best_job"] == "1"
-    rerun = run_cli("--config-path", str(sweep), "--config-name", "best_config", f"hydra.run.dir={tmp_path / 'rerun'}")
+    rerun = run_here("--config-path", str(sweep), "--config-name", "best_config", f"hydra.run.dir={tmp_path / 'rerun'}")
     assert rerun.returncode == 0, rerun.stderr
     splits = [f"split{s}_test_accuracy" for s in range(6)]
     pd.testing.assert_frame_equal(store.read_cv_results(tmp_path / "rerun")[splits], store.read_cv_results(sweep / "1")[splits])
 
 
-def test_a_merge_compares_only_sweeps_on_the_same_splits(tiny_sweep, tmp_path):
+def test_a_merge_compares_only_sweeps_on_the_same_splits(tiny_sweep, second_sweep, tmp_path):
     """src.report A B: the candidates of a sweep with another seed (other splits) get no verdict, said in one line;
     the same sweep merged with itself is compared across both (a candidate against its own copy: equivalent)."""
-    from conftest import TINY, run_cli
+    from conftest import run_here
 
-    other = tmp_path / "seed1"
-    assert run_cli("module.num_units=8,16", *TINY, "seed=1", "engine=gridsearch", f"hydra.sweep.dir={other}", "-m").returncode == 0
-    proc = run_cli(str(tiny_sweep), str(other), "-o", str(tmp_path / "ab.html"), module="src.report")
+    other = second_sweep
+    proc = run_here(str(tiny_sweep), str(other), "-o", str(tmp_path / "ab.html"), module="src.report")
     assert proc.returncode == 0, proc.stderr
     comparison = pd.read_csv(tmp_path / "ab_comparison.csv")
     assert comparison["verdict"].notna().sum() == 3 and comparison["verdict"].isna().sum() == 2
     assert "no verdict for 2 candidates on other splits" in proc.stdout
-    same = run_cli(str(tiny_sweep), str(tiny_sweep), "-o", str(tmp_path / "same.html"), "--rope", "0.05", module="src.report")
+    same = run_here(str(tiny_sweep), str(tiny_sweep), "-o", str(tmp_path / "same.html"), "--rope", "0.05", module="src.report")
     assert same.returncode == 0, same.stderr
     both = pd.read_csv(tmp_path / "same_comparison.csv")
     assert both["verdict"].notna().all() and (both["rope"] == 0.05).all()
     best = both[both["verdict"] == "best"].iloc[0]
     twin = both[(both["params"] == best["params"]) & (both["verdict"] != "best")].iloc[0]
     assert twin["verdict"] == "equivalent" and twin["mean_difference"] == 0
-    bad = run_cli(str(tiny_sweep), "--confidence", "1.5", module="src.report")
+    bad = run_here(str(tiny_sweep), "--confidence", "1.5", module="src.report")
     assert bad.returncode == 2 and "--confidence 1.5: must be between 0.5 and 1" in bad.stderr and "Traceback" not in bad.stderr
 
 

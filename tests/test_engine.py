@@ -1,4 +1,4 @@
-"""The two engines through the real CLI: engine=fused (src/engine.py, hydra_plugins/fused_launcher/_core.py) gives the GridSearchCV path's results."""
+"""The two engines through the command line (in process): engine=fused (src/engine.py, hydra_plugins/fused_launcher/_core.py) gives the GridSearchCV path's results."""
 import json
 import logging
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_cli
+from conftest import TINY, run_here
 from src import config, engine, model, store
 
 FUSED = "fused engine: jobs"
@@ -15,14 +15,6 @@ FUSED = "fused engine: jobs"
 
 def by_units(sweep_dir):
     return store.read_cv_results(sweep_dir).sort_values("param_module__num_units").reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def fused_sweep(tmp_path_factory):
-    sweep_dir = tmp_path_factory.mktemp("fused") / "s"
-    proc = run_cli("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={sweep_dir}", "-m")
-    assert proc.returncode == 0, proc.stderr
-    return sweep_dir, proc
 
 
 def test_fused_sweep_equals_the_gridsearch_sweep(fused_sweep, tiny_sweep):
@@ -51,42 +43,43 @@ def test_fused_job_folders_have_the_same_files(fused_sweep, tiny_sweep):
     assert (sweep_dir / "hiplot.html").is_file() and (sweep_dir / "multirun.yaml").is_file()
 
 
-def test_fused_sweep_resumes_without_training(fused_sweep):
-    sweep_dir, _ = fused_sweep
-    again = run_cli("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={sweep_dir}", "-m")
+def test_fused_sweep_resumes_without_training(fused_sweep, tmp_path):
+    import shutil
+
+    sweep_dir = tmp_path / "s"
+    shutil.copytree(fused_sweep[0], sweep_dir)
+    again = run_here("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={sweep_dir}", "-m")
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("not trained again") == 3 and FUSED not in again.stdout + again.stderr
 
 
 def test_jobs_fuse_in_groups_and_the_rest_run_through_gridsearch(tmp_path):
-    proc = run_cli("optimizer=sgd,adam", "module.num_units=8,16", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'a'}", "-m")
+    proc = run_here("optimizer=sgd,adam", "module.num_units=8,16", *TINY, "engine=fused", "cv.refit=false", f"hydra.sweep.dir={tmp_path / 'a'}", "-m")
     assert proc.returncode == 0, proc.stderr
     log = proc.stdout + proc.stderr
     assert f"{FUSED} 0, 1 (6 fits)" in log and f"{FUSED} 2, 3 (6 fits)" in log  # SGD and Adam train apart
-    proc = run_cli("optimizer=adam", "+optimizer.amsgrad=true", "module.num_units=8,16", *TINY, "engine=fused",
-                   f"hydra.sweep.dir={tmp_path / 'b'}", "-m")
-    assert proc.returncode == 0, proc.stderr
-    assert FUSED not in proc.stdout + proc.stderr and "cannot train optimizer keyword amsgrad" in proc.stdout + proc.stderr
-    assert store.read_cv_results(tmp_path / "b")["status"].tolist() == ["ok", "ok"]
+    assert store.read_cv_results(tmp_path / "a")["status"].tolist() == ["ok"] * 4
+    # a job the fused engine cannot train (+optimizer.amsgrad=true) runs alone through GridSearchCV: tests/test_launcher.py
 
 
-def test_a_diverging_candidate_in_a_fused_group_is_recorded_and_the_others_unchanged(tmp_path):
-    mixed = run_cli("module.num_units=8,16", "optimizer.lr=0.01,1e30", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'm'}", "-m")
-    clean = run_cli("module.num_units=8,16", "optimizer.lr=0.01", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'c'}", "-m")
-    assert mixed.returncode == 0 and clean.returncode == 0, mixed.stderr + clean.stderr
+def test_a_diverging_candidate_in_a_fused_group_is_recorded_and_the_others_unchanged(tmp_path, fused_sweep):
+    mixed = run_here("module.num_units=8,16", "optimizer.lr=0.01,1e30", *TINY, "engine=fused", "cv.refit=false",
+                     f"hydra.sweep.dir={tmp_path / 'm'}", "-m")
+    assert mixed.returncode == 0, mixed.stderr
     assert f"{FUSED} 0, 1, 2, 3 (12 fits)" in mixed.stdout + mixed.stderr
     agg = store.read_cv_results(tmp_path / "m")
     diverged = agg[agg["param_optimizer__lr"] == 1e30]
     assert diverged["status"].tolist() == ["diverged"] * 2 and diverged["mean_test_accuracy"].isna().all()
     assert diverged["error"].str.startswith("fold 0: training loss became").all()
     ok = agg[agg["param_optimizer__lr"] == 0.01].sort_values("param_module__num_units")
-    pd.testing.assert_series_equal(ok["mean_test_accuracy"].reset_index(drop=True), by_units(tmp_path / "c")["mean_test_accuracy"])
+    clean = by_units(fused_sweep[0])  # the same candidates (lr=0.01 is the default) fused without the diverging ones
+    pd.testing.assert_series_equal(ok["mean_test_accuracy"].reset_index(drop=True), clean["mean_test_accuracy"][:2])
     history = json.loads((tmp_path / "m" / "1" / store.HISTORY).read_text())  # lr=1e30, 8 units: fold 0 diverged
     assert [h["fold"] for h in history] == [0] and history[0]["epochs"][-1]["train_loss"] is None
 
 
 def test_single_run_with_the_fused_engine(tmp_path):
-    proc = run_cli(*TINY, "module.num_units=8", "engine=fused", f"hydra.run.dir={tmp_path}")
+    proc = run_here(*TINY, "module.num_units=8", "engine=fused", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert "trained by the fused engine" in proc.stdout + proc.stderr
     assert store.read_cv_results(tmp_path)["status"].tolist() == ["ok"]
@@ -97,7 +90,7 @@ def test_default_sweep_through_both_engines_agrees(tmp_path):
     """The main command's sweep (5,000 digits, 25 epochs, 4 widths x 3 folds): every mean score within 0.002."""
     args = ["module.num_units=32,64,128,256", "train.verbose=quiet"]
     for name in ("fused", "gridsearch"):
-        proc = run_cli(*args, f"engine={name}", f"hydra.sweep.dir={tmp_path / name}", "-m")
+        proc = run_here(*args, f"engine={name}", f"hydra.sweep.dir={tmp_path / name}", "-m")
         assert proc.returncode == 0, proc.stderr
     fused, reference = by_units(tmp_path / "fused"), by_units(tmp_path / "gridsearch")
     np.testing.assert_allclose(fused["mean_test_accuracy"], reference["mean_test_accuracy"], atol=0.002)

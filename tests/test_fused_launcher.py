@@ -1,14 +1,18 @@
 """The fused launcher (hydra_plugins/fused_launcher) as Hydra's own launchers are tested: found by Hydra's plugin
 discovery, and through Hydra's launcher test suites, whose demo apps (not this project's) it runs one job after
-another, as the basic launcher does. This project's jobs through it are tested in test_engine.py and test_sweep.py."""
+another, as the basic launcher does; and its plan: which of this project's jobs train together as one program, and
+which run alone. This project's jobs through it are tested in test_engine.py and test_sweep.py."""
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+from omegaconf import open_dict
 
-from conftest import ROOT
+from conftest import ROOT, TINY, fake_job
+from hydra_plugins.fused_launcher import _core as launcher
 from hydra_plugins.fused_launcher._core import ours
 from hydra_plugins.fused_launcher.fused_launcher import FusedLauncher
+from src import config, engine
 
 
 def test_discovery():
@@ -51,3 +55,24 @@ def pythonpath(monkeypatch):
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [({"defaults": [{"override hydra/launcher": "fused"}, "_self_"]}, ["-m"])])
 class TestFusedLauncherIntegration(IntegrationTestSuite):
     """Hydra's integration test suite: its apps run with hydra/launcher=fused from the command line."""
+
+
+def test_jobs_that_fuse_share_a_group_and_the_rest_run_alone(compose_cfg, tmp_path):
+    grid = [["optimizer=sgd", "module.num_units=8"], ["optimizer=sgd", "module.num_units=16"],
+            ["optimizer=adam", "module.num_units=8"],
+            ["optimizer=adam", "+optimizer.amsgrad=true", "module.num_units=16"],  # the fused engine cannot train amsgrad
+            ["optimizer=sgd", "module.num_units=32"],  # finished already: nothing to train
+            ["optimizer=sgd", "module.num_units=64", "engine=gridsearch"]]
+    jobs = []
+    for num, overrides in enumerate(grid):
+        cfg = compose_cfg(*overrides, *TINY, f"hydra.sweep.dir={tmp_path}")
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+        jobs.append(cfg)
+    fake_job(tmp_path / "4", config.identity(config.settings_of(jobs[4])), units=32)
+    assert launcher.plan(jobs) == [(True, [0, 1]), (True, [2]), (False, [3]), (False, [4]), (False, [5])]
+    assert engine.cannot_fuse(config.settings_of(jobs[3])).startswith("optimizer keyword amsgrad")
+    assert launcher.plan([jobs[4]]) == [(False, [0])]
+    with open_dict(jobs[4]):
+        jobs[4].resume = False  # resume=false trains it again
+    assert launcher.plan(jobs[:2] + [jobs[4]]) == [(True, [0, 1, 2])]

@@ -1,11 +1,9 @@
 """+logger=tensorboard and +logger=mlflow (src/loggers.py): skorch's callbacks with their real packages, both engines."""
-import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, TINY, run_cli
+from conftest import TINY, run_here
 
 ARGS = ["module.num_units=8", *TINY, "cv.refit=false"]
 
@@ -21,7 +19,7 @@ def train_losses(sweep_dir, fold):
 
 @pytest.mark.parametrize("engine", ["gridsearch", "fused"])
 def test_tensorboard_gets_every_fits_curve(tmp_path, engine):
-    proc = run_cli(*ARGS, "+logger=tensorboard", f"engine={engine}", f"hydra.sweep.dir={tmp_path}", "-m")
+    proc = run_here(*ARGS, "+logger=tensorboard", f"engine={engine}", f"hydra.sweep.dir={tmp_path}", "-m")
     assert proc.returncode == 0, proc.stderr
     import json
 
@@ -30,9 +28,9 @@ def test_tensorboard_gets_every_fits_curve(tmp_path, engine):
         assert train_losses(tmp_path, fold) == pytest.approx([e["train_loss"] for e in history[fold]["epochs"]])
 
 
-def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "src.sweep", *ARGS, "+logger=mlflow", f"hydra.sweep.dir={tmp_path / 's'}", "-m"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = run_here(*ARGS, "+logger=mlflow", f"hydra.sweep.dir={tmp_path / 's'}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs", "s"]  # nothing written into the current folder itself
     import mlflow
@@ -44,11 +42,10 @@ def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tensorboard", "mlflow"])
-def test_a_logger_whose_package_is_not_installed_is_refused_before_anything_runs(tmp_path, name):
+def test_a_logger_whose_package_is_not_installed_is_refused_before_anything_runs(tmp_path, name, monkeypatch):
     """A fresh `pip install .` lacks the optional extras: the command names the extra instead of failing in a fit."""
-    hide = f"import sys; sys.modules[{name!r}] = None; from src.sweep import cli; sys.argv[0] = 'src.sweep'; cli()"
-    proc = subprocess.run([sys.executable, "-c", hide, *ARGS, f"+logger={name}", f"hydra.sweep.dir={tmp_path / 's'}", "-m"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importlib finds no spec
+    proc = run_here(*ARGS, f"+logger={name}", f"hydra.sweep.dir={tmp_path / 's'}", "-m")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"Error: logger.name={name!r}: needs the {name} package: pip install \".[{name}]\""]
     assert not (tmp_path / "s").exists()

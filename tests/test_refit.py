@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from sklearn.metrics import accuracy_score
 
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, TINY_SWEEP, run_here
 from src import config, data, refit
 from src.job import prepare
 from src.model import NeuralNet
@@ -51,26 +51,24 @@ def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
     assert title == f"best candidate [{units}, {units // 2}, 10]\nheld-out accuracy {saved['test']['accuracy']:.4f} on 30 samples"
 
 
-def test_the_refit_runs_when_some_jobs_failed(tmp_path):
-    # +optimizer.fail=true: that job's first step raises (tests/failing_optimizer.py)
-    proc = run_cli("optimizer._target_=failing_optimizer.FailingSGD", "+optimizer.fail=false,true", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
-    assert proc.returncode == 1 and "1 of 2 jobs failed" in proc.stderr
-    saved = json.loads((tmp_path / refit.TEST_SCORES).read_text())
-    assert saved["params"] == {"optimizer__fail": False} and saved["refit"]["status"] == "ok"
-    assert (tmp_path / refit.BEST_MODEL).is_file()
+def test_the_refit_runs_when_some_jobs_failed(broken_sweep):
+    sweep_dir, proc = broken_sweep  # +optimizer.fail=true: that job's first step raises (tests/failing_optimizer.py)
+    assert proc.returncode == 1 and "2 of 4 jobs failed" in proc.stderr
+    saved = json.loads((sweep_dir / refit.TEST_SCORES).read_text())
+    assert saved["params"] == {"optimizer__fail": False, "optimizer__lr": 0.01} and saved["refit"]["status"] == "ok"
+    assert (sweep_dir / refit.BEST_MODEL).is_file()
 
 
-def test_no_refit_when_turned_off_and_the_fused_engine_refits_the_same_model(tmp_path, tiny_sweep):
-    off = run_cli("module.num_units=8,16,32", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path / 'off'}", "-m")
+def test_no_refit_when_turned_off_and_the_fused_engine_refits_the_same_model(tmp_path, tiny_sweep, fused_sweep):
+    off = run_here("module.num_units=8,16", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path / 'off'}", "-m")
     assert off.returncode == 0 and not (tmp_path / "off" / refit.BEST_MODEL).exists() and "refit:" not in off.stdout
-    fused = run_cli("module.num_units=8,16,32", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 'fused'}", "-m")
-    assert fused.returncode == 0, fused.stderr
-    mine = torch.load(tmp_path / "fused" / refit.BEST_MODEL, weights_only=True)
+    fused = fused_sweep[0]
+    mine = torch.load(fused / refit.BEST_MODEL, weights_only=True)
     theirs = torch.load(tiny_sweep / refit.BEST_MODEL, weights_only=True)
     for name in theirs:
         torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-5)
-    assert json.loads((tmp_path / "fused" / refit.TEST_SCORES).read_text())["refit"]["engine"] == "fused"
-    assert np.isclose(json.loads((tmp_path / "fused" / refit.TEST_SCORES).read_text())["test"]["accuracy"],
+    assert json.loads((fused / refit.TEST_SCORES).read_text())["refit"]["engine"] == "fused"
+    assert np.isclose(json.loads((fused / refit.TEST_SCORES).read_text())["test"]["accuracy"],
                       json.loads((tiny_sweep / refit.TEST_SCORES).read_text())["test"]["accuracy"])
 
 
@@ -96,15 +94,17 @@ def test_a_rerun_with_the_same_best_candidate_reuses_the_intact_model(tiny_sweep
     assert "reused" not in again and (sweep / refit.BEST_MODEL).read_bytes() == model
 
 
-def test_a_rerun_with_nothing_new_trains_nothing_and_says_so(tmp_path):
-    first = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
-    assert first.returncode == 0, first.stderr
-    model = (tmp_path / refit.BEST_MODEL).read_bytes()
-    again = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+def test_a_rerun_with_nothing_new_trains_nothing_and_says_so(tiny_sweep, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "s"
+    shutil.copytree(tiny_sweep, sweep)
+    model = (sweep / refit.BEST_MODEL).read_bytes()
+    again = run_here(*TINY_SWEEP, f"hydra.sweep.dir={sweep}", "-m")
     assert again.returncode == 0, again.stderr
     said = again.stdout + again.stderr
-    assert said.count("not trained again") == 2 and "trained by the" not in said
-    assert "refit: reused best_model.pt of job" in again.stdout and (tmp_path / refit.BEST_MODEL).read_bytes() == model
+    assert said.count("not trained again") == 3 and "trained by the" not in said
+    assert "refit: reused best_model.pt of job" in again.stdout and (sweep / refit.BEST_MODEL).read_bytes() == model
 
 
 def test_the_best_config_reruns_the_best_job_and_a_damaged_record_is_a_warning(tiny_sweep, tmp_path, caplog):

@@ -17,7 +17,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from conftest import ROOT, TINY, same_aggregate
+from conftest import ROOT, TINY, run_here, same_aggregate
 from src import refresh, results, store
 
 
@@ -83,10 +83,11 @@ def test_one_rebuild_reads_each_file_once(tmp_path, rows, monkeypatch):
 REBUILD_FOREVER = "import sys; from src import refresh\nwhile True: refresh.refresh(sys.argv[1])"
 
 
-def test_a_rebuild_killed_midway_leaves_whole_files_and_the_next_one_is_right(tmp_path, rows):
+@pytest.mark.parametrize("delays", [(0.05,), pytest.param((0.0, 0.1, 0.2, 0.35), marks=pytest.mark.slow)])  # a new process each
+def test_a_rebuild_killed_midway_leaves_whole_files_and_the_next_one_is_right(tmp_path, rows, delays):
     for k in range(30):
         finish_job(tmp_path, k, rows)
-    for attempt, delay in enumerate((0.0, 0.05, 0.1, 0.2, 0.35)):
+    for attempt, delay in enumerate(delays):
         start = time.time()
         writer = subprocess.Popen([sys.executable, "-c", REBUILD_FOREVER, str(tmp_path)], cwd=ROOT)
         while not (tmp_path / "hiplot.html").is_file() or (tmp_path / "hiplot.html").stat().st_mtime < start:
@@ -103,20 +104,24 @@ def test_a_rebuild_killed_midway_leaves_whole_files_and_the_next_one_is_right(tm
     for tmp in tmp_path.glob(".*.tmp"):  # what the killed writers left: old enough now to be known dead
         os.utime(tmp, (time.time() - 2 * store.STALE_TMP_S,) * 2)
     assert refresh.refresh(tmp_path)  # the rebuild at the end of the sweep
-    assert aggregated_jobs(tmp_path) == list(range(35))
+    assert aggregated_jobs(tmp_path) == list(range(30 + len(delays)))
     assert not list(tmp_path.glob(".cv_results.*.tmp"))
     by_job = store.read_cv_results(tmp_path).sort_values("param_job")
-    np.testing.assert_allclose(by_job["mean_test_score"], [rows[k % 3]["mean_test_score"][0] for k in range(35)])
+    np.testing.assert_allclose(by_job["mean_test_score"], [rows[k % 3]["mean_test_score"][0] for k in range(30 + len(delays))])
 
 
-def test_two_sweeps_writing_into_one_folder_at_once_both_land(grid4_sweep, tmp_path):
+@pytest.mark.slow
+def test_two_sweeps_writing_into_one_folder_at_once_both_land(tmp_path):
     """Two commands sweep halves of the grid into one folder (their own job subfolders) at the same time."""
-    sweeps = [subprocess.Popen([sys.executable, "-m", "src.sweep", grid, *TINY, f"hydra.sweep.dir={tmp_path}",
+    grid = ["engine=gridsearch", "cv.refit=false", *TINY]
+    sweeps = [subprocess.Popen([sys.executable, "-m", "src.sweep", half, *grid, f"hydra.sweep.dir={tmp_path / 's'}",
                                 f"hydra.sweep.subdir={name}${{hydra.job.num}}", "-m"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for name, grid in (("a", "module.num_units=8,16"), ("b", "module.num_units=32,64"))]
+              for name, half in (("a", "module.num_units=8,16"), ("b", "module.num_units=32,64"))]
     for sweep in sweeps:
         _, err = sweep.communicate(timeout=600)
         assert sweep.returncode == 0, err
-    assert sorted(d.name for d in store.job_dirs(tmp_path)) == ["a0", "a1", "b0", "b1"]
-    same_aggregate(tmp_path, grid4_sweep)
+    assert sorted(d.name for d in store.job_dirs(tmp_path / "s")) == ["a0", "a1", "b0", "b1"]
+    reference = run_here("module.num_units=8,16,32,64", *grid, f"hydra.sweep.dir={tmp_path / 'whole'}", "-m")
+    assert reference.returncode == 0, reference.stderr
+    same_aggregate(tmp_path / "s", tmp_path / "whole")

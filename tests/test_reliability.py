@@ -1,4 +1,6 @@
-"""Failed, diverged and interrupted jobs, and resuming, through the real CLI (src/sweep.py, src/results.py)."""
+"""Failed, diverged and interrupted jobs, and resuming, through the command line (src/sweep.py, src/results.py): in this
+process, and in processes of their own for signals to a process group and for two commands at once."""
+import errno
 import json
 import math
 import os
@@ -13,23 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_cli
-from src import locks, store
+from conftest import BROKEN, ROOT, TINY, TINY_SWEEP, run_here
+from src import locks, results, store
 
-# +optimizer.fail=true: the first step raises (tests/failing_optimizer.py), as a job that runs out of memory does.
-# Long enough per job (about a second) that a kill lands between jobs.
-BROKEN = ["optimizer._target_=failing_optimizer.FailingSGD", "+optimizer.fail=false,true", "optimizer.lr=0.01,1e30", *TINY,
-          "train.max_epochs=3"]
 FAIL = True
 SLOW = ["module.num_units=8,16,32,64", "dataset.limit=1500", "train.max_epochs=4", "train.verbose=quiet"]
-
-
-@pytest.fixture(scope="module")
-def broken_sweep(tmp_path_factory):
-    """A sweep where +optimizer.fail=true fails at its first step and lr=1e30 diverges."""
-    sweep_dir = tmp_path_factory.mktemp("broken") / "s"
-    proc = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
-    return sweep_dir, proc
 
 
 def test_failed_and_diverged_jobs_are_recorded_and_the_rest_still_run(broken_sweep):
@@ -99,11 +89,12 @@ def comparable(sweep_dir):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("whole") / "s"
-    proc = run_cli(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
+    proc = run_here(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
     assert proc.returncode == 0, proc.stderr
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
     sweep_dir = tmp_path / "s"
     proc = start(SLOW, sweep_dir)
@@ -115,7 +106,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted
     valid_files(sweep_dir)
     first_fit = store.read_cv_results(sweep_dir / "0")["mean_fit_time"][0]
 
-    again = run_cli(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
+    again = run_here(*SLOW, f"hydra.sweep.dir={sweep_dir}", "-m")
     assert again.returncode == 0, again.stderr
     assert "job 0 (module.num_units=8" in again.stdout and "not trained again" in again.stdout
     pd.testing.assert_frame_equal(comparable(sweep_dir), comparable(uninterrupted))
@@ -123,7 +114,25 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted
     assert not list(sweep_dir.rglob("*.tmp")) and not list(sweep_dir.rglob("history.jsonl"))
 
 
-def test_ctrl_c_stops_the_whole_sweep_and_leaves_complete_files(tmp_path):
+def test_ctrl_c_stops_the_whole_sweep_and_leaves_complete_files(tmp_path, monkeypatch):
+    """In process: Ctrl-C arrives as job 0 is recorded; the command ends with 130 and its finished files complete."""
+    record = store.record
+
+    def record_then_ctrl_c(job_dir, *args):
+        record(job_dir, *args)
+        if job_dir.name == "0":
+            os.kill(os.getpid(), signal.SIGINT)  # the sweep's own handler (src.sweep.cli) turns it into Interrupted
+
+    monkeypatch.setattr(results, "record", record_then_ctrl_c)
+    proc = run_here("module.num_units=8,16,32", *TINY, "engine=gridsearch", f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 130 and "Interrupted (SIGINT)" in proc.stderr and "to resume" in proc.stderr
+    assert (tmp_path / "0" / store.JOB).exists() and not (tmp_path / "1" / store.JOB).exists()
+    valid_files(tmp_path)
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_stops_the_whole_sweep(tmp_path):
+    """The same through a real process group, as a terminal delivers Ctrl-C to the command and its workers."""
     sweep_dir = tmp_path / "s"
     proc = start(SLOW, sweep_dir)
     wait_for(sweep_dir / "0" / store.JOB, proc)
@@ -134,63 +143,48 @@ def test_ctrl_c_stops_the_whole_sweep_and_leaves_complete_files(tmp_path):
     valid_files(sweep_dir)
 
 
+@pytest.mark.slow  # in process: tests/test_job.py (a job) and tests/test_resume.py (a folder)
 def test_resume_false_retrains(tmp_path):
-    args = ["module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}"]
-    assert run_cli(*args, "-m").returncode == 0
+    args = ["module.num_units=8", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}"]
+    assert run_here(*args, "-m").returncode == 0
     before = (tmp_path / "0" / store.JOB).stat().st_mtime_ns
-    resumed = run_cli(*args, "-m")
-    assert resumed.stdout.count("not trained again") == 2 and (tmp_path / "0" / store.JOB).stat().st_mtime_ns == before
-    fresh = run_cli(*args, "resume=false", "-m")
+    resumed = run_here(*args, "-m")
+    assert resumed.stdout.count("not trained again") == 1 and (tmp_path / "0" / store.JOB).stat().st_mtime_ns == before
+    fresh = run_here(*args, "resume=false", "-m")
     assert fresh.returncode == 0 and "not trained again" not in fresh.stdout
     assert (tmp_path / "0" / store.JOB).stat().st_mtime_ns > before
 
 
-def test_a_failed_job_is_retried_on_resume(broken_sweep, tmp_path):
-    sweep_dir, _ = broken_sweep
-    again = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
-    assert again.stdout.count("not trained again") == 2  # the ok and the diverged job; the failed ones run again
-    assert again.returncode == 1
-
-
+@pytest.mark.slow  # in process, on the folders alone: tests/test_resume.py
 def test_a_grown_shrunk_or_reordered_grid_reuses_every_finished_candidate(tmp_path):
     def fit_times(sweep_dir):
         df = store.read_cv_results(sweep_dir)
         return dict(zip(df["param_module__num_units"], df["mean_fit_time"]))
 
-    assert run_cli("module.num_units=8,32", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    assert run_here("module.num_units=8,32", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
     first = fit_times(tmp_path)
-    grown = run_cli("module.num_units=32,16,8,24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")  # grown and reordered
+    grown = run_here("module.num_units=32,16,8,24", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m")  # grown and reordered
     assert grown.returncode == 0, grown.stderr
     assert "resume: finished job 0 (module.num_units=8" in grown.stdout and "is job 2 now" in grown.stdout
     assert grown.stdout.count("not trained again") == 2
     for job, units in enumerate([32, 16, 8, 24]):  # every job folder holds its own configuration's job
         assert store.read_cv_results(tmp_path / str(job))["param_module__num_units"].tolist() == [units]
     assert {k: fit_times(tmp_path)[k] for k in first} == first  # reused, not retrained
-    shrunk = run_cli("module.num_units=24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
+    shrunk = run_here("module.num_units=24", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m")
     assert shrunk.returncode == 0 and "not trained again" in shrunk.stdout
     assert sorted(fit_times(tmp_path)) == [8, 16, 24, 32]  # nothing finished is lost; the aggregate keeps them all
     assert store.read_cv_results(tmp_path / "0")["param_module__num_units"].tolist() == [24]
 
 
-def test_an_interrupted_rearrangement_is_found_again(tmp_path):
-    """A finished job left under its staging name by a crash is matched on the next run, not retrained."""
-    from src import resume
-
-    assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
-    (tmp_path / "0").rename(tmp_path / f"{resume.STAGING}0")
-    again = run_cli("module.num_units=16,8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m")
-    assert again.returncode == 0 and "is job 1 now" in again.stdout and again.stdout.count("not trained again") == 1
-    assert not list(tmp_path.glob(f"{resume.STAGING}*"))
-
-
-def test_a_sweeper_that_draws_its_own_points_is_not_resumed_from_the_folder(tmp_path, monkeypatch):
+def test_a_sweeper_that_draws_its_own_points_is_not_resumed_from_the_folder(tiny_sweep, tmp_path, monkeypatch):
     from src import config, resume
 
-    assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    tmp_path = tmp_path / "s"
+    shutil.copytree(tiny_sweep, tmp_path)  # finished jobs
     monkeypatch.setattr(config, "BASIC_SWEEPER", "another.Sweeper")  # as if hydra/sweeper=optuna
     with pytest.raises(config.ConfigError, match="draws its own points, so they cannot be matched"):
-        resume.prepare_folder(config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]))
-    resume.prepare_folder(config.preflight(["module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "resume=false", "-m"]))
+        resume.prepare_folder(config.preflight(["module.num_units=8", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m"]))
+    resume.prepare_folder(config.preflight(["module.num_units=8", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "resume=false", "-m"]))
 
 
 # ---- Reliability, round two -------------------------------------------------------------------------
@@ -231,6 +225,7 @@ def test_two_commands_into_one_sweep_folder_keep_the_union_of_their_grids(tmp_pa
     assert not list(tmp_path.rglob(locks.COMMAND_LOCK)) and not list(tmp_path.rglob(locks.JOB_LOCK))  # every hold let go
 
 
+@pytest.mark.slow  # two commands into one folder at once are also in the default run, with different grids
 def test_the_same_command_twice_at_once_trains_each_job_once(tmp_path):
     (rc1, out1, err1), (rc2, out2, err2) = start_both(["module.num_units=32,64,96"], ["module.num_units=32,64,96"], tmp_path)
     assert rc1 == rc2 == 0, err1 + err2
@@ -244,12 +239,12 @@ def test_resume_waits_for_a_job_folder_another_process_is_writing(tmp_path):
     trained there until it lets go, and then its finished job is matched like any other."""
     from src import locks
 
-    assert run_cli("module.num_units=8", *TINY, f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
+    assert run_here("module.num_units=8", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m").returncode == 0
     record = tmp_path / "0" / store.JOB
     written = record.read_bytes()
     record.unlink()  # job 0 as it is before its last write
     with locks.job(tmp_path / "0"):
-        rerun = start(["module.num_units=16,8", *TINY], tmp_path)
+        rerun = start(["module.num_units=16,8", *TINY, "cv.refit=false"], tmp_path)
         for line in rerun.stderr:
             if "waiting for pid" in line:
                 break
@@ -260,57 +255,73 @@ def test_resume_waits_for_a_job_folder_another_process_is_writing(tmp_path):
     assert "finished job 0 (module.num_units=8" in out and "is job 1 now" in out and out.count("not trained again") == 1
 
 
-def test_damaged_job_folders_count_as_unfinished_and_are_retrained(tmp_path):
-    grid = ["module.num_units=8,16,24", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]
-    assert run_cli(*grid).returncode == 0
+def test_damaged_job_folders_count_as_unfinished_and_are_retrained(tiny_sweep, tmp_path):
+    tmp_path = tmp_path / "s"
+    shutil.copytree(tiny_sweep, tmp_path)
+    grid = [*TINY_SWEEP, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m"]
     (tmp_path / "0" / store.JOB).write_text((tmp_path / "0" / store.JOB).read_text()[:40])  # truncated
     (tmp_path / "1" / store.JOB).write_text('{"status": "ok"}')  # incomplete
     (tmp_path / "2" / "cv_results.json").unlink()
     (tmp_path / "7").mkdir()
     (tmp_path / "7" / store.JOB).write_text("{")  # outside the rerun's grid
-    again = run_cli(*grid)
+    again = run_here(*grid)
     assert again.returncode == 0 and "Traceback" not in again.stderr + again.stdout, again.stderr
     assert "not trained again" not in again.stdout and again.stdout.count("trained by the") == 3
     for job, damaged in [("0", store.JOB), ("1", store.JOB), ("2", "cv_results.json")]:
         named = [line for line in again.stdout.splitlines() if str(tmp_path / job / damaged) in line]
         assert len(named) == 1 and "runs again" in named[0]
     assert f"resume: {tmp_path / '7' / store.JOB} cannot be read" in again.stdout
-    assert sorted(store.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16, 24]
+    assert sorted(store.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16, 32]
 
 
-def test_damaged_job_folder_does_not_swallow_the_failure_summary(broken_sweep, tmp_path):
+def test_a_failed_job_is_retried_on_resume_and_a_damaged_folder_does_not_swallow_the_summary(broken_sweep, tmp_path):
     sweep_dir = tmp_path / "s"
     shutil.copytree(broken_sweep[0], sweep_dir)
     (sweep_dir / "9").mkdir()
     (sweep_dir / "9" / store.JOB).write_text('{"status": "failed"')
-    again = run_cli(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
+    again = run_here(*BROKEN, f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert again.stdout.count("not trained again") == 2  # the ok and the diverged job; the failed ones run again
     assert again.returncode == 1 and again.stderr.strip().splitlines()[-1].startswith("2 of 4 jobs failed: job 2")
 
 
-FULL_DISK = """import errno, os, runpy, sys
-from pathlib import Path
-fsync = os.fsync
-def full(fd):  # the disk fills up once job 0 is recorded
-    if (Path(os.environ["SWEEP_DIR"]) / "0" / "job.json").exists():
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    fsync(fd)
-os.fsync = full
-runpy.run_module("src.sweep", run_name="__main__", alter_sys=True)
-"""
+def test_a_full_disk_is_one_line_and_what_was_written_stays_intact(tmp_path, monkeypatch):
+    args = ["module.num_units=8,16", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m"]
+    fsync = os.fsync
 
+    def full(fd):  # the disk fills up once job 0 is recorded
+        if (tmp_path / "0" / store.JOB).exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
 
-def test_a_full_disk_is_one_line_and_what_was_written_stays_intact(tmp_path):
-    args = ["module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "-m"]
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "SWEEP_DIR": str(tmp_path), "HYDRA_FULL_ERROR": "0"})
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        proc = run_here(*args)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {tmp_path}") and "No space left on device" in proc.stderr
     assert "The files written before are intact" in proc.stderr and not list(tmp_path.rglob("*.tmp"))
     valid_files(tmp_path)
-    again = run_cli(*args)  # space freed: the rerun resumes
+    again = run_here(*args)  # space freed: the rerun resumes
     assert again.returncode == 0 and again.stdout.count("not trained again") == 1
 
 
+def test_ctrl_c_while_the_grid_is_checked_is_one_line(tmp_path, monkeypatch):
+    """In process: Ctrl-C arrives while the first job's configuration is checked."""
+    from src import config
+
+    check = config.check
+
+    def check_then_ctrl_c(settings):
+        check(settings)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(config, "check", check_then_ctrl_c)
+    proc = run_here("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", "-m")
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "Interrupted (SIGINT) while checking the configuration; nothing was written."
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_a_large_grid_is_checked_is_one_line(tmp_path):
     grid = "module.num_units=" + ",".join(str(n) for n in range(2, 4000))
     proc = start([grid], tmp_path / "s")
@@ -326,13 +337,13 @@ def test_ctrl_c_while_a_large_grid_is_checked_is_one_line(tmp_path):
 
 def test_a_single_run_into_a_finished_run_of_another_configuration_is_refused(tmp_path):
     run = [*TINY, f"hydra.run.dir={tmp_path}"]
-    assert run_cli("module.num_units=8", *run).returncode == 0
+    assert run_here("module.num_units=8", *run).returncode == 0
     before = (tmp_path / store.JOB).read_text()
-    other = run_cli("module.num_units=16", *run)
+    other = run_here("module.num_units=16", *run)
     assert other.returncode == 2 and other.stderr.count("\n") == 1
     assert other.stderr.startswith(f"Error: hydra.run.dir={tmp_path}: holds a finished run with another configuration (module.num_units=8")
     assert (tmp_path / store.JOB).read_text() == before
-    same = run_cli("module.num_units=8", *run)
+    same = run_here("module.num_units=8", *run)
     assert same.returncode == 0 and "not trained again" in same.stdout
 
 
@@ -345,19 +356,19 @@ def test_a_changed_data_file_is_not_resumed_from(tmp_path):
 
     write(0)
     args = ["dataset=file", f"dataset.path={tmp_path / 'd.npz'}", "module.input_dim=20", "module.num_classes=3",
-            "module.num_units=8,16", "train.max_epochs=1", "train.verbose=quiet", f"hydra.sweep.dir={tmp_path / 's'}"]
-    assert run_cli(*args, "-m").returncode == 0
-    assert run_cli(*args, "-m").stdout.count("not trained again") == 2
+            "module.num_units=8", "train.max_epochs=1", "train.verbose=quiet", "cv.refit=false", f"hydra.sweep.dir={tmp_path / 's'}"]
+    assert run_here(*args, "-m").returncode == 0
+    assert run_here(*args, "-m").stdout.count("not trained again") == 1
     write(5)  # the same file name, other data
-    changed = run_cli(*args, "-m")
+    changed = run_here(*args, "-m")
     assert changed.returncode == 2 and changed.stderr.startswith("Error: dataset=from_file: its data have changed since")
-    fresh = run_cli(*args, "resume=false", "-m")
+    fresh = run_here(*args, "resume=false", "-m")
     assert fresh.returncode == 0 and "not trained again" not in fresh.stdout
-    assert run_cli(*args, "-m").stdout.count("not trained again") == 2  # and the new results are resumed from
+    assert run_here(*args, "-m").stdout.count("not trained again") == 1  # and the new results are resumed from
 
 
 def test_nested_job_folders(tmp_path):
-    proc = run_cli("module.num_units=8,16", *TINY, f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=n/${hydra.job.num}", "-m")
+    proc = run_here("module.num_units=8,16", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=n/${hydra.job.num}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert [d.relative_to(tmp_path).as_posix() for d in store.job_dirs(tmp_path)] == ["n/0", "n/1"]
     assert sorted(store.read_cv_results(tmp_path)["param_module__num_units"]) == [8, 16]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_cli
+from conftest import run_here
 from src import compare, figures, report, results, store
 
 
@@ -38,14 +38,6 @@ def lines(page: str) -> list[list[dict]]:
             line.append(children[line[-1]["uid"]])
         found.append([q["values"] for q in line])
     return found
-
-
-@pytest.fixture(scope="module")
-def second_sweep(tmp_path_factory):
-    sweep_dir = tmp_path_factory.mktemp("second") / "s"
-    proc = run_cli("module.num_units=64", *TINY, "seed=1", f"hydra.sweep.dir={sweep_dir}", "-m")
-    assert proc.returncode == 0, proc.stderr
-    return sweep_dir
 
 
 def edited_copy(tiny_sweep, target, **columns):
@@ -222,7 +214,7 @@ def test_summary_figure_axes(tiny_sweep):
 
 def test_rerender(tiny_sweep, tmp_path):
     out = tmp_path / "again.html"
-    proc = run_cli(str(tiny_sweep), "-o", str(out), module="src.report")
+    proc = run_here(str(tiny_sweep), "-o", str(out), module="src.report")
     assert proc.returncode == 0, proc.stderr
     assert len(embedded_rows(out.read_text())) == 3 and (tmp_path / "again_curves.html").is_file()
     assert 'href="again_curves.html"' in out.read_text()
@@ -231,18 +223,18 @@ def test_rerender(tiny_sweep, tmp_path):
 
 def test_merge_two_sweeps(tiny_sweep, second_sweep, tmp_path):
     out = tmp_path / "compare.html"
-    proc = run_cli(str(tiny_sweep), str(second_sweep), "-o", str(out), module="src.report")
+    proc = run_here(str(tiny_sweep), str(second_sweep), "-o", str(out), module="src.report")
     assert proc.returncode == 0, proc.stderr
     rows = embedded_rows(out.read_text())
     names = figures.short_names([tiny_sweep, second_sweep])  # the axis shows short names (long ones were cut); the header the folders
-    assert sorted(r["sweep"] for r in rows) == sorted([names[str(tiny_sweep)]] * 3 + [names[str(second_sweep)]])
+    assert sorted(r["sweep"] for r in rows) == sorted([names[str(tiny_sweep)]] * 3 + [names[str(second_sweep)]] * 2)
     assert f"{tiny_sweep} + {second_sweep}" in out.read_text()
     merged = pd.concat([store.read_cv_results(tiny_sweep), store.read_cv_results(second_sweep)])
     by_score = sorted((r["mean_test_accuracy"], int(r["rank_test_accuracy"])) for r in rows)
     assert [rank for _, rank in by_score] == sorted(results.rank(merged)["rank_test_accuracy"], reverse=True)
     assert {r["sweep"] for r in embedded_rows((tmp_path / "compare_curves.html").read_text())} == {str(tiny_sweep), str(second_sweep)}
     # seed differs between the sweeps: the first, which did not override it, gets its configured seed
-    assert sorted((r["sweep"], r["param_seed"]) for r in rows) == sorted([(names[str(tiny_sweep)], "0")] * 3 + [(names[str(second_sweep)], "1")])
+    assert sorted((r["sweep"], r["param_seed"]) for r in rows) == sorted([(names[str(tiny_sweep)], "0")] * 3 + [(names[str(second_sweep)], "1")] * 2)
 
 
 def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_sweep, tmp_path):
@@ -260,7 +252,7 @@ def test_merge_adds_a_column_per_config_key_that_differs(tiny_sweep, second_swee
     report.write_report([wild, second_sweep], out)
     rows = embedded_rows(out.read_text())
     configs = {str(d): json.loads((store.job_dirs(d)[0] / store.JOB).read_text())["config"] for d in (wild, second_sweep)}
-    assert sorted(r["param_module__init"] for r in rows) == sorted(["randn"] * 3 + [configs[str(second_sweep)]["module"]["init"]])
+    assert sorted(r["param_module__init"] for r in rows) == sorted(["randn"] * 3 + [configs[str(second_sweep)]["module"]["init"]] * 2)
     short = {v: k for k, v in figures.short_names([wild, second_sweep]).items()}
     assert all(r["param_module__init"] == configs[short[r["sweep"]]]["module"]["init"] for r in rows)
     assert "param_dataset__scaling" not in rows[0] and "param_train__batch_size" not in rows[0]  # equal everywhere: no column
@@ -280,7 +272,7 @@ def test_report_without_o_writes_under_outputs_compare(tiny_sweep, second_sweep,
 
 
 def test_report_of_a_folder_without_results_is_one_line(tmp_path):
-    proc = run_cli(str(tmp_path), module="src.report")
+    proc = run_here(str(tmp_path), module="src.report")
     assert proc.returncode == 2 and "no cv_results.json there" in proc.stderr and "Traceback" not in proc.stderr
 
 

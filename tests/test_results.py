@@ -70,14 +70,15 @@ def _job(args):
     refresh.refresh(sweep_dir)
 
 
-def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path):
+@pytest.mark.parametrize("workers, jobs", [(2, 6), pytest.param(4, 12, marks=pytest.mark.slow)])
+def test_concurrent_jobs_all_land_in_the_aggregate(search, tmp_path, workers, jobs):
     rows = [{key: vals[i : i + 1] for key, vals in search.cv_results_.items()} for i in range(5)]
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(_job, [(tmp_path, k, rows[k % 5]) for k in range(12)])
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_job, [(tmp_path, k, rows[k % 5]) for k in range(jobs)], chunksize=1)
     agg = store.read_cv_results(tmp_path)
-    assert sorted(agg["param_job"]) == list(range(12))
+    assert sorted(agg["param_job"]) == list(range(jobs))
     by_job = agg.sort_values("param_job")
-    expected = [search.cv_results_["mean_test_accuracy"][k % 5] for k in range(12)]
+    expected = [search.cv_results_["mean_test_accuracy"][k % 5] for k in range(jobs)]
     np.testing.assert_allclose(by_job["mean_test_accuracy"], expected)  # each job's own row, once
     best = np.nanmax(expected)
     assert set(by_job.loc[by_job["mean_test_accuracy"] == best, "rank_test_accuracy"]) == {1}

@@ -91,3 +91,29 @@ def test_a_second_command_with_other_fixed_settings_is_refused_and_resume_false_
     lines = resume.prepare_folder(checked(tmp_path, "module.num_units=8", "train.max_epochs=3", "resume=false"))
     assert store.job_folders(tmp_path / "s") == [] and lines and "moved aside" in lines[0]
     assert sorted(p.parent.name for p in (tmp_path / "s" / ".replaced").rglob(store.JOB)) == ["0", "1"]  # kept, not deleted
+
+
+def units_by_folder(sweep_dir) -> dict[str, int]:
+    """Each job folder's name -> the num_units of the finished job it holds."""
+    return {d.relative_to(sweep_dir).as_posix(): store.job_record(d)["config"]["module"]["num_units"] for d in store.job_folders(sweep_dir)}
+
+
+def test_a_grown_shrunk_or_reordered_grid_finds_every_finished_job(tmp_path):
+    """Each finished job moves to the number of its configuration in the new grid; those the grid leaves out move past
+    it: nothing finished is lost, and no folder holds another configuration's job."""
+    finished_sweep(tmp_path, "module.num_units=8,32")
+    lines = resume.prepare_folder(checked(tmp_path, "module.num_units=32,16,8,24"))  # grown and reordered
+    assert any(line.startswith("finished job 0 (module.num_units=8") and "is job 2 now" in line for line in lines), lines
+    assert units_by_folder(tmp_path / "s") == {"0": 32, "2": 8}
+    resume.prepare_folder(checked(tmp_path, "module.num_units=24"))  # shrunk: neither is in the grid
+    kept = units_by_folder(tmp_path / "s")
+    assert sorted(kept.values()) == [8, 32] and "0" not in kept
+
+
+def test_an_interrupted_rearrangement_is_found_again(tmp_path):
+    """A finished job left under its staging name by a crash is matched on the next run, not retrained."""
+    finished_sweep(tmp_path, "module.num_units=8")
+    (tmp_path / "s" / "0").rename(tmp_path / "s" / f"{resume.STAGING}0")
+    lines = resume.prepare_folder(checked(tmp_path, "module.num_units=16,8"))
+    assert any("is job 1 now" in line for line in lines) and units_by_folder(tmp_path / "s") == {"1": 8}
+    assert not list((tmp_path / "s").glob(f"{resume.STAGING}*"))

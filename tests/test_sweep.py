@@ -1,4 +1,5 @@
-"""The main job end to end, through the real CLI."""
+"""The main job end to end, through the command line: in this process (conftest.run_here), and in a process of its own
+where only that shows it (the printed table of a single run, what --help imports)."""
 import json
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, run_cli, run_here
 from src import store
 from src.job import prepare
 from src.seeding import split_test_fold
@@ -92,7 +93,7 @@ def test_prints_ranked_table_and_report(tiny_sweep):
 
 
 def test_single_run_writes_the_same_files(tmp_path):
-    proc = run_cli(*TINY, "module.num_units=8", f"hydra.run.dir={tmp_path}")
+    proc = run_cli(*TINY, "module.num_units=8", f"hydra.run.dir={tmp_path}")  # the printed table, from a real process
     assert proc.returncode == 0, proc.stderr
     for name in ("cv_results.csv", "cv_results.json", "cv_results.pt", "history.json", "environment.json", "hiplot.html"):
         assert (tmp_path / name).is_file(), name
@@ -121,35 +122,28 @@ def test_every_job_logs_the_sweeps_progress(tiny_sweep):
 
 
 def test_threads_are_applied_and_recorded(tmp_path):
-    proc = run_cli(*TINY, "module.num_units=8", "train.threads=1", f"hydra.run.dir={tmp_path}")
+    proc = run_here(*TINY, "module.num_units=8", "train.threads=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "environment.json").read_text())["torch_threads"] == 1
 
 
-def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    assert "sweeps: hidden_sizes, hidden_sizes_verdict, seed_reproduction" in run_cli("--help").stdout
-    proc = subprocess.run([sys.executable, "-m", "src.sweep", "+sweeps=hidden_sizes", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", "-m"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"})
+def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path, monkeypatch):
+    assert "sweeps: hidden_sizes, hidden_sizes_verdict, seed_reproduction" in run_here("--help").stdout
+    monkeypatch.chdir(tmp_path)
+    proc = run_here("+sweeps=hidden_sizes", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path / 's'}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert sorted(store.read_cv_results(tmp_path / "s")["param_module__num_units"]) == [32, 64, 128, 256]
 
 
 def test_full_error_shows_the_trace(tmp_path):
-    proc = run_cli(*TINY, "module.num_units=1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    proc = run_here(*TINY, "module.num_units=1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 @pytest.mark.slow
 def test_defaults_reach_the_accuracy_the_readme_promises(tmp_path):
     """num_units=256 at full defaults (5,000 digits, 25 epochs, 3 folds) scores at least 0.88."""
-    proc = run_cli("module.num_units=256", "train.verbose=quiet", f"hydra.run.dir={tmp_path}")
+    proc = run_here("module.num_units=256", "train.verbose=quiet", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert store.read_cv_results(tmp_path)["mean_test_accuracy"][0] >= 0.88
 
@@ -163,7 +157,7 @@ def test_help_is_hydras_own_help_without_loading_the_project():
 
     from conftest import ROOT
 
-    hydras = run_cli("--help", "-m")  # not the fast path: Hydra's own help (-m changes nothing in it)
+    hydras = run_here("--help", "-m")  # not the fast path: Hydra's own help (-m changes nothing in it)
     code = "import runpy, sys; sys.argv = ['src.sweep', '--help']; runpy.run_module('src.sweep', run_name='__main__'); print(sorted(m for m in sys.modules if m in ('torch', 'sklearn', 'skorch', 'pandas')))"
     ours = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert hydras.returncode == 0 and ours.returncode == 0, ours.stderr
@@ -183,15 +177,14 @@ def test_the_pinned_output_folder_reads_back_as_itself(monkeypatch, folder):
     assert OverridesParser.create().parse_override(sys.argv[1]).value() == folder and sys.argv[2:] == ["-m"]
 
 
-def test_each_log_line_carries_its_own_loggers_name(tmp_path):
+def test_each_log_line_carries_its_own_loggers_name(fused_sweep):
     """The launcher's and the fused engine's lines (and a library's, such as matplotlib's) were tagged [HYDRA]."""
-    proc = run_cli("module.num_units=8,16", *TINY, "engine=fused", "cv.refit=false", f"hydra.sweep.dir={tmp_path}", "-m")
-    assert proc.returncode == 0, proc.stderr
+    _, proc = fused_sweep
     logged = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("[20")]
     assert logged and not any("][HYDRA]" in line for line in logged)
-    assert any("][hydra_plugins.fused_launcher._core][INFO] - Launching 2 jobs" in line for line in logged)
+    assert any("][hydra_plugins.fused_launcher._core][INFO] - Launching 3 jobs" in line for line in logged)
     assert any("][src.fused][INFO] - fused: " in line for line in logged)
-    assert any("][hydra_plugins.fused_launcher._core][INFO] - fused engine: jobs 0, 1" in line for line in logged)
+    assert any("][hydra_plugins.fused_launcher._core][INFO] - fused engine: jobs 0, 1, 2" in line for line in logged)
 
 
 QUICK = "dataset.limit=1000 train.max_epochs=10 train.batch_size=16"  # the README's and --help's quick settings
@@ -209,6 +202,7 @@ def quick_scores(compose_cfg, *overrides: str) -> dict[int, float]:
     return dict(zip(search.cv_results_["param_module__num_units"], search.cv_results_["mean_test_accuracy"]))
 
 
+@pytest.mark.slow
 def test_the_quick_examples_show_the_point(compose_cfg):
     """--help's quick single run learns (it reached 0.39 with 5 epochs of 64-row batches), and the quick comparison
     tells what the full one tells: this project's defaults beat the tutorial's choices at every width."""

@@ -1,0 +1,55 @@
+"""The rules every view shares (src/figures.py): curves averaged over folds, labels, colours, log axes. The figure itself
+is checked in tests/test_report.py."""
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+
+from src import figures
+
+
+def test_mean_curves_average_the_folds_that_reached_each_epoch():
+    """A fold that diverged (null loss) and stopped early: each epoch averages the finite losses of the folds that have it."""
+    histories = [{"epochs": [{"epoch": 1, "train_loss": 2.0, "dur": 0.1}, {"epoch": 2, "train_loss": 1.0, "dur": 0.1},
+                             {"epoch": 3, "train_loss": 0.5, "dur": 0.1}]},
+                 {"epochs": [{"epoch": 1, "train_loss": 4.0, "dur": 0.1}, {"epoch": 2, "train_loss": None, "dur": 0.1}]}]
+    curves = figures.mean_curves(histories)
+    assert set(curves) == {"train_loss"}  # epoch and dur are not curves
+    epochs, mean, std = curves["train_loss"]
+    np.testing.assert_array_equal(epochs, [1, 2, 3])
+    np.testing.assert_allclose(mean, [np.mean([2.0, 4.0]), 1.0, 0.5])
+    np.testing.assert_allclose(std, [np.std([2.0, 4.0]), 0.0, 0.0])
+
+
+def test_labels_name_what_differs_and_tell_equal_ones_apart():
+    df = pd.DataFrame({"param_module__num_units": [32, 32, 64], "param_optimizer__lr": [0.1, 0.01, 0.1], "param_seed": [0, 0, 0]})
+    assert figures.candidate_labels(df) == ["[32, 16, 10], lr=0.1", "[32, 16, 10], lr=0.01", "[64, 32, 10], lr=0.1"]
+    twins = pd.DataFrame({"param_module__num_units": [8, 8, 16], "param_train__shuffle": [True, True, True], "param_cv__shuffle": [1, 2, 3]})
+    assert figures.param_names(["param_train__shuffle", "param_cv__shuffle", "param_optimizer__lr"]) == {
+        "param_train__shuffle": "train__shuffle", "param_cv__shuffle": "cv__shuffle", "param_optimizer__lr": "lr"}
+    assert figures.candidate_labels(twins[["param_module__num_units"]]) == ["[8, 4, 10] #0", "[8, 4, 10] #1", "[16, 8, 10]"]
+
+
+def test_short_names_are_the_shortest_distinct_tails():
+    assert figures.short_names(["/r/a/x/s", "/r/b/x/s", "/r/c/x/t"]) == {"/r/a/x/s": "a/x/s", "/r/b/x/s": "b/x/s", "/r/c/x/t": "c/x/t"}
+    assert figures.short_names(["/runs/s1", "/runs/s2"]) == {"/runs/s1": "s1", "/runs/s2": "s2"}
+
+
+def test_colours_are_matplotlibs_and_many_candidates_call_out_the_best_ranked():
+    assert figures.candidate_colors(3) == [c[:3] for c in colormaps["tab10"].colors[:3]]
+    ranks = np.arange(figures.MANY + 5, 0, -1)  # the last row ranks first
+    colors = figures.candidate_colors(len(ranks), ranks)
+    best_first = figures.top_rows(ranks)
+    assert best_first == list(range(len(ranks) - 1, len(ranks) - 1 - figures.TOP, -1))
+    assert [colors[i] for i in best_first] == [c[:3] for c in colormaps["tab10"].colors[:figures.TOP]]
+    assert sum(c == figures.REST for c in colors) == len(ranks) - figures.TOP
+    assert figures.css_rgb((1.0, 0.5, 0.0)) == "rgb(255, 128, 0)"
+
+
+def test_log_axes_follow_the_ratio_rule_and_cut_exploding_values():
+    assert figures.is_log_scaled([32, 64, 128, 256]) and figures.is_log_scaled([1e-3, 1e-2, None])
+    assert not figures.is_log_scaled([8, 16, 32]) and not figures.is_log_scaled([0, 1, 100]) and not figures.is_log_scaled([5])
+    low, high = figures.log_limits([1.0, 2.0, 3.0, 10.0])
+    assert np.isclose(np.log10(low), -0.05) and np.isclose(np.log10(high), 1.05)
+    low, high = figures.log_limits([1.0, 1.5, 2.0, 3.0, 1e30])  # one exploding loss: the top stops at the far-out fence
+    q1, q3 = np.percentile(np.log10([1.0, 1.5, 2.0, 3.0, 1e30]), [25, 75])
+    assert np.isclose(np.log10(high), q3 + 3 * (q3 - q1) + 0.05) and high < 1e10

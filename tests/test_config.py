@@ -100,6 +100,7 @@ INVALID = [
     (["module.num_units=2.5"], "module.num_units=2.5: Input should be a valid integer"),
     (["module.num_units=abc"], "module.num_units='abc': Input should be a valid integer"),
     (["cv.folds=1"], "cv.folds=1: Input should be greater than or equal to 2"),
+    (["train.verbose=loud"], "train.verbose='loud': Input should be 'quiet', 'fold', 'epoch' or 'bar'"),  # the schema's check, and the only one
     (["train.max_epochs=0"], "train.max_epochs=0: Input should be greater than or equal to 1"),
     (["train.batch_size=-8"], "train.batch_size=-8: Input should be greater than or equal to 1"),
     (["optimizer.lr=0"], "optimizer.lr=0: Input should be greater than 0"),

@@ -21,7 +21,8 @@ def test_a_job_records_gridsearchcvs_own_scores(settings, tmp_path):
     """job.run's row is what GridSearchCV.fit gives for the same search on the same folds; the folder reads back the same."""
     s = settings()
     row = job.run(s, ["module.num_units=8"], {}, tmp_path, "job 0")
-    X, y, search, _ = job.prepare(s, ["module.num_units=8"], {})
+    prepared = job.prepare(s, ["module.num_units=8"], {})
+    X, y, search = prepared.X, prepared.y, prepared.search
     search.fit(X, y, test_fold=split_test_fold(search.cv, X, y))
     for column in ("split0_test_accuracy", "split1_test_accuracy", "split2_test_accuracy", "mean_test_accuracy", "std_test_accuracy"):
         np.testing.assert_allclose(row[column], search.cv_results_[column], err_msg=column)
@@ -38,7 +39,7 @@ def test_a_finished_job_is_reused_another_refused_and_resume_false_retrains(sett
         m.setattr(job, "prepare", lambda *a, **k: pytest.fail("an identical finished job was trained again"))
         job.run(settings("train.verbose=fold"), ["module.num_units=8"], {}, tmp_path, "job 0")  # verbose changes no result
     assert "identical to the finished job" in caplog.text and (tmp_path / store.JOB).read_text() == recorded
-    with pytest.raises(config.ConfigError, match="holds a finished job with another configuration"):
+    with pytest.raises(store.OtherJob, match="holds a finished job with another configuration"):  # a ValueError: exit 2
         job.run(settings("module.num_units=16"), ["module.num_units=16"], {}, tmp_path, "job 0")
     job.run(settings("module.num_units=16", "resume=false"), ["module.num_units=16"], {}, tmp_path, "job 0")
     assert store.job_record(tmp_path)["config"]["module"]["num_units"] == 16

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import BROKEN, ROOT, TINY, TINY_SWEEP, run_here
-from src import locks, results, store
+from src import locks, store
 
 FAIL = True
 SLOW = ["module.num_units=8,16,32,64", "dataset.limit=1500", "train.max_epochs=4", "train.verbose=quiet"]
@@ -123,7 +123,7 @@ def test_ctrl_c_stops_the_whole_sweep_and_leaves_complete_files(tmp_path, monkey
         if job_dir.name == "0":
             os.kill(os.getpid(), signal.SIGINT)  # the sweep's own handler (src.sweep.cli) turns it into Interrupted
 
-    monkeypatch.setattr(results, "record", record_then_ctrl_c)
+    monkeypatch.setattr(store, "record", record_then_ctrl_c)
     proc = run_here("module.num_units=8,16,32", *TINY, "engine=gridsearch", f"hydra.sweep.dir={tmp_path}", "-m")
     assert proc.returncode == 130 and "Interrupted (SIGINT)" in proc.stderr and "to resume" in proc.stderr
     assert (tmp_path / "0" / store.JOB).exists() and not (tmp_path / "1" / store.JOB).exists()

@@ -88,16 +88,17 @@ def fit_specs(job: Job) -> list[fused.FitSpec]:
         for k in range(folds):
             train = np.flatnonzero(columns[:, r] != k)
             repeat, fold = split_of(job.test_fold[train])
-            specs.append(fit_spec(job.settings, job.search, train, job.y, fold, repeat))
+            specs.append(fit_spec(job, train, fold, repeat))
     return specs
 
 
-def fit_spec(settings: dict, search, train: np.ndarray, y: np.ndarray, fold: int, repeat: int | None = None) -> fused.FitSpec:
+def fit_spec(job: Job, train: np.ndarray, fold: int, repeat: int | None = None) -> fused.FitSpec:
     """One fit of the job on rows `train`, as the estimator would see them (after its internal validation split, if any)."""
-    valid, train_split = None, search.estimator.train_split  # skorch's ValidSplit when train.valid_split is set
+    valid, train_split = None, job.search.estimator.train_split  # skorch's ValidSplit when train.valid_split is set
     if train_split is not None:  # the same split skorch makes of the fit's training rows
-        inner_train, inner_valid = train_split(train, y[train])
+        inner_train, inner_valid = train_split(train, job.y[train])
         train, valid = train[np.asarray(inner_train.indices)], train[np.asarray(inner_valid.indices)]
+    settings = job.settings
     opt = {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
     return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
 
@@ -162,7 +163,7 @@ def fit_all(job: Job, name: str) -> None:
     the K folds (src.seeding); raises src.estimator.Diverged."""
     net, folds, X, y = job.search.estimator, job.settings["cv"]["folds"], job.X, job.y
     if name == "fused":
-        spec = fit_spec(job.settings, job.search, np.arange(len(y)), y, fold=folds)
+        spec = fit_spec(job, np.arange(len(y)), fold=folds)
         outcome = fused.train(X, y, [spec], shared_settings(job.settings), device=net.device)[0]
         if outcome.diverged:
             raise Diverged(outcome.diverged, outcome.epochs)

@@ -108,14 +108,14 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         return None
     best, record, row = found
     candidate = hashlib.sha256(job_key(record["config"]).encode()).hexdigest()[:16]  # its config and data fingerprint
-    reused = reusable(results_dir, candidate, engine.choose({**record["config"], "engine": engine_name}))
-    if reused is not None:
-        return reused
     # the job's identity, and the keys of it that the refit needs back
     settings = {**record["config"], "engine": engine_name, "train": {**record["config"]["train"], "verbose": "quiet"}}
+    name = engine.choose(settings)
+    reused = reusable(results_dir, candidate, name)
+    if reused is not None:
+        return reused
     refit_job = job.prepare(settings, [], {}, swept=set())
     held_out = data.load_test(settings)
-    name = engine.choose(settings)
     start = time.perf_counter()
     net = refit_job.search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],

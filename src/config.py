@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sklearn.metrics import get_scorer_names
 
 from src import data, fused, launchers, loggers
-from src.data import SCALINGS, check_data, check_labels
+from src.data import SCALINGS, DataError
 from src.devices import cores, resolve_device
 from src.engine import fit_bytes
 from src.identity import NOT_IDENTITY, job_key, without
@@ -142,9 +143,18 @@ class ConfigSchema(_Group):
     logger: LoggerSchema | None = None
 
 
+_passed: set[str] = set()  # every job's settings check() passed in this process (as JSON)
+
+
 def check(settings: dict) -> None:
     """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device, the optimizer
-    and the data set against the network and folds it is for (loaded and checked once per process: _check_data)."""
+    and the data set against the network and folds it is for (loaded and checked once per process: _check_data).
+
+    Settings that passed are not checked again in this process: the jobs of a command the preflight checked trust
+    it, and a job started elsewhere (a cluster task, --config-path best_config) checks itself once."""
+    key = json.dumps(settings, sort_keys=True, default=str)
+    if key in _passed:
+        return
     try:
         ConfigSchema.model_validate(settings)
     except ValidationError as e:
@@ -157,6 +167,7 @@ def check(settings: dict) -> None:
     _check_device(settings["device"])
     _check_optimizer(settings["optimizer"])
     _check_data(settings)
+    _passed.add(key)
 
 
 def _check_device(device: str) -> None:
@@ -469,7 +480,7 @@ def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: i
         n_train, classes = len(y) - math.ceil(len(y) / folds), len(set(y.tolist()))  # the smallest fold's training rows
         n_valid = math.ceil(valid_split * n_train)
         if min(n_valid, n_train - n_valid) < classes:
-            raise ValueError(f"train.valid_split={valid_split:g}: holds out {n_valid} of a fold's {n_train} training samples and keeps "
+            raise ConfigError(f"train.valid_split={valid_split:g}: holds out {n_valid} of a fold's {n_train} training samples and keeps "
                              f"{n_train - n_valid}; each part needs at least one sample of each of the {classes} classes "
                              f"(use about {classes / n_train:.3g} to {1 - classes / n_train:.3g}, or train.valid_split=null)")
 
@@ -482,9 +493,43 @@ def _check_data(settings: dict) -> None:
         _checked(json.dumps(settings["dataset"], sort_keys=True), settings["seed"], m["input_dim"], m["num_classes"],
                  settings["cv"]["folds"], settings["train"].get("valid_split"))
     except InstantiationException as e:
-        raise ConfigError(str(e.__cause__ or e)) from None
+        raise ConfigError(_data_error(e.__cause__ or e)) from None
+    except ConfigError:
+        raise
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(_data_error(e)) from None
+
+
+def _data_error(e: BaseException) -> str:
+    """A loader's error (src.data) as the user's line: its keyword named as the config key dataset.<keyword>."""
+    return f"dataset.{e}" if isinstance(e, DataError) else f"dataset: {e}"
+
+
+def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int, folds: int, limit: int | None = None) -> None:
+    """Raise ConfigError unless (X, y) fit the network and can be split into `folds` stratified folds.
+
+    `limit` is the dataset.limit that drew (X, y) from a larger set, if any: a class left with too few
+    samples is then that key's doing, and the message names it. (src.data.parts checked that every feature is finite.)
+    """
+    if len(X) != len(y):
+        raise ConfigError(f"dataset: X has {len(X)} rows but y has {len(y)} labels")
+    if X.shape[1] != input_dim:
+        raise ConfigError(f"dataset: the samples have {X.shape[1]} features but module.input_dim={input_dim}; set module.input_dim={X.shape[1]}")
+    check_labels(y, num_classes)
+    counts = np.bincount(y, minlength=num_classes)
+    if (counts < folds).any():
+        cls = int(np.argmin(counts))
+        if limit is not None:
+            raise ConfigError(f"dataset.limit={limit}: leaves class {cls} {int(counts[cls])} samples, fewer than cv.folds={folds}; "
+                              "every class needs at least one per fold, so raise dataset.limit or lower cv.folds")
+        raise ConfigError(f"dataset: class {cls} has {int(counts[cls])} samples, fewer than cv.folds={folds}; every class needs at least one per fold")
+
+
+def check_labels(y: np.ndarray, num_classes: int) -> None:
+    """Raise ConfigError unless every label is in 0..num_classes-1."""
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        wrong = int(y.min() if y.min() < 0 else y.max())
+        raise ConfigError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
 
 
 def _check_memory(settings: dict) -> None:

@@ -32,10 +32,19 @@ MNIST_STD = 0.3081
 SCALINGS = ("standard", "unit", "none")
 
 
+class DataError(ValueError):
+    """A loader's argument that does not fit the data: its message starts with `param=value` (the loader's own
+    keyword), and the preflight (src.config) names it as the config key dataset.<param>."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
 def scale_pixels(X: np.ndarray, scaling: str = "standard") -> np.ndarray:
     """Map raw 0..255 pixels to float32: "standard" (MNIST mean/std), "unit" ([0, 1]) or "none" (raw)."""
     if scaling not in SCALINGS:
-        raise ValueError(f"dataset.scaling={scaling!r} is not known; choose one of {', '.join(SCALINGS)}")
+        raise DataError("scaling", f"scaling={scaling!r} is not known; choose one of {', '.join(SCALINGS)}")
     X = np.asarray(X, dtype=np.float32)
     if scaling == "none":
         return X
@@ -50,16 +59,16 @@ def stratified_limit(X: np.ndarray, y: np.ndarray, limit: int | None, seed: int)
     if limit is None:
         return X, y
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-        raise ValueError(f"dataset.limit={limit!r} must be a positive integer or null (all {len(y)} samples)")
+        raise DataError("limit", f"limit={limit!r} must be a positive integer or null (all {len(y)} samples)")
     if limit > len(y):
-        raise ValueError(f"dataset.limit={limit} is larger than the data set ({len(y)} samples)")
+        raise DataError("limit", f"limit={limit} is larger than the data set ({len(y)} samples)")
     if limit == len(y):
         return X, y
     idx = np.arange(len(y))
     try:
         keep, _ = train_test_split(idx, train_size=limit, stratify=y, random_state=seed)
     except ValueError as e:  # a subset, or the rest, smaller than the number of classes
-        raise ValueError(f"dataset.limit={limit}: a stratified subset of the {len(y)} samples cannot be drawn ({e})") from None
+        raise DataError("limit", f"limit={limit}: a stratified subset of the {len(y)} samples cannot be drawn ({e})") from None
     keep.sort()  # keep the source order; shuffling is the estimator's and the CV splitter's job
     return X[keep], y[keep]
 
@@ -70,9 +79,9 @@ def holdout(X: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> tuple[
         keep, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
     except ValueError:  # a part smaller than the number of classes; scikit-learn's message names no key
         n_test = math.ceil(test_size * len(y))
-        raise ValueError(f"dataset.test_size={test_size:g} of {len(y)} samples holds out {n_test} and keeps {len(y) - n_test}; "
+        raise DataError("test_size", f"test_size={test_size:g} of {len(y)} samples holds out {n_test} and keeps {len(y) - n_test}; "
                          f"each part needs at least one sample of each of the {len(np.unique(y))} classes "
-                         "(use more samples, another dataset.test_size, or dataset.test_size=null)") from None
+                         "(use more samples, another test_size, or test_size=null)") from None
     keep.sort()
     test.sort()
     return (*_frozen(X[keep], y[keep]), *_frozen(X[test], y[test]))
@@ -123,9 +132,9 @@ def torchvision_mnist(
     split="all" concatenates train and test (70,000 images), as the original tutorial did.
     """
     if name not in TORCHVISION:
-        raise ValueError(f"dataset.name={name!r} is not known; choose one of {', '.join(TORCHVISION)}")
+        raise DataError("name", f"name={name!r} is not known; choose one of {', '.join(TORCHVISION)}")
     if split not in SPLITS:
-        raise ValueError(f"dataset.split={split!r} is not known; choose one of {', '.join(SPLITS)}")
+        raise DataError("split", f"split={split!r} is not known; choose one of {', '.join(SPLITS)}")
     return stratified_limit(*_torchvision_mnist(name, str(Path(root).expanduser().absolute()), split, bool(download), scaling), limit, seed)
 
 
@@ -158,11 +167,9 @@ def _check_raw_files(raw: Path, name: str) -> None:
     files = [f for part in ("train", "test") for f in IDX_FILES[part]]
     missing = [f for f in files if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
     if missing:
-        raise ValueError(
-            f"dataset={name}: expected {', '.join(f'{f}[.gz]' for f in files)} in {raw}, but "
-            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; set dataset.download=true "
-            f"(needs a network) or copy the files there"
-        )
+        raise DataError("root", f"root={raw.parents[1]}: expected {', '.join(f'{f}[.gz]' for f in files)} in {raw}, but "
+                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; set download=true "
+                        "(needs a network) or copy the files there")
     for part in ("train", "test"):
         counts = []
         for f, ndim in zip(IDX_FILES[part], (3, 1)):
@@ -170,10 +177,10 @@ def _check_raw_files(raw: Path, name: str) -> None:
                 try:
                     extract_archive(str(raw / f"{f}.gz"), str(raw))
                 except (OSError, EOFError, gzip.BadGzipFile) as e:
-                    raise ValueError(f"dataset={name}: could not unpack {raw / f}.gz ({e})") from None
+                    raise ValueError(f"could not unpack {raw / f}.gz ({e})") from None
             counts.append(check_idx(raw / f, ndim)[0])
         if counts[0] != counts[1]:
-            raise ValueError(f"dataset={name}: {raw / IDX_FILES[part][0]} has {counts[0]} images but {IDX_FILES[part][1]} has {counts[1]} labels")
+            raise ValueError(f"{raw / IDX_FILES[part][0]} has {counts[0]} images but {IDX_FILES[part][1]} has {counts[1]} labels")
 
 
 def check_idx(path: Path, ndim: int) -> tuple[int, ...]:
@@ -210,7 +217,7 @@ def synthetic(
     """
     for key, value, least in (("n_samples", n_samples, 1), ("n_features", n_features, 1), ("n_classes", n_classes, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"dataset.{key}={value!r} must be an integer >= {least}")
+            raise DataError(key, f"{key}={value!r} must be an integer >= {least}")
     return stratified_limit(*_synthetic(n_samples, n_features, n_classes, float(class_sep), seed), limit, seed)
 
 
@@ -237,9 +244,9 @@ def from_file(
     """A user's .npz (arrays X and y) or .csv (one column of integer labels named `label_column`, the rest features)."""
     p = Path(path).expanduser().absolute()
     if not p.is_file():
-        raise ValueError(f"dataset.path={path}: no such file")
+        raise DataError("path", f"path={path}: no such file")
     if p.suffix not in (".npz", ".csv"):
-        raise ValueError(f"dataset.path={path}: use a .npz file (arrays X and y) or a .csv file")
+        raise DataError("path", f"path={path}: use a .npz file (arrays X and y) or a .csv file")
     return stratified_limit(*_from_file(str(p), p.stat().st_mtime_ns, label_column, scaling), limit, seed)
 
 
@@ -252,23 +259,23 @@ def _from_file(path: str, mtime_ns: int, label_column: str, scaling: str) -> tup
 
         table = pd.read_csv(path)
         if label_column not in table:
-            raise ValueError(f"dataset.label_column={label_column!r} is not a column of {path}; its columns are {', '.join(map(str, table.columns[:10]))}")
+            raise DataError("label_column", f"label_column={label_column!r} is not a column of {path}; its columns are {', '.join(map(str, table.columns[:10]))}")
         y, X = table[label_column].to_numpy(), table.drop(columns=[label_column]).to_numpy()
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or y.ndim != 1:
-        raise ValueError(f"dataset.path={path}: X must be 2-d (samples, features) and y 1-d; got {X.shape} and {y.shape}")
+        raise DataError("path", f"path={path}: X must be 2-d (samples, features) and y 1-d; got {X.shape} and {y.shape}")
     if len(X) == 0 or len(y) == 0:
-        raise ValueError(f"dataset.path={path}: holds no samples (no rows)")
+        raise DataError("path", f"path={path}: holds no samples (no rows)")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
-        raise ValueError(f"dataset.path={path}: features must be real numbers; got {X.dtype}")
+        raise DataError("path", f"path={path}: features must be real numbers; got {X.dtype}")
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating) or not np.array_equal(y, np.round(y)):
-        raise ValueError(f"dataset.path={path}: labels must be integers 0..n_classes-1")
+        raise DataError("path", f"path={path}: labels must be integers 0..n_classes-1")
     for label in (y.min(), y.max()):  # int64 would wrap these around (1e20 -> -9223372036854775808); name them as they are
         if not -2**63 <= int(label) < 2**63:
-            raise ValueError(f"dataset.path={path}: label {int(label)} is outside 0..n_classes-1 (labels must be integers 0..n_classes-1)")
+            raise DataError("path", f"path={path}: label {int(label)} is outside 0..n_classes-1 (labels must be integers 0..n_classes-1)")
     if len(X) != len(y):
-        raise ValueError(f"dataset.path={path}: X has {len(X)} rows but y has {len(y)} labels")
+        raise DataError("path", f"path={path}: X has {len(X)} rows but y has {len(y)} labels")
     return _frozen(scale_pixels(X, scaling), y.astype(np.int64))
 
 
@@ -277,16 +284,16 @@ def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         arrays = np.load(path, allow_pickle=False)  # no pickles: loading data never runs code
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"dataset.path={path}: not a readable .npz archive ({e})") from None
+        raise DataError("path", f"path={path}: not a readable .npz archive ({e})") from None
     if not isinstance(arrays, np.lib.npyio.NpzFile):  # np.load reads a lone .npy array whatever the file is named
-        raise ValueError(f"dataset.path={path}: holds a single .npy array, not an .npz archive; save X and y with np.savez(path, X=X, y=y)")
+        raise DataError("path", f"path={path}: holds a single .npy array, not an .npz archive; save X and y with np.savez(path, X=X, y=y)")
     with arrays:
         if not {"X", "y"} <= set(arrays.files):
-            raise ValueError(f"dataset.path={path}: has arrays {', '.join(arrays.files) or 'none'}; expected X and y")
+            raise DataError("path", f"path={path}: has arrays {', '.join(arrays.files) or 'none'}; expected X and y")
         try:
             return arrays["X"], arrays["y"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"dataset.path={path}: its arrays cannot be read ({e})") from None
+            raise DataError("path", f"path={path}: its arrays cannot be read ({e})") from None
 
 
 _fingerprints: dict[tuple[int, int], str] = {}  # by id() of a cached, read-only (X, y); an entry goes when X does
@@ -312,40 +319,12 @@ def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
     return digest
 
 
-def check_data(X: np.ndarray, y: np.ndarray, *, input_dim: int, num_classes: int, folds: int, limit: int | None = None) -> None:
-    """Raise ValueError unless (X, y) fit the network and can be split into `folds` stratified folds.
-
-    `limit` is the dataset.limit that drew (X, y) from a larger set, if any: a class left with too few
-    samples is then that key's doing, and the message names it.
-    """
-    if len(X) != len(y):
-        raise ValueError(f"dataset: X has {len(X)} rows but y has {len(y)} labels")
-    if X.shape[1] != input_dim:
-        raise ValueError(f"dataset: the samples have {X.shape[1]} features but module.input_dim={input_dim}; set module.input_dim={X.shape[1]}")
-    check_finite(X)
-    check_labels(y, num_classes)
-    counts = np.bincount(y, minlength=num_classes)
-    if (counts < folds).any():
-        cls = int(np.argmin(counts))
-        if limit is not None:
-            raise ValueError(f"dataset.limit={limit}: leaves class {cls} {int(counts[cls])} samples, fewer than cv.folds={folds}; "
-                             "every class needs at least one per fold, so raise dataset.limit or lower cv.folds")
-        raise ValueError(f"dataset: class {cls} has {int(counts[cls])} samples, fewer than cv.folds={folds}; every class needs at least one per fold")
-
-
 def check_finite(X: np.ndarray) -> None:
     """Raise ValueError, naming the first bad sample, if any feature is NaN or infinite."""
     bad = ~np.isfinite(X)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"dataset: {int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
-
-
-def check_labels(y: np.ndarray, num_classes: int) -> None:
-    """Raise ValueError unless every label is in 0..num_classes-1."""
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        wrong = int(y.min() if y.min() < 0 else y.max())
-        raise ValueError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
+        raise ValueError(f"{int(bad.sum())} features are NaN or infinite (the first in sample {row}); clean or impute them first")
 
 
 def load(settings: dict) -> tuple[np.ndarray, np.ndarray]:

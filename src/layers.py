@@ -115,7 +115,7 @@ class Linear(nn.Module):
                  generator: torch.Generator | None = None):
         super().__init__()
         if init not in INITS:
-            raise ValueError(f"module.init={init!r} is not known; choose one of {', '.join(INITS)}")
+            raise ValueError(f"init={init!r} is not known; choose one of {', '.join(INITS)}")
         self.in_dim, self.out_dim, self.init = in_dim, out_dim, init
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
         self.bias = nn.Parameter(torch.empty(out_dim)) if bias else None

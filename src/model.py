@@ -58,10 +58,6 @@ class NeuralNet(nn.Module):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
-        if isinstance(num_units, bool) or not isinstance(num_units, int) or num_units < 2:
-            raise ValueError(f"module.num_units={num_units!r} must be an integer >= 2 (the second layer has num_units//2 units)")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"module.activation={activation!r} is not known; choose one of {', '.join(ACTIVATIONS)}")
         # The layers draw their initial weights in this order, weight then bias, from `generator`
         # (src.fused draws a fused model's in the same order, to train the same fit).
         sizes = layer_sizes(num_units, input_dim, num_classes)

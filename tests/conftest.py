@@ -46,6 +46,7 @@ def run_here(*args: str, module: str = "src.sweep", env: dict | None = None) -> 
 
     for cached in (data.parts, config._checked, config._available):
         cached.cache_clear()
+    config._passed.clear()
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_env, threads = sys.argv, dict(os.environ), torch.get_num_threads()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, run_cli, run_here
+from src import config
 from src.config import ConfigError, preflight
 from src.job import NOT_PARAMS, prepare, swept_params
 
@@ -98,6 +100,8 @@ def test_cfg_job_and_help():
 INVALID = [
     (["module.num_units=1"], "module.num_units=1: Input should be greater than or equal to 2"),
     (["module.num_units=2.5"], "module.num_units=2.5: Input should be a valid integer"),
+    (["module.num_units=true"], "module.num_units=True: Input should be a valid integer"),
+    (["module.init=xavier"], "module.init='xavier': Input should be 'default' or 'randn'"),
     (["module.num_units=abc"], "module.num_units='abc': Input should be a valid integer"),
     (["cv.folds=1"], "cv.folds=1: Input should be greater than or equal to 2"),
     (["train.verbose=loud"], "train.verbose='loud': Input should be 'quiet', 'fold', 'epoch' or 'bar'"),  # the schema's check, and the only one
@@ -293,3 +297,17 @@ def test_a_relative_data_path_with_hydra_job_chdir_is_refused(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="^dataset.path=d.npz: is relative, and hydra.job.chdir=true"):
         preflight([*args, "hydra.job.chdir=true"])
     preflight(args)
+
+
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        (np.zeros((3, 2)), np.array([0, 1, 2]), "^dataset: label 2 is outside 0..1 .module.num_classes=2"),
+        (np.zeros((3, 2)), np.array([0, -1, 1]), "label -1 is outside"),
+        (np.zeros((5, 2)), np.array([0, 0, 0, 1, 1]), "^dataset: class 1 has 2 samples, fewer than cv.folds=3"),
+        (np.zeros((3, 4)), np.array([0, 0, 0]), "4 features but module.input_dim=2; set module.input_dim=4"),
+    ],
+)
+def test_check_data_names_the_keys(X, y, message):
+    with pytest.raises(ConfigError, match=message):
+        config.check_data(X, y, input_dim=2, num_classes=2 if "label" in message or "class" in message else 1, folds=3)

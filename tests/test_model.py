@@ -24,17 +24,6 @@ def test_options():
     assert net(torch.randn(4, 20)).shape == (4, 3)
 
 
-@pytest.mark.parametrize("bad", [1, 0, -4, 2.5, True])
-def test_num_units_below_two_is_rejected(bad):
-    with pytest.raises(ValueError, match="module.num_units"):
-        NeuralNet(bad)
-
-
-def test_unknown_activation():
-    with pytest.raises(ValueError, match="module.activation='swish'.*relu"):
-        NeuralNet(8, activation="swish")
-
-
 @pytest.mark.parametrize("num_units", [2, 64])
 def test_layer_sizes_and_linear_keys_describe_the_module(num_units):
     """The fused engine builds its models from layer_sizes and names their weights by linear_keys: both say what NeuralNet has."""

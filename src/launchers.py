@@ -10,11 +10,14 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-# Launchers, by class name, that run every job in the launching process, one after another.
-SEQUENTIAL = ("BasicLauncher", "FusedLauncher")
+# Launchers, by class name, that run jobs one after another in a process: every job in the launching process, or
+# (the fused cluster launchers) each fused group's jobs in its own cluster task, with all of that task's CPUs and GPUs.
+SEQUENTIAL = ("BasicLauncher", "FusedLauncher", "FusedSlurmLauncher", "FusedLocalLauncher")
 FUSED = "hydra_plugins.fused_launcher.fused_launcher.FusedLauncher"  # hydra/launcher=fused, the default
+FUSED_CLUSTER = tuple(f"hydra_plugins.fused_cluster_launcher.fused_cluster_launcher.{kind}" for kind in ("FusedSlurmLauncher", "FusedLocalLauncher"))
 # hydra/launcher choices this project documents, and the pip extra that installs each plugin.
-EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "cluster", "slurm": "cluster", "ray": "ray"}
+EXTRAS = {"joblib": "cluster", "submitit_local": "cluster", "submitit_slurm": "cluster", "slurm": "cluster", "fused_slurm": "cluster",
+          "fused_submitit_local": "cluster", "ray": "ray"}
 
 
 def name(launcher: Mapping) -> str:
@@ -23,8 +26,9 @@ def name(launcher: Mapping) -> str:
 
 
 def aggregates(launcher: Mapping) -> bool:
-    """True for the fused launcher: it, not each job, rebuilds a multirun's aggregate (after each group of jobs)."""
-    return launcher.get("_target_") == FUSED
+    """True for the fused launchers: they, not each job, rebuild a multirun's aggregate (after each group of jobs, and
+    the cluster ones once more when every task has ended)."""
+    return launcher.get("_target_") in (FUSED, *FUSED_CLUSTER)
 
 
 def is_parallel(launcher: Mapping) -> bool:

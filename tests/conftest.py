@@ -2,6 +2,7 @@ import contextlib
 import io
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,3 +172,36 @@ def fake_job(job_dir: Path, config: dict, drop: tuple[str, ...] = (), status: st
     store.write_json(job_dir / "cv_results.json", {k: v for k, v in rows.items() if k not in drop})
     store.write_json(job_dir / store.JOB, {"status": status, "error": None, "overrides": [f"module.num_units={units}"], "config": config})
     return job_dir
+
+
+def no_cluster() -> str | None:
+    """Why the SLURM tests cannot run here, or None when sinfo answers."""
+    if shutil.which("sinfo") is None:
+        return 'no SLURM here (sinfo is absent); start a local one with: eval "$(.ci/slurm-up)"'
+    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        why = (proc.stderr.strip().splitlines() or ["no nodes"])[-1]
+        return f'sinfo found no SLURM cluster ({why}); start one with: eval "$(.ci/slurm-up)"'
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A SLURM cluster to submit to: skipped without one, a failure under CI=true (.ci/run starts one)."""
+    reason = no_cluster()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+
+
+def wait_until(found, timeout_s: float = 120, poll_s: float = 0.2):
+    """found()'s first truthy value, asked every poll_s seconds."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if value := found():
+            return value
+        time.sleep(poll_s)
+    raise TimeoutError(f"nothing found in {timeout_s} s")

@@ -4,7 +4,6 @@ and hydra/launcher=slurm ends a sweep that lost a task with one line per lost jo
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -13,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT, run_cli, same_aggregate
+from conftest import ROOT, run_cli, same_aggregate, wait_until
 from src import launchers, store
 
 # The main command, small: 4 jobs of 600 digits and 2 epochs each.
@@ -21,27 +20,6 @@ MAIN = ["module.num_units=32,64,128,256", "dataset.limit=600", "train.max_epochs
 # One CPU per job, two jobs at a time (the 2-CPU node of .ci/slurm-up allows no more; a bigger one the array limit).
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.array_parallelism=2",
          "hydra.launcher.timeout_min=10"]
-
-
-def no_cluster() -> str | None:
-    """Why the SLURM tests cannot run here, or None when sinfo answers."""
-    if shutil.which("sinfo") is None:
-        return 'no SLURM here (sinfo is absent); start a local one with: eval "$(.ci/slurm-up)"'
-    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        why = (proc.stderr.strip().splitlines() or ["no nodes"])[-1]
-        return f'sinfo found no SLURM cluster ({why}); start one with: eval "$(.ci/slurm-up)"'
-    return None
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A SLURM cluster to submit to: skipped without one, a failure under CI=true (.ci/run starts one)."""
-    reason = no_cluster()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +78,6 @@ def test_a_cancelled_task_costs_one_line_and_exit_1_and_the_rerun_completes_the_
     assert len(store.read_cv_results(tmp_path)) == 4
     logs = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_log.out"))
     assert logs.count("not trained again") == 3
-
-
-def wait_until(found, timeout_s: float = 120, poll_s: float = 0.2):
-    """found()'s first truthy value, asked every poll_s seconds."""
-    import time
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if value := found():
-            return value
-        time.sleep(poll_s)
-    raise TimeoutError(f"nothing found in {timeout_s} s")
 
 
 def fake_job(tmp_path: Path, job_id: str) -> SimpleNamespace:

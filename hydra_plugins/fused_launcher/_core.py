@@ -33,6 +33,17 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info(f"Launching {len(job_overrides)} jobs locally")
+    jobs = compose(launcher, job_overrides, initial_job_idx)
+    project = ours(launcher.config)
+    returns: dict[int, JobReturn] = {}
+    rebuild = Rebuild(sweep_dir) if project else None
+    for fuse, members in plan(jobs) if project else [(False, [i]) for i in range(len(jobs))]:
+        returns |= run_group(launcher, jobs, members, fuse, rebuild)
+    return [returns[i] for i in range(len(jobs))]
+
+
+def compose(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[DictConfig]:
+    """Each job's config, as Hydra's basic launcher composes it (numbered from initial_job_idx), with a log line each."""
     jobs = []
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
@@ -42,38 +53,53 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             cfg.hydra.job.id = idx
             cfg.hydra.job.num = idx
         jobs.append(cfg)
-    returns: dict[int, JobReturn] = {}
-    project = ours(launcher.config)
-    swept = job.swept_keys(OmegaConf.to_container(launcher.config)) if project else set()
-    rebuilt, rebuilt_from = time.perf_counter(), None  # when, and from which finished jobs, the aggregate was last rebuilt
+    return jobs
 
-    def rebuild() -> None:
-        """Rebuild the aggregate and report, unless no job finished since the last rebuild (a group of reused jobs)."""
-        nonlocal rebuilt, rebuilt_from
-        if project and refresh.finished_jobs(sweep_dir) != rebuilt_from:
+
+class Rebuild:
+    """Rebuilds a sweep's aggregate and report (src.refresh): after each group (`now`), and within a long group
+    at most every REBUILD_EVERY_S (`due`), but not when no job finished since the last rebuild (reused jobs)."""
+
+    def __init__(self, sweep_dir: Path):
+        self.sweep_dir, self.last, self.seen = sweep_dir, time.perf_counter(), None
+
+    def due(self) -> None:
+        if time.perf_counter() - self.last > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
+            self.now()
+
+    def now(self) -> None:
+        if refresh.finished_jobs(self.sweep_dir) != self.seen:
             with store.disk_errors():
-                refresh.refresh(sweep_dir)
-            rebuilt_from = refresh.finished_jobs(sweep_dir)
-        rebuilt = time.perf_counter()
+                refresh.refresh(self.sweep_dir)
+            self.seen = refresh.finished_jobs(self.sweep_dir)
+        self.last = time.perf_counter()
+
+
+def run_group(launcher, jobs: Sequence[DictConfig], members: list[int], fuse: bool, rebuild: Rebuild | None) -> dict[int, JobReturn]:
+    """Run a group of jobs (indices into `jobs`) through Hydra's job runner: a fused group's fits are trained first,
+    and each job gets its own fits as soon as they are trained; then the aggregate is rebuilt (`rebuild`, None: not
+    this project's app). Returns each member's JobReturn."""
+    returns: dict[int, JobReturn] = {}
+    swept = job.swept_keys(OmegaConf.to_container(launcher.config)) if rebuild else set()
 
     def run(i: int, trained: dict | BaseException | None = None, waiting: int = 0) -> None:
-        """Run job i through Hydra's job runner; a fused job gets its group's fits for it (`trained`), and
-        how many other jobs' fits are trained and not recorded yet (`waiting`, for its progress line)."""
+        """Run job i; a fused job gets its group's fits for it (`trained`), and how many other jobs' fits are
+        trained and not recorded yet (`waiting`, for its progress line)."""
         task = launcher.task_function if trained is None else functools.partial(launcher.task_function, trained=trained, waiting=waiting)
         returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=task, config=jobs[i],
                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-        if time.perf_counter() - rebuilt > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
-            rebuild()
+        if rebuild:
+            rebuild.due()
 
-    for fuse, members in plan(jobs) if project else [(False, [i]) for i in range(len(jobs))]:
-        for i, trained, waiting in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
-            run(i, trained, waiting)
-        for i in members:
-            if i not in returns:  # not fused, or its preparation failed: the job reports it
-                run(i)
-        rebuild()
-    return [returns[i] for i in range(len(jobs))]
+    for i, trained, waiting in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
+        run(i, trained, waiting)
+    for i in members:
+        if i not in returns:  # not fused, or its preparation failed: the job reports it
+            run(i)
+    if rebuild:
+        rebuild.now()
+    return returns
 
 
 def ours(cfg: DictConfig) -> bool:
@@ -96,7 +122,7 @@ def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:
     return list(groups.values())
 
 
-def train(jobs: list[DictConfig], members: list[int], swept: set[str]) -> Iterator[tuple[int, dict | BaseException, int]]:
+def train(jobs: Sequence[DictConfig], members: list[int], swept: set[str]) -> Iterator[tuple[int, dict | BaseException, int]]:
     """Train a group's fits as one program, stack by stack; yields (job index, its fits, how many other jobs' fits
     are trained and waiting) as soon as a job's fits are trained, so that the job records them and they are freed
     before the next stack. An error that stops the training is yielded in place of the fits of every job not

@@ -46,6 +46,15 @@ def test_the_main_command_through_slurm_gives_the_default_launchers_aggregate(sl
 
 
 @pytest.mark.slow
+def test_the_cluster_keeps_accounting_and_the_launcher_does_not_need_it(slurm_sweep):
+    """.ci/slurm-up starts slurmdbd: sacct knows the sweep's tasks (SLURM_UP_ACCOUNTING=0 starts a cluster without, where
+    hydra/launcher=slurm works the same: it asks squeue and scontrol, never sacct)."""
+    array = {path.name.split("_")[0] for path in slurm_sweep.glob(".submitit/[0-9]*_[0-9]*")}.pop()
+    states = subprocess.run(["sacct", "-n", "-X", "-j", array, "-o", "State"], capture_output=True, text=True, check=True).stdout.split()
+    assert states == ["COMPLETED"] * 4
+
+
+@pytest.mark.slow
 def test_four_jobs_run_two_at_a_time_each_on_one_thread(slurm_sweep):
     runs = {path.name.split("_")[0] for path in slurm_sweep.glob(".submitit/[0-9]*_[0-9]*")}
     assert len(runs) == 1  # one job array, a task per job

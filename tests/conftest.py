@@ -205,3 +205,15 @@ def wait_until(found, timeout_s: float = 120, poll_s: float = 0.2):
             return value
         time.sleep(poll_s)
     raise TimeoutError(f"nothing found in {timeout_s} s")
+
+
+def cancel_a_running_task(command: list[str]) -> tuple[int, str, str]:
+    """Start `python -m src.sweep *command` (a sweep through a SLURM launcher), scancel the first of its tasks to run,
+    and wait for the command: (its exit status, its stderr, the task cancelled)."""
+    proc = subprocess.Popen([sys.executable, "-m", "src.sweep", *command], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    running = wait_until(lambda: subprocess.run(["squeue", "--me", "--array", "-h", "-t", "RUNNING", "-o", "%i"],
+                                                capture_output=True, text=True).stdout.split())
+    subprocess.run(["scancel", running[0]], check=True)
+    _, stderr = proc.communicate(timeout=600)
+    return proc.returncode, stderr, running[0]

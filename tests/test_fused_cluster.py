@@ -1,15 +1,11 @@
 """The fused cluster launchers (hydra_plugins/fused_cluster_launcher): a fused group is one cluster task, through
 submitit's local executor here and (slow, with `eval "$(.ci/slurm-up)"`) through a real SLURM, and the sweep's
 results equal the fused launcher's; a cancelled group task loses its jobs with one line each."""
-import os
-import subprocess
-import sys
-
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 
-from conftest import ROOT, TINY, run_cli, run_here, same_aggregate, wait_until
+from conftest import TINY, cancel_a_running_task, run_cli, run_here, same_aggregate
 from hydra_plugins.fused_cluster_launcher.fused_cluster_launcher import FusedLocalLauncher, FusedSlurmLauncher
 from src import launchers, store
 from test_slurm import MAIN
@@ -54,15 +50,10 @@ def test_a_cancelled_group_task_loses_its_jobs_with_a_line_each_and_the_rerun_co
     # two groups (the optimizers differ): each its own task, one CPU each, both at once on the 2-CPU node
     command = [*MAIN, "optimizer=sgd,adam", "cv.refit=false", "hydra/launcher=fused_slurm", "hydra.launcher.cpus_per_task=1",
                "hydra.launcher.lost_after_s=5", f"hydra.sweep.dir={tmp_path}", "-m"]
-    proc = subprocess.Popen([sys.executable, "-m", "src.sweep", *command], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-    running = wait_until(lambda: subprocess.run(["squeue", "--me", "--array", "-h", "-t", "RUNNING", "-o", "%i"],
-                                                capture_output=True, text=True).stdout.split())
-    subprocess.run(["scancel", running[0]], check=True)
-    _, stderr = proc.communicate(timeout=600)
+    returncode, stderr, cancelled = cancel_a_running_task(command)
     lost = [line for line in stderr.splitlines() if line.startswith("lost: ")]
-    assert proc.returncode == 1, stderr
-    assert len(lost) == 4 and all(f"SLURM task {running[0]} CANCELLED" in line for line in lost), stderr  # the group's 4 jobs
+    assert returncode == 1, stderr
+    assert len(lost) == 4 and all(f"SLURM task {cancelled} CANCELLED" in line for line in lost), stderr  # the group's 4 jobs
     assert len(store.read_cv_results(tmp_path)) == 4  # the other group's, kept and aggregated
     rerun = run_cli(*command)
     assert rerun.returncode == 0, rerun.stderr

@@ -55,7 +55,7 @@ def test_ray_runs_the_jobs_on_a_local_instance_and_gives_the_same_aggregate(tiny
     ("hydra/launcher=submitit_slurm hydra.launcher.partiton=gpu", "Could not override 'hydra.launcher.partiton'"),
     ("hydra/launcher=joblib hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0: give the number of jobs"),
     ("hydra/launcher=ray +hydra.launcher.ray.remote.num_cpus=100000", "hydra.launcher.ray.remote.num_cpus=100000: this machine has"),
-    ("hydra/launcher=rayy", "hydra/launcher=rayy is not known; choose one of basic, fused, joblib, ray"),
+    ("hydra/launcher=rayy", "hydra/launcher=rayy is not known; choose one of basic, fused, fused_slurm, fused_submitit_local, joblib, ray"),
 ])
 def test_bad_launcher_settings_are_one_line_before_anything_runs(tmp_path, override, message):
     proc = run_here(GRID, *TINY, *override.split(), f"hydra.sweep.dir={tmp_path / 's'}", "-m")

@@ -2,17 +2,15 @@
 command through submitit_slurm gives the default launcher's aggregate, each job's threads follow its SLURM grant,
 and hydra/launcher=slurm ends a sweep that lost a task with one line per lost job (src.launchers.wait_for_tasks)."""
 import json
-import os
 import re
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT, run_cli, same_aggregate, wait_until
+from conftest import cancel_a_running_task, run_cli, same_aggregate
 from src import launchers, store
 
 # The main command, small: 4 jobs of 600 digits and 2 epochs each.
@@ -70,15 +68,10 @@ def test_four_jobs_run_two_at_a_time_each_on_one_thread(slurm_sweep):
 def test_a_cancelled_task_costs_one_line_and_exit_1_and_the_rerun_completes_the_sweep(cluster, tmp_path):
     command = [*MAIN, "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.lost_after_s=5",
                f"hydra.sweep.dir={tmp_path}", "-m"]
-    proc = subprocess.Popen([sys.executable, "-m", "src.sweep", *command], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-    running = wait_until(lambda: subprocess.run(["squeue", "--me", "--array", "-h", "-t", "RUNNING", "-o", "%i"],
-                                                capture_output=True, text=True).stdout.split())
-    subprocess.run(["scancel", running[0]], check=True)
-    _, stderr = proc.communicate(timeout=600)
+    returncode, stderr, cancelled = cancel_a_running_task(command)
     lost = [line for line in stderr.splitlines() if line.startswith("lost: ")]
-    assert proc.returncode == 1, stderr
-    assert len(lost) == 1 and f"SLURM task {running[0]} CANCELLED" in lost[0], stderr
+    assert returncode == 1, stderr
+    assert len(lost) == 1 and f"SLURM task {cancelled} CANCELLED" in lost[0], stderr
     assert len(store.job_dirs(tmp_path)) == 3 and len(store.read_cv_results(tmp_path)) == 3  # the others kept, aggregated
     assert f"hydra.sweep.dir={tmp_path}" in stderr.splitlines()[-1]
 

@@ -55,8 +55,6 @@ def test_default_init_is_torchs_for_conv2d():
     assert randn.features[3].weight.std().item() == pytest.approx(1, rel=0.02)
 
 
-def test_too_many_blocks_and_an_unknown_activation_are_refused():
-    with pytest.raises(ValueError, match=r"module.channels=\[1, 1, 1, 1, 1\]: 5 blocks halve a 28x28 image to nothing; use at most 4"):
-        CNN([1, 1, 1, 1, 1])
-    with pytest.raises(ValueError, match="module.activation='swish' is not known"):
-        CNN(activation="swish")
+def test_four_blocks_halve_the_image_to_one_pixel():
+    """The schema allows at most 4 blocks (src.config): the fourth leaves the head 1x1 feature maps, whatever the kernel."""
+    assert [feature_side(28, k, 4) for k in (1, 3, 5, 7)] == [1, 1, 1, 1] and feature_side(28, 3, 5) == 0

@@ -150,7 +150,7 @@ MODULES = [
     (["module=cnn", "module.channels=[8,0]"], "module.channels.1=0: Input should be greater than or equal to 1"),
     (["module=cnn", "module.channels=[]"], "module.channels=[]: List should have at least 1 item"),
     (["module=cnn", "module.kernel_size=0"], "module.kernel_size=0: Input should be greater than or equal to 1"),
-    (["module=cnn", "module.channels=[1,1,1,1,1]"], "module.channels=[1, 1, 1, 1, 1]: 5 blocks halve a 28x28 image to nothing; use at most 4"),
+    (["module=cnn", "module.channels=[1,1,1,1,1]"], "module.channels=[1, 1, 1, 1, 1]: List should have at most 4 items after validation, not 5"),
     (["module=cnn", "+module.num_units=64"], "module.num_units=64: no such key here"),
     (["module=cnn", "dataset=synthetic", "dataset.n_samples=300", "dataset.n_features=20"],
      "module._target_=src.cnn.CNN: the CNN takes 28x28 images (784 features a sample), but dataset=synthetic has samples of 20 features"),

@@ -226,27 +226,30 @@ def _check_optimizer(optimizer: dict) -> None:
         cls = get_class(optimizer["_target_"])
     except Exception as e:  # Hydra wraps an ImportError or AttributeError in its own
         raise ConfigError(f"optimizer._target_={optimizer['_target_']}: cannot be imported ({e})") from None
+    _build("optimizer", optimizer["_target_"], cls, kwargs, lambda **kw: cls([torch.nn.Parameter(torch.zeros(1))], **kw),
+           (ValueError, TypeError, RuntimeError))
+
+
+def _build(group: str, target: str, cls: type, kwargs: dict, build, errors: tuple = (Exception,), hint: str = ""):
+    """build(**kwargs) of the `group` node's class `cls`, as skorch will build it; a keyword the class does not take
+    (`hint` added), or a value it refuses (the culprit: the key whose removal makes it build), is named as group.<key>."""
     params = inspect.signature(cls).parameters
-    takes = [name for name, p in params.items() if name != "params" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = [k for k, p in params.items() if k not in ("params", "generator") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         for key in kwargs:
             if key not in takes:
-                raise ConfigError(f"optimizer.{key}={kwargs[key]!r}: {optimizer['_target_']} takes no such keyword; "
-                                  f"it takes {', '.join(takes)}")
-
-    def build(**kw) -> None:
-        cls([torch.nn.Parameter(torch.zeros(1))], **kw)
-
+                raise ConfigError(f"{group}.{key}={kwargs[key]!r}: {target} takes no such keyword; it takes {', '.join(takes) or 'none'}{hint}")
     try:
-        build(**kwargs)
-    except (ValueError, TypeError, RuntimeError) as e:
-        for key in kwargs:  # the culprit: the key whose default (its removal) makes the optimizer build
+        return build(**kwargs)
+    except errors as e:
+        message = " ".join(str(e).split())
+        for key in kwargs:
             try:
                 build(**{k: v for k, v in kwargs.items() if k != key})
-            except (ValueError, TypeError, RuntimeError):
+            except errors:
                 continue
-            raise ConfigError(f"optimizer.{key}={kwargs[key]!r}: {e}") from None
-        raise ConfigError(f"optimizer ({optimizer['_target_']} with {kwargs}): {e}") from None
+            raise ConfigError(f"{group}.{key}={kwargs[key]!r}: {message}") from None
+        raise ConfigError(f"{group} ({target} with {kwargs}): {message}") from None
 
 
 def _check_module(settings: dict) -> None:
@@ -257,7 +260,6 @@ def _check_module(settings: dict) -> None:
     target = module.get("_target_")
     if target is None:  # the MLP: ModuleSchema has checked every key NeuralNet takes
         return
-    kwargs = {k: v for k, v in module.items() if k != "_target_"}
     where, _, name = target.rpartition(".")
     try:  # as hydra.utils.get_class finds it (src.estimator), without the lines Hydra logs when it fails
         cls = getattr(importlib.import_module(where), name) if where else None
@@ -266,45 +268,26 @@ def _check_module(settings: dict) -> None:
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise ConfigError(f"module._target_={target}: is not a torch.nn.Module class; give the module.path.ClassName of one")
     X, y = data.load(settings)
+    of_data = f"{_data_name(settings['dataset'])}'s {X.shape[1]} features"
     if issubclass(cls, CNN) and X.shape[1] != math.prod(IMAGE):
         raise ConfigError(f"module._target_={target}: the CNN takes {IMAGE[1]}x{IMAGE[2]} images ({math.prod(IMAGE)} features a sample), "
                           f"but {_data_name(settings['dataset'])} has samples of {X.shape[1]} features; use an image data set "
                           "(dataset=mnist_sample, mnist, fashion_mnist, kmnist), or module=mlp")
-    params = inspect.signature(cls).parameters
-    takes = [k for k, p in params.items() if k != "generator" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        for key in kwargs:
-            if key not in takes:
-                hint = "; start from module=custom, which has no keys of its own" if "num_units" in module else ""
-                raise ConfigError(f"module.{key}={kwargs[key]!r}: {target} takes no such keyword; it takes "
-                                  f"{', '.join(takes) or 'none'}{hint}")
-
-    def build(**kw) -> torch.nn.Module:
-        return cls(**kw, **({"generator": fit_generator(settings["seed"])} if takes_generator(cls) else {}))
-
-    try:
-        net = build(**kwargs)
-    except Exception as e:
-        message = " ".join(str(e).split())
-        for key in kwargs:  # the culprit: the key whose default (its removal) makes the module build
-            try:
-                build(**{k: v for k, v in kwargs.items() if k != key})
-            except Exception:
-                continue
-            raise ConfigError(f"module.{key}={kwargs[key]!r}: {message}") from None
-        raise ConfigError(f"module._target_={target} with {kwargs}: {type(e).__name__}: {message}") from None
-    batch = torch.tensor(X[:2])  # (2, n_features), as the estimator hands it a batch
+    kwargs = {k: v for k, v in module.items() if k != "_target_"}
+    seeded = {"generator": fit_generator(settings["seed"])} if takes_generator(cls) else {}
+    hint = "; start from module=custom, which has no keys of its own" if "num_units" in module else ""  # the MLP's keys
+    net = _build("module", target, cls, kwargs, lambda **kw: cls(**kw, **seeded), hint=hint)
     n_classes = kwargs.get("num_classes", int(y.max()) + 1)
     try:
         with torch.no_grad():
-            out = net.eval()(batch)
+            out = net.eval()(torch.tensor(X[:2]))  # (2, n_features), as the estimator hands it a batch
     except Exception as e:
-        raise ConfigError(f"module._target_={target}: fails on a batch of 2 samples of {_data_name(settings['dataset'])} "
-                          f"({X.shape[1]} features): {type(e).__name__}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"module._target_={target}: fails on a batch of 2 samples of {of_data}: "
+                          f"{type(e).__name__}: {' '.join(str(e).split())}") from None
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, n_classes):
-        raise ConfigError(f"module._target_={target}: returns {shape} for a batch of 2 samples of {_data_name(settings['dataset'])} "
-                          f"({X.shape[1]} features); a module must return logits of shape (batch, {n_classes}), one per class")
+        raise ConfigError(f"module._target_={target}: returns {shape} for a batch of 2 samples of {of_data}; "
+                          f"a module must return logits of shape (batch, {n_classes}), one per class")
 
 
 def _data_name(dataset: dict) -> str:

@@ -161,10 +161,10 @@ MODULES = [
     ([*OWN_LINEAR, "module=custom", "+module.foo=3"], "module.foo=3: torch.nn.Linear takes no such keyword; it takes in_features, out_features, bias"),
     ([*OWN_LINEAR, "module=custom", "+module.device=nowhere"], "module.device='nowhere': Expected one of"),
     (["module=custom", "module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=5"],
-     "module._target_=torch.nn.Linear: returns (2, 5) for a batch of 2 samples of dataset=mnist_sample (784 features); a module must "
+     "module._target_=torch.nn.Linear: returns (2, 5) for a batch of 2 samples of dataset=mnist_sample's 784 features; a module must "
      "return logits of shape (batch, 10), one per class"),
     (["module=custom", "module._target_=torch.nn.Linear", "+module.in_features=28", "+module.out_features=10"],
-     "module._target_=torch.nn.Linear: fails on a batch of 2 samples of dataset=mnist_sample (784 features): RuntimeError: mat1 and mat2"),
+     "module._target_=torch.nn.Linear: fails on a batch of 2 samples of dataset=mnist_sample's 784 features: RuntimeError: mat1 and mat2"),
     (["+module._target_=torch.nn.Flatten"], "module.num_units=128: torch.nn.Flatten takes no such keyword; it takes start_dim, end_dim; start from "
      "module=custom, which has no keys of its own"),
     (["module=mlp,cnn", "module.channels=[4,8]", "-m"], "Could not override 'module.channels'"),  # Hydra's own line: the MLP has no such key

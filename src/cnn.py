@@ -3,6 +3,8 @@
 module=cnn (conf/module/cnn.yaml) builds it. Its samples arrive flat, (B, 784), as the MLP's do, and are
 seen as one-channel 28x28 images.
 """
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -27,7 +29,7 @@ class CNN(nn.Module):
 
     def __init__(
         self,
-        channels: list[int] = (8, 16),
+        channels: Sequence[int] = (8, 16),
         kernel_size: int = 3,
         num_classes: int = 10,
         activation: str = "relu",
@@ -39,7 +41,8 @@ class CNN(nn.Module):
         # same draws as nn.Conv2d's own init (U(+-1/sqrt(fan_in))) for init=default, N(0, 1) for init=randn.
         blocks, c_in = [], IMAGE[0]
         for c_out in channels:
-            conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2)
+            # made on the meta device, so that nn.Conv2d draws nothing from torch's global generator
+            conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, device="meta").to_empty(device="cpu")
             with torch.no_grad():
                 for p in (conv.weight, conv.bias):
                     draw_init(p, c_in * kernel_size * kernel_size, init, generator)

@@ -37,7 +37,9 @@ def test_init_is_drawn_from_the_fits_generator():
     """The same (seed, fold) gives the same network; another fold another; torch's global generator is not read."""
     a = CNN(generator=fit_generator(0, 1))
     torch.manual_seed(123)
+    state = torch.random.get_rng_state()
     b = CNN(generator=fit_generator(0, 1))
+    assert torch.equal(torch.random.get_rng_state(), state)
     c = CNN(generator=fit_generator(0, 2))
     for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb) and not torch.equal(pa, pc), name

@@ -12,6 +12,7 @@ each job's configuration, which src.resume uses to match a rerun's jobs to the f
 """
 import copy
 import functools
+import importlib
 import inspect
 import itertools
 import json
@@ -22,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -32,17 +33,20 @@ from hydra.errors import HydraException, InstantiationException, MissingConfigEx
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from sklearn.metrics import get_scorer_names
 
 from src import data, fused, launchers, loggers
+from src.cnn import CNN, IMAGE
 from src.data import SCALINGS, DataError
 from src.devices import cores, resolve_device
 from src.engine import fit_bytes
+from src.estimator import takes_generator
 from src.identity import NOT_IDENTITY, job_key, without
 from src.layers import INITS
 from src.loggers import LOGGERS
 from src.model import ACTIVATIONS
+from src.seeding import fit_generator
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -64,6 +68,23 @@ class ModuleSchema(_Group):
     num_classes: int = Field(ge=2)
     activation: Literal[tuple(ACTIVATIONS)]
     init: Literal[INITS]
+
+
+class CNNSchema(_Group):  # module=cnn (src.cnn.CNN)
+    target: Literal["src.cnn.CNN"] = Field(alias="_target_")
+    channels: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)  # a block each; 4 halve 28x28 to 1x1
+    kernel_size: int = Field(ge=1)
+    num_classes: int = Field(ge=2)
+    activation: Literal[tuple(ACTIVATIONS)]
+    init: Literal[INITS]
+
+
+class OwnModuleSchema(_Group):  # module=custom: any keyword of the module's class, checked by building it (_check_module)
+    model_config = ConfigDict(extra="allow", strict=True)
+    target: str = Field(alias="_target_")
+
+
+MODULE_SCHEMAS = {"src.cnn.CNN": CNNSchema}  # by module._target_; the MLP has none (ModuleSchema), any other class OwnModuleSchema
 
 
 class OptimizerSchema(_Group):
@@ -146,17 +167,29 @@ class ConfigSchema(_Group):
 _passed: set[str] = set()  # every job's settings check() passed in this process (as JSON)
 
 
+@functools.cache
+def config_schema(module_schema: type[BaseModel]) -> type[ConfigSchema]:
+    """ConfigSchema with this schema for its module node."""
+    if module_schema is ModuleSchema:
+        return ConfigSchema
+    return create_model("ConfigSchema", __base__=ConfigSchema, module=(module_schema, ...))
+
+
 def check(settings: dict) -> None:
-    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device, the optimizer
-    and the data set against the network and folds it is for (loaded and checked once per process: _check_data).
+    """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device, the optimizer,
+    the data set against the network and folds it is for (loaded and checked once per process: _check_data), and a
+    module other than the MLP on a batch of that data (_check_module).
 
     Settings that passed are not checked again in this process: the jobs of a command the preflight checked trust
     it, and a job started elsewhere (a cluster task, --config-path best_config) checks itself once."""
     key = json.dumps(settings, sort_keys=True, default=str)
     if key in _passed:
         return
+    module = settings.get("module")
+    target = module.get("_target_") if isinstance(module, dict) else None
+    schema = config_schema(ModuleSchema if target is None else MODULE_SCHEMAS.get(target, OwnModuleSchema))
     try:
-        ConfigSchema.model_validate(settings)
+        schema.model_validate(settings)
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(part) for part in err["loc"])
@@ -167,6 +200,7 @@ def check(settings: dict) -> None:
     _check_device(settings["device"])
     _check_optimizer(settings["optimizer"])
     _check_data(settings)
+    _check_module(settings)
     _passed.add(key)
 
 
@@ -192,27 +226,75 @@ def _check_optimizer(optimizer: dict) -> None:
         cls = get_class(optimizer["_target_"])
     except Exception as e:  # Hydra wraps an ImportError or AttributeError in its own
         raise ConfigError(f"optimizer._target_={optimizer['_target_']}: cannot be imported ({e})") from None
+    _build("optimizer", optimizer["_target_"], cls, kwargs, lambda **kw: cls([torch.nn.Parameter(torch.zeros(1))], **kw),
+           (ValueError, TypeError, RuntimeError))
+
+
+def _build(group: str, target: str, cls: type, kwargs: dict, build, errors: tuple = (Exception,), hint: str = ""):
+    """build(**kwargs) of the `group` node's class `cls`, as skorch will build it; a keyword the class does not take
+    (`hint` added), or a value it refuses (the culprit: the key whose removal makes it build), is named as group.<key>."""
     params = inspect.signature(cls).parameters
-    takes = [name for name, p in params.items() if name != "params" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = [k for k, p in params.items() if k not in ("params", "generator") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         for key in kwargs:
             if key not in takes:
-                raise ConfigError(f"optimizer.{key}={kwargs[key]!r}: {optimizer['_target_']} takes no such keyword; "
-                                  f"it takes {', '.join(takes)}")
-
-    def build(**kw) -> None:
-        cls([torch.nn.Parameter(torch.zeros(1))], **kw)
-
+                raise ConfigError(f"{group}.{key}={kwargs[key]!r}: {target} takes no such keyword; it takes {', '.join(takes) or 'none'}{hint}")
     try:
-        build(**kwargs)
-    except (ValueError, TypeError, RuntimeError) as e:
-        for key in kwargs:  # the culprit: the key whose default (its removal) makes the optimizer build
+        return build(**kwargs)
+    except errors as e:
+        message = " ".join(str(e).split())
+        for key in kwargs:
             try:
                 build(**{k: v for k, v in kwargs.items() if k != key})
-            except (ValueError, TypeError, RuntimeError):
+            except errors:
                 continue
-            raise ConfigError(f"optimizer.{key}={kwargs[key]!r}: {e}") from None
-        raise ConfigError(f"optimizer ({optimizer['_target_']} with {kwargs}): {e}") from None
+            raise ConfigError(f"{group}.{key}={kwargs[key]!r}: {message}") from None
+        raise ConfigError(f"{group} ({target} with {kwargs}): {message}") from None
+
+
+def _check_module(settings: dict) -> None:
+    """Build a module other than the MLP (module._target_: module=cnn, or your own) with its keys, as skorch will, and
+    run it on two samples of the job's data: a class that cannot be imported, a keyword it refuses, or logits of the
+    wrong shape stop the command now, named, instead of failing every job."""
+    module = settings["module"]
+    target = module.get("_target_")
+    if target is None:  # the MLP: ModuleSchema has checked every key NeuralNet takes
+        return
+    where, _, name = target.rpartition(".")
+    try:  # as hydra.utils.get_class finds it (src.estimator), without the lines Hydra logs when it fails
+        cls = getattr(importlib.import_module(where), name) if where else None
+    except Exception as e:
+        raise ConfigError(f"module._target_={target}: cannot be imported ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ConfigError(f"module._target_={target}: is not a torch.nn.Module class; give the module.path.ClassName of one")
+    X, y = data.load(settings)
+    of_data = f"{_data_name(settings['dataset'])}'s {X.shape[1]} features"
+    if issubclass(cls, CNN) and X.shape[1] != math.prod(IMAGE):
+        raise ConfigError(f"module._target_={target}: the CNN takes {IMAGE[1]}x{IMAGE[2]} images ({math.prod(IMAGE)} features a sample), "
+                          f"but {_data_name(settings['dataset'])} has samples of {X.shape[1]} features; use an image data set "
+                          "(dataset=mnist_sample, mnist, fashion_mnist, kmnist), or module=mlp")
+    kwargs = {k: v for k, v in module.items() if k != "_target_"}
+    seeded = {"generator": fit_generator(settings["seed"])} if takes_generator(cls) else {}
+    hint = "; start from module=custom, which has no keys of its own" if "num_units" in module else ""  # the MLP's keys
+    net = _build("module", target, cls, kwargs, lambda **kw: cls(**kw, **seeded), hint=hint)
+    n_classes = kwargs.get("num_classes", int(y.max()) + 1)
+    try:
+        with torch.no_grad():
+            out = net.eval()(torch.tensor(X[:2]))  # (2, n_features), as the estimator hands it a batch
+    except Exception as e:
+        raise ConfigError(f"module._target_={target}: fails on a batch of 2 samples of {of_data}: "
+                          f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, n_classes):
+        raise ConfigError(f"module._target_={target}: returns {shape} for a batch of 2 samples of {of_data}; "
+                          f"a module must return logits of shape (batch, {n_classes}), one per class")
+
+
+def _data_name(dataset: dict) -> str:
+    """The data set as the command line names it: dataset=mnist, dataset.path=my.npz, dataset=synthetic."""
+    if "path" in dataset:
+        return f"dataset.path={dataset['path']}"
+    return f"dataset={dataset.get('name') or dataset['_target_'].rsplit('.', 1)[-1]}"
 
 
 def check_writable(folder: str, key: str) -> None:
@@ -469,10 +551,13 @@ def _check_launcher(launcher: dict) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _checked(dataset: str, seed: int, input_dim: int, num_classes: int, folds: int, valid_split: float | None = None) -> None:
+def _checked(dataset: str, seed: int, input_dim: int | None, num_classes: int | None, folds: int, valid_split: float | None = None) -> None:
     """check_data on the data set's cross-validation part, and its labels on the held-out part (_split checked the
-    features of both); remembered once it passes (an error is raised again each time)."""
+    features of both); remembered once it passes (an error is raised again each time). input_dim, num_classes None (a
+    module with no such keys): the data's (_check_module checks the module against them)."""
     X, y, _, y_test = data.parts(dataset, seed)
+    input_dim = X.shape[1] if input_dim is None else input_dim
+    num_classes = int(y.max()) + 1 if num_classes is None else num_classes
     if y_test is not None:
         check_labels(y_test, num_classes)
     check_data(X, y, input_dim=input_dim, num_classes=num_classes, folds=folds, limit=json.loads(dataset).get("limit"))
@@ -490,7 +575,7 @@ def _check_data(settings: dict) -> None:
     the folds and the validation split it is for (once per data set and those settings)."""
     m = settings["module"]
     try:
-        _checked(json.dumps(settings["dataset"], sort_keys=True), settings["seed"], m["input_dim"], m["num_classes"],
+        _checked(json.dumps(settings["dataset"], sort_keys=True), settings["seed"], m.get("input_dim"), m.get("num_classes"),
                  settings["cv"]["folds"], settings["train"].get("valid_split"))
     except InstantiationException as e:
         raise ConfigError(_data_error(e.__cause__ or e)) from None
@@ -534,7 +619,10 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
 
 def _check_memory(settings: dict) -> None:
     """Refuse a candidate of which a single fit would not fit in its device's available memory (the fused engine's
-    estimate, src.engine.fit_bytes); larger grids are fine: they train stack by stack."""
+    estimate, src.engine.fit_bytes); larger grids are fine: they train stack by stack. Other modules than the MLP are
+    not estimated: GridSearchCV trains them one fit at a time."""
+    if "_target_" in settings["module"]:
+        return
     device = resolve_device(settings["device"])
     need = fit_bytes(settings, len(data.load(settings)[1]))
     have = _available(device)

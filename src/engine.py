@@ -8,7 +8,8 @@ Two engines compute the same search (src.search.run_search):
 
 engine=auto picks the fused engine wherever it can train the job, on the CPU too (it trains the default
 grid 3x faster there, and 50x on a GPU, to the same numbers), and gridsearch where it cannot (another
-optimizer, an activation without a hand-written derivative: src.fused says which, cannot_fuse asks it).
+optimizer, an activation without a hand-written derivative: src.fused says which, cannot_fuse asks it; a module
+other than the MLP: module=cnn, or your own).
 Jobs can be fused together when they differ only in the per-fit keys (module.num_units, module.init and
 the optimizer's numbers); a launcher (hydra_plugins/fused_launcher) trains each such group once, and
 hands each job its fits (run's `trained`) instead of the job training them.
@@ -46,7 +47,10 @@ def choose(settings: dict, say_why: bool = False) -> str:
 
 
 def cannot_fuse(settings: dict) -> str | None:
-    """Why the fused engine cannot train this job (its optimizer, activation or module keywords), or None."""
+    """Why the fused engine cannot train this job (its module, optimizer, activation or module keywords), or None."""
+    target = settings["module"].get("_target_")
+    if target is not None:  # module=cnn, or your own: the engine's training step is NeuralNet's, written by hand
+        return f"module {target} (the fused engine trains the MLP of module=mlp, src.model.NeuralNet)"
     opt = dict(settings["optimizer"])
     return fused.unsupported(opt.pop("_target_"), opt) or fused.unsupported_module(settings["module"])
 

@@ -1,9 +1,12 @@
-"""The skorch estimator the search cross-validates: NeuralNet wrapped in a NeuralNetClassifier."""
+"""The skorch estimator the search cross-validates: a module (NeuralNet, or the module._target_ class) wrapped in a
+NeuralNetClassifier."""
+import inspect
 import math
 import warnings
 
 import numpy as np
 import torch
+from hydra.utils import get_class
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, ProgressBar
 from skorch.dataset import Dataset as SkorchDataset
@@ -94,7 +97,14 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
 
     def initialize_module(self):
         kwargs = self.get_params_for("module")
-        self.module_ = self.initialized_instance(self.module, {**kwargs, "generator": self.generator_})
+        if takes_generator(self.module):
+            self.module_ = self.initialized_instance(self.module, {**kwargs, "generator": self.generator_})
+            return self
+        # A module that takes no generator draws its init from torch's global one: seeded from the fit's own
+        # generator for the length of its construction, and then put back, so that the fit is reproducible.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.generator_.initial_seed())
+            self.module_ = self.initialized_instance(self.module, kwargs)
         return self
 
     def get_iterator(self, dataset, training=False):
@@ -162,6 +172,22 @@ class PretrainedNet(SeededNeuralNetClassifier):
     def infer(self, x, **fit_params):
         rows = to_tensor(x, device=self.device)[:, 0]  # (B,) row numbers
         return self.module_(self.fitted.X[rows], **fit_params)
+
+
+def module_class(module_params: dict) -> type[torch.nn.Module]:
+    """The module a job trains: the class its module._target_ names (module=cnn, your own), else NeuralNet (module=mlp)."""
+    target = module_params.get("_target_")
+    return NeuralNet if target is None else get_class(target)
+
+
+def takes_generator(module: type | torch.nn.Module) -> bool:
+    """Whether the module class takes a `generator` keyword (NeuralNet's and CNN's: they draw their init from it)."""
+    if not isinstance(module, type):
+        return False
+    try:
+        return "generator" in inspect.signature(module).parameters
+    except (TypeError, ValueError):  # a signature Python cannot read
+        return False
 
 
 def epoch_history(net) -> list[dict]:
@@ -244,7 +270,8 @@ def build_estimator(
     seed: int = 0,
     loggers: list[tuple[str, Callback]] | None = None,
 ) -> SeededNeuralNetClassifier:
-    """A NeuralNetClassifier over NeuralNet, with skorch's `__` routing for module and optimizer params;
+    """A NeuralNetClassifier over the module (module_class: module_params' _target_, else NeuralNet), with skorch's `__`
+    routing for module and optimizer params;
     `verbose`: quiet | fold | epoch (skorch's per-epoch table) | bar (and a progress bar); `loggers` are (name,
     callback) pairs of src.loggers."""
     # run_search hands the "history" callback the store its fits' histories go to
@@ -252,7 +279,7 @@ def build_estimator(
     callbacks += [("progress", ProgressBar())] if verbose == "bar" else []
     callbacks += loggers or []
     return SeededNeuralNetClassifier(
-        NeuralNet,
+        module_class(module_params),
         criterion=torch.nn.CrossEntropyLoss,
         optimizer=optimizer,
         max_epochs=max_epochs,
@@ -271,6 +298,6 @@ def build_estimator(
         verbose=1 if verbose == "epoch" else 0,
         device=device,
         seed=seed,
-        **{f"module__{k}": v for k, v in module_params.items()},
+        **{f"module__{k}": v for k, v in module_params.items() if k != "_target_"},
         **{f"optimizer__{k}": v for k, v in optimizer_params.items()},
     )

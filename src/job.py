@@ -124,13 +124,16 @@ def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept
     module.num_units=64 -> param_grid {"module__num_units": [64]}; seed=1 -> extras {"seed": 1};
     optimizer=adam (a group choice) -> extras {"optimizer": "adam"}. Values are the resolved config's.
     """
-    grid, extras = {}, {}
+    grid, extras, target = {}, {}, None
     for override in OverridesParser.create().parse_overrides(task_overrides):
         key = override.key_or_group
         if key.startswith("hydra") or key in NOT_PARAMS or override.is_delete() or (swept is not None and key not in swept):
             continue
         if key in choices:
             extras[key] = choices[key]
+            continue
+        if key == "module._target_":  # the module's class is no estimator keyword: the `module` column names it, unless
+            target = settings["module"]["_target_"]  # the module group's choice (module=custom) is a param too
             continue
         value = settings
         for part in key.split("."):
@@ -142,4 +145,6 @@ def swept_params(task_overrides: list[str], settings: dict, choices: dict, swept
             grid[ESTIMATOR_PARAMS[key]] = [value]
         else:
             extras[key.replace(".", "__")] = value
+    if target is not None:
+        extras.setdefault("module", target)
     return grid, extras

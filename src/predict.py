@@ -37,12 +37,20 @@ def load_best(sweep_dir: str | Path) -> Pipeline:
     """
     saved = best_model_record(sweep_dir)
     net = build_estimator(saved["module"], torch.optim.SGD, {}, verbose="quiet", device="cpu")
-    net.set_params(classes=np.arange(saved["module"]["num_classes"]))  # skorch's own parameter; fit() would learn them from y
     net.initialize()
+    # skorch's own parameter (fit() would learn them from y): as many as the module has logits (your own module may
+    # have no num_classes key), read from a batch of one sample
+    n_classes = saved["module"].get("num_classes") or net.module_.eval()(torch.zeros(1, n_features(saved))).shape[1]
+    net.set_params(classes=np.arange(n_classes))
     # weights_only: a state_dict of tensors, so loading runs no pickled code
     net.module_.load_state_dict(torch.load(Path(sweep_dir) / refit.BEST_MODEL, weights_only=True, map_location="cpu"))
     scaling = FunctionTransformer(data.scale_pixels, kw_args={"scaling": saved["data"]["scaling"]})
     return Pipeline([("scaling", scaling), ("net", net)])
+
+
+def n_features(saved: dict) -> int:
+    """How many raw features a sample of the saved model's data has (test_scores.json's, or its module's)."""
+    return saved["data"].get("n_features") or saved["module"]["input_dim"]
 
 
 def best_model_record(sweep_dir: str | Path) -> dict:
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output is not None and args.output.resolve() == args.input.resolve():
             raise PredictError(f"-o {args.output}: is the input; give another file")
         saved = best_model_record(args.sweep_dir)
-        X = read_input(args.input, saved["module"]["input_dim"], saved["data"].get("dataset", {}).get("label_column", "label"))
+        X = read_input(args.input, n_features(saved), saved["data"].get("dataset", {}).get("label_column", "label"))
         table = predictions(load_best(args.sweep_dir), X)
         if args.output is None:
             print(table.to_csv(index=False, float_format="%.4f"), end="")

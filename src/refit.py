@@ -120,7 +120,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     net = refit_job.search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
            "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name, "candidate": candidate}, "test": None,
-           "data": data_record(settings, record["config"].get("data_fingerprint"))}
+           "data": data_record(settings, record["config"].get("data_fingerprint"), refit_job.X.shape[1])}
     try:
         engine.fit_all(refit_job, name)
     except Diverged as e:
@@ -160,13 +160,13 @@ def reusable(results_dir: Path, candidate: str, engine_name: str) -> dict | None
     return {**saved, "reused": True}
 
 
-def data_record(settings: dict, data_fingerprint: str | None) -> dict:
-    """What rebuilds the model's inputs: the raw features' scaling, and the data set, its seed, its held-out
+def data_record(settings: dict, data_fingerprint: str | None, n_features: int) -> dict:
+    """What rebuilds the model's inputs: the raw features' scaling and number, and the data set, its seed, its held-out
     share and its content hash (src.data.fingerprint), so that the held-out set can be drawn again."""
     dataset = settings["dataset"]
     return {"scaling": dataset.get("scaling", "none"),  # synthetic data have no pixels to scale
             "seed": settings["seed"], "test_size": dataset.get("test_size"), "fingerprint": data_fingerprint,
-            "n_features": settings["module"]["input_dim"], "dataset": dataset}
+            "n_features": n_features, "dataset": dataset}
 
 
 def matrix_title(out: dict) -> str:
@@ -174,7 +174,9 @@ def matrix_title(out: dict) -> str:
     and its held-out scores."""
     module = out["module"]
     others = {k: v for k, v in out["params"].items() if k != "module__num_units"}
-    name = figures.architecture(module["num_units"], module["num_classes"]) + (f" ({_label(others)})" if others else "")
+    # the MLP by its architecture, another module (module=cnn, your own) by its class
+    name = figures.architecture(module["num_units"], module["num_classes"]) if "_target_" not in module else module["_target_"]
+    name += f" ({_label(others)})" if others else ""
     scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")
     return f"best candidate {name}\nheld-out {scores} on {out['test']['n_samples']} samples"
 

@@ -39,7 +39,8 @@ def data_for(tmp_path_factory):
     np.savez(root / "mine.npz", X=np.random.default_rng(0).normal(size=(90, 784)), y=np.arange(90) % 10)
     tv = [f"dataset.root={root}"]
     return {"dataset=mnist": tv, "dataset=fashion_mnist": tv, "dataset=kmnist": tv,
-            "dataset=synthetic": ["dataset.n_samples=300"], "dataset=file": [f"dataset.path={root / 'mine.npz'}"]}
+            "dataset=synthetic": ["dataset.n_samples=300"], "dataset=file": [f"dataset.path={root / 'mine.npz'}"],
+            "module=custom": OWN_LINEAR}
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -113,7 +114,7 @@ INVALID = [
     (["optimizer.lr=nan"], "optimizer.lr=nan: Input should be a finite number"),
     (["optimizer=adamw"], "optimizer=adamw is not known; choose one of adam, sgd"),
     (["dataset=imagenet"], "dataset=imagenet is not known; choose one of"),
-    (["module=cnn"], "module=cnn is not known; choose one of mlp"),
+    (["module=resnet"], "module=resnet is not known; choose one of cnn, custom, mlp"),
     (["cv=loo"], "cv=loo is not known; choose one of stratified_kfold"),
     (["+sweeps=nope", "-m"], "sweeps=nope is not known; choose one of hidden_sizes, hidden_sizes_verdict, seed_reproduction"),
     (["module.activation=swish"], "module.activation='swish': Input should be 'relu', 'tanh', 'sigmoid' or 'gelu'"),
@@ -143,6 +144,32 @@ INVALID = [
     (["compare.confidence=0.5"], "compare.confidence=0.5: Input should be greater than 0.5"),
     (["compare.confidence=1"], "compare.confidence=1: Input should be less than 1"),
 ]
+# module=cnn and your own module (issue 16): their schemas, and the module built and run on two samples of the data
+OWN_LINEAR = ["module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=10"]
+MODULES = [
+    (["module=cnn", "module.channels=[8,0]"], "module.channels.1=0: Input should be greater than or equal to 1"),
+    (["module=cnn", "module.channels=[]"], "module.channels=[]: List should have at least 1 item"),
+    (["module=cnn", "module.kernel_size=0"], "module.kernel_size=0: Input should be greater than or equal to 1"),
+    (["module=cnn", "module.channels=[1,1,1,1,1]"], "module.channels=[1, 1, 1, 1, 1]: List should have at most 4 items after validation, not 5"),
+    (["module=cnn", "+module.num_units=64"], "module.num_units=64: no such key here"),
+    (["module=cnn", "dataset=synthetic", "dataset.n_samples=300", "dataset.n_features=20"],
+     "module._target_=src.cnn.CNN: the CNN takes 28x28 images (784 features a sample), but dataset=synthetic has samples of 20 features"),
+    (["module=custom"], "module._target_ is required: add module._target_=... to the command line"),
+    (["module=custom", "module._target_=my_nets.Net"], "module._target_=my_nets.Net: cannot be imported (ModuleNotFoundError: No module named 'my_nets')"),
+    (["module=custom", "module._target_=torch.nn.Nope"], "module._target_=torch.nn.Nope: cannot be imported (AttributeError: module 'torch.nn' has no attribute 'Nope')"),
+    (["module=custom", "module._target_=torch.optim.SGD"], "module._target_=torch.optim.SGD: is not a torch.nn.Module class"),
+    ([*OWN_LINEAR, "module=custom", "+module.foo=3"], "module.foo=3: torch.nn.Linear takes no such keyword; it takes in_features, out_features, bias"),
+    ([*OWN_LINEAR, "module=custom", "+module.device=nowhere"], "module.device='nowhere': Expected one of"),
+    (["module=custom", "module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=5"],
+     "module._target_=torch.nn.Linear: returns (2, 5) for a batch of 2 samples of dataset=mnist_sample's 784 features; a module must "
+     "return logits of shape (batch, 10), one per class"),
+    (["module=custom", "module._target_=torch.nn.Linear", "+module.in_features=28", "+module.out_features=10"],
+     "module._target_=torch.nn.Linear: fails on a batch of 2 samples of dataset=mnist_sample's 784 features: RuntimeError: mat1 and mat2"),
+    (["+module._target_=torch.nn.Flatten"], "module.num_units=128: torch.nn.Flatten takes no such keyword; it takes start_dim, end_dim; start from "
+     "module=custom, which has no keys of its own"),
+    (["module=mlp,cnn", "module.channels=[4,8]", "-m"], "Could not override 'module.channels'"),  # Hydra's own line: the MLP has no such key
+]
+INVALID += MODULES
 
 
 @pytest.mark.parametrize("args, message", INVALID, ids=[" ".join(a) for a, _ in INVALID])
@@ -155,6 +182,7 @@ def test_preflight_names_key_value_and_what_is_allowed(args, message):
 # through the real CLI: a range, a group option, a named sweep, a folder, a grid point, and three values that
 # used to fail as jobs (reliability item 5): the seed's range, an optimizer keyword, a subset that cannot be drawn
 CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19, 20, 22, 25)] + [case for case in INVALID if case[0][0] in ("cv.repeats=0", "compare.rope=nan")]
+CLI_CASES += [MODULES[i] for i in (5, 7, 12)]  # a CNN on data that are not 28x28 images, a class not found, logits of the wrong shape
 
 
 @pytest.mark.parametrize("args, message", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])

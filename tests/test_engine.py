@@ -140,3 +140,16 @@ def test_a_job_the_fused_engine_cannot_train_goes_to_gridsearch_with_the_reason(
         assert engine.choose(silu, say_why=True) == engine.choose(deeper, say_why=True) == "gridsearch"
     assert "engine=fused: the fused engine cannot train activation silu (the fused engine has the derivatives of relu," in caplog.text
     assert "cannot train module.hidden_sizes (the fused engine builds NeuralNet from num_units," in caplog.text
+
+
+@pytest.mark.parametrize("module", ["module=cnn", "module=custom"])
+def test_a_module_other_than_the_mlp_goes_to_gridsearch_saying_so(compose_cfg, caplog, module):
+    """The fused engine's training step is NeuralNet's, written by hand: module=cnn and your own run through GridSearchCV,
+    under engine=fused too, with one line naming the module."""
+    own = ["module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=10"] if module == "module=custom" else []
+    settings = config.settings_of(compose_cfg(module, *own, "engine=fused"))
+    target = settings["module"]["_target_"]
+    with caplog.at_level(logging.INFO, logger=engine.log.name):
+        assert engine.choose(settings, say_why=True) == "gridsearch"
+    assert caplog.messages == [f"engine=fused: the fused engine cannot train module {target} (the fused engine trains the MLP of "
+                               "module=mlp, src.model.NeuralNet); this job runs through GridSearchCV"]

@@ -120,3 +120,49 @@ def test_epoch_loss_is_recorded_once_per_epoch(data):
     net = make(max_epochs=2).fit(*data)
     assert all(np.isfinite(row["train_loss"]) for row in net.history)
     assert "train_loss" not in net.history[-1, "batches", 0]  # no per-batch loss read back
+
+
+CNN_PARAMS = {"_target_": "src.cnn.CNN", "channels": [4, 8], "kernel_size": 3}
+
+
+class Unseeded(torch.nn.Module):
+    """A module of the user's that takes no generator: its init comes from torch's global one."""
+
+    def __init__(self, hidden: int = 8):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+    def forward(self, X):
+        return self.layers(X)
+
+
+def test_a_module_target_is_the_module_and_draws_from_the_fits_generator(data):
+    """module._target_ names the class (module=cnn), its keys reach it, and its init is drawn from fit_generator(seed, fold)."""
+    from src.cnn import CNN
+    from src.seeding import fit_generator
+
+    X, y = data
+    net = build_estimator(CNN_PARAMS, torch.optim.SGD, {"lr": 0.01}, max_epochs=1, verbose="quiet", seed=3)
+    assert net.module is CNN and net.get_params()["module__channels"] == [4, 8] and "module___target_" not in net.get_params()
+    net.fold_ = 1
+    net.initialize()
+    reference = CNN([4, 8], 3, generator=fit_generator(3, 1))
+    assert all(torch.equal(p, q) for p, q in zip(net.module_.parameters(), reference.parameters()))
+    test_fold = np.arange(len(y)) % 3
+    a, b = (clone(net).fit(X[test_fold != 1], y[test_fold != 1], test_fold=test_fold[test_fold != 1]) for _ in range(2))
+    assert a.fold_ == 1 and all(torch.equal(p, q) for p, q in zip(weights(a), weights(b)))
+
+
+def test_a_module_without_a_generator_is_seeded_from_the_fit_and_torchs_own_generator_is_put_back():
+    own = {"_target_": f"{__name__}.Unseeded", "hidden": 6}
+    state = torch.random.get_rng_state()
+    first = [weights(make_own(own, seed=5, fold=f)) for f in (0, 0, 1)]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first[0][0].shape == (6, 784)
+    assert all(torch.equal(p, q) for p, q in zip(first[0], first[1])) and not torch.equal(first[0][0], first[2][0])
+
+
+def make_own(module_params: dict, seed: int, fold: int):
+    net = build_estimator(module_params, torch.optim.SGD, {"lr": 0.01}, verbose="quiet", seed=seed)
+    net.fold_ = fold
+    return net.initialize()

@@ -5,12 +5,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, TINY, run_cli, run_here
-from src import store
+from src import data, store
 from src.job import prepare
 from src.seeding import split_test_fold
 
@@ -211,3 +212,76 @@ def test_the_quick_examples_show_the_point(compose_cfg):
     ours, tutorials = quick_scores(compose_cfg, "+sweeps=hidden_sizes"), quick_scores(compose_cfg, "+sweeps=seed_reproduction")
     assert ours[128] > 0.75  # the single run's width
     assert all(ours[u] > tutorials[u] + 0.1 for u in ours), (ours, tutorials)
+
+
+# ---- Other modules than the MLP (issue 16): module=cnn beside it, and your own from a package outside src/ ----------
+
+OWN_NET = '''"""A package of the user's, outside src/: any nn.Module from (B, n_features) to (B, n_classes) logits."""
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, hidden: int = 8, fail: bool = False):
+        super().__init__()
+        self.fail = fail
+        self.layers = nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, X):
+        if self.fail and self.training:  # as a module that breaks in training only: the preflight's batch runs it in eval mode
+            raise RuntimeError("TinyNet fails on purpose")
+        return self.layers(X)
+'''
+
+
+@pytest.mark.slow
+def test_mlp_and_cnn_are_compared_in_one_sweep_and_one_report(tmp_path):
+    sweep_dir = tmp_path / "s"
+    proc = run_here("module=mlp,cnn", "module.activation=relu,tanh", *TINY, f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    agg = store.read_cv_results(sweep_dir)  # the param columns of both modules line up: each names the module and its activation
+    assert sorted(zip(agg["param_module"], agg["param_module__activation"])) == [("cnn", "relu"), ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh")]
+    assert (agg["status"] == "ok").all() and agg["mean_test_accuracy"].notna().all() and agg["rank_test_accuracy"].min() == 1
+    assert [(p["module"], p["module__activation"]) for p in agg["params"]] == list(zip(agg["param_module"], agg["param_module__activation"]))
+    engines = {store.job_record(d)["config"]["module"].get("_target_"): json.loads((d / "environment.json").read_text())["engine"]
+               for d in store.job_folders(sweep_dir)}
+    assert engines == {None: "fused", "src.cnn.CNN": "gridsearch"}  # the MLP on the fused engine, the CNN through GridSearchCV
+    log = (sweep_dir / "2" / "sweep.log").read_text()
+    assert "engine=auto: the fused engine cannot train module src.cnn.CNN" in log
+    table = proc.stdout[proc.stdout.index("4 candidates, ranked"):].splitlines()
+    assert table[1].split()[:2] == ["module", "module__activation"] and {line.split()[0] for line in table[2:6]} == {"mlp", "cnn"}
+    assert len(pd.read_csv(sweep_dir / "comparison.csv")) == 4 and (sweep_dir / "summary.png").is_file()
+    assert (sweep_dir / "hiplot.html").is_file()
+    assert json.loads((sweep_dir / "test_scores.json").read_text())["refit"]["status"] == "ok"
+
+
+def test_your_own_module_from_a_package_outside_src_trains_like_the_built_in_ones(tmp_path, monkeypatch):
+    """module=custom module._target_=my_nets.TinyNet +module.hidden=...: the same files, report, refit and predictions; a
+    module that raises inside a fit fails its own job only, with its traceback in error.log."""
+    from src import predict
+
+    (tmp_path / "my_nets").mkdir()
+    (tmp_path / "my_nets" / "__init__.py").write_text(OWN_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sweep_dir = tmp_path / "s"
+    proc = run_here("module=custom", "module._target_=my_nets.TinyNet", "+module.hidden=12", "+module.fail=false,true", *TINY,
+                    f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 1 and "1 of 2 jobs failed: job 1" in proc.stderr, proc.stderr  # as any failed job ends a sweep
+    agg = store.read_cv_results(sweep_dir).sort_values("param_module__fail")
+    assert agg["param_module__fail"].tolist() == [False, True] and agg["status"].tolist() == ["ok", "failed"]
+    for job_dir in store.job_folders(sweep_dir):
+        record = store.job_record(job_dir)
+        assert record["config"]["module"]["_target_"] == "my_nets.TinyNet"
+        assert (job_dir / "history.json").is_file() and (job_dir / "environment.json").is_file()
+        failed = record["config"]["module"]["fail"]
+        assert (job_dir / "error.log").is_file() == failed
+        if failed:
+            assert "RuntimeError: TinyNet fails on purpose" in record["error"] and "Traceback" in (job_dir / "error.log").read_text()
+    for name in ("hiplot.html", "summary.png", "comparison.csv", "best_config.yaml", "best_model.pt", "test_scores.json"):
+        assert (sweep_dir / name).is_file(), name
+    saved = json.loads((sweep_dir / "test_scores.json").read_text())
+    assert saved["module"]["_target_"] == "my_nets.TinyNet" and saved["params"]["module__fail"] is False
+    model = predict.load_best(sweep_dir)  # rebuilt from test_scores.json: the class, its keywords, and as many classes as it has logits
+    config = store.job_record(sweep_dir / "0")["config"]
+    X_test, y_test = data.load_test({**config, "dataset": {**config["dataset"], "scaling": "none"}})  # raw pixels, as a user has them
+    assert model.score(X_test, y_test) == pytest.approx(saved["test"]["accuracy"])

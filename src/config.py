@@ -220,7 +220,15 @@ def _check_device(device: str) -> None:
 
 def _check_optimizer(optimizer: dict) -> None:
     """Build the optimizer on a dummy parameter, as skorch will: a keyword it does not take, or a value it
-    refuses, stops the command now, named, instead of failing every job."""
+    refuses, stops the command now, named, instead of failing every job (once per optimizer config: _optimizer_checked)."""
+    _optimizer_checked(json.dumps(optimizer, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer_checked(optimizer_json: str) -> None:
+    """_check_optimizer's check, remembered once it passes (an error is raised again each time): most sweeps vary the
+    network, and building an optimizer took 10-30 ms, twice per job (the preflight's check and the job's own)."""
+    optimizer = json.loads(optimizer_json)
     kwargs = {k: v for k, v in optimizer.items() if k != "_target_"}
     try:
         cls = get_class(optimizer["_target_"])

@@ -7,7 +7,7 @@ through Hydra's own job runner, which scores them and writes its folder (.hydra/
 cv_results row, history.json, environment.json) instead of training, and its fits are freed. So a
 sweep holds one stack's fits at a time, however many candidates it has. Jobs that cannot be fused run
 one after another through the GridSearchCV path. The sweep's aggregate and report are rebuilt after
-each group, and every REBUILD_EVERY_S within a long one. Another app's jobs (Hydra's launcher test
+each group, and every REBUILD_EVERY_S within a long one (less often where a rebuild takes long: REBUILD_GAP). Another app's jobs (Hydra's launcher test
 suites run theirs) run one after another, as under the basic launcher, and nothing is rebuilt.
 """
 import functools
@@ -23,7 +23,8 @@ from src import config, devices, engine, job, refresh, store
 
 log = logging.getLogger(__name__)
 
-REBUILD_EVERY_S = 10.0  # within a long group, the aggregate and report are rebuilt at most this often
+REBUILD_EVERY_S = 10.0  # within a long group, the aggregate and report are rebuilt at most this often,
+REBUILD_GAP = 4.0       # and after at least this many times as long as the last rebuild took (at most a fifth of the time)
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -58,21 +59,24 @@ def compose(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: i
 
 class Rebuild:
     """Rebuilds a sweep's aggregate and report (src.refresh): after each group (`now`), and within a long group
-    at most every REBUILD_EVERY_S (`due`), but not when no job finished since the last rebuild (reused jobs)."""
+    at most every REBUILD_EVERY_S and REBUILD_GAP times the last rebuild's time (`due`), but not when no job finished
+    since the last rebuild (reused jobs)."""
 
     def __init__(self, sweep_dir: Path):
-        self.sweep_dir, self.last, self.seen = sweep_dir, time.perf_counter(), None
+        self.sweep_dir, self.last, self.seen, self.took = sweep_dir, time.perf_counter(), None, 0.0
 
     def due(self) -> None:
-        if time.perf_counter() - self.last > REBUILD_EVERY_S:  # a long group shows its progress; each rebuild reads every job
-            self.now()
+        if time.perf_counter() - self.last > max(REBUILD_EVERY_S, REBUILD_GAP * self.took):  # a long group shows its progress;
+            self.now()                                                                      # each rebuild reads every job
 
     def now(self) -> None:
+        start = time.perf_counter()
         if refresh.finished_jobs(self.sweep_dir) != self.seen:
             with store.disk_errors():
                 refresh.refresh(self.sweep_dir)
             self.seen = refresh.finished_jobs(self.sweep_dir)
         self.last = time.perf_counter()
+        self.took = self.last - start
 
 
 def run_group(launcher, jobs: Sequence[DictConfig], members: list[int], fuse: bool, rebuild: Rebuild | None) -> dict[int, JobReturn]:

@@ -76,3 +76,61 @@ def test_jobs_that_fuse_share_a_group_and_the_rest_run_alone(compose_cfg, tmp_pa
     with open_dict(jobs[4]):
         jobs[4].resume = False  # resume=false trains it again
     assert launcher.plan(jobs[:2] + [jobs[4]]) == [(True, [0, 1, 2])]
+
+
+@pytest.fixture
+def hydras_loader():
+    """Hydra's own config loader for this app, and the master config of a multirun (what the sweeper and launcher hold)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        master = compose("config", overrides=["hydra.sweep.dir=/tmp/sweep", "hydra.job.config.override_dirname.kv_sep=_"],
+                         return_hydra_config=True)
+        yield GlobalHydra.instance().config_loader(), master
+
+
+SHAPES = [  # each job's overrides, as the sweeper hands them to the launcher
+    [["module.num_units=8", "optimizer.lr=0.1", *TINY], ["module.num_units=8", "optimizer.lr=0.01", *TINY],
+     ["module.num_units=16", "optimizer.lr=0.1", *TINY], ["module.num_units=64", "optimizer.lr=1e-3", *TINY]],
+    [["optimizer=adam", "module.num_units=8"], ["optimizer=sgd", "module.num_units=8"], ["optimizer=adam", "module.num_units=32"]],
+    [["+optimizer.weight_decay=0.1", "seed=1"], ["+optimizer.weight_decay=0.2", "seed=2"], ["cv.scoring=[accuracy]", "seed=3"],
+     ["cv.scoring=[accuracy,f1_macro]", "seed=4"], ["seed=5", "hydra.verbose=true"], ["seed=6", "hydra.verbose=true"]],
+]
+
+
+@pytest.mark.parametrize("jobs", SHAPES, ids=["plain values", "group choices", "adds, lists, hydra keys"])
+def test_each_jobs_config_is_the_one_hydra_composes(hydras_loader, jobs):
+    """ReusingConfigLoader's configs against Hydra's own load_sweep_config: the app's and Hydra's nodes (hydra.overrides.task,
+    hydra.job.override_dirname, runtime.choices ...) and their flags; the sweeper's check and the launcher's load share one."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.fused_launcher._configs import ReusingConfigLoader
+
+    hydra_loader, master = hydras_loader
+    reusing = ReusingConfigLoader(hydra_loader)
+    checked = [reusing.load_sweep_config(master, job) for job in [*jobs, jobs[0]]]  # the sweeper's validate_batch_is_legal
+    for k, job in enumerate([*jobs, jobs[0]]):  # a job listed twice is two jobs, with a config each
+        cfg = reusing.take(master, job)  # the launcher's
+        hydras = hydra_loader.load_sweep_config(master, job)
+        assert cfg is checked[k]
+        assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(hydras)
+        assert OmegaConf.to_yaml(cfg.hydra) == OmegaConf.to_yaml(hydras.hydra)
+        for a, b in [(cfg, hydras), (cfg.hydra, hydras.hydra), (cfg.module, hydras.module)]:
+            assert (OmegaConf.is_struct(a), OmegaConf.is_readonly(a)) == (OmegaConf.is_struct(b), OmegaConf.is_readonly(b))
+
+
+def test_a_sweep_of_values_is_composed_once_and_a_bad_value_by_hydra(hydras_loader, monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    from hydra_plugins.fused_launcher._configs import ReusingConfigLoader
+
+    hydra_loader, master = hydras_loader
+    composed = []
+    reusing = ReusingConfigLoader(hydra_loader)
+    monkeypatch.setattr(hydra_loader, "load_sweep_config", lambda m, o: composed.append(o) or type(hydra_loader).load_sweep_config(hydra_loader, m, o))
+    for units in range(8, 72, 8):
+        reusing.load_sweep_config(master, [f"module.num_units={units}", *TINY])
+    assert len(composed) == 1
+    with pytest.raises(ConfigCompositionException, match="Could not override 'module.num_unit'"):
+        reusing.load_sweep_config(master, ["module.num_unit=8", *TINY])  # a key the config lacks: Hydra says so

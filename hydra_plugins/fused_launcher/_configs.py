@@ -6,7 +6,7 @@ a job on 2 cores: 13 s of a 64-job sweep). Most sweeps vary plain values (module
 ReusingConfigLoader therefore composes one job of each shape through Hydra, and makes each other job of that
 shape from a copy of it, with the job's values set as Hydra sets them (OmegaConf.update) and Hydra's record of
 the job (hydra.overrides.task, hydra.job.override_dirname) written as Hydra writes it. A job's config is
-made once: the sweeper's check makes it, and the launcher's load takes it. Any other job (a group choice,
+made once: the sweeper's check makes it (load_sweep_config), and the launcher takes it (take). Any other job (a group choice,
 +key, ~key, a dict value, a value that fails to set) is composed by Hydra itself.
 """
 import copy
@@ -28,19 +28,26 @@ class ReusingConfigLoader(ConfigLoader):
         self.parser = OverridesParser.create()
         self.groups: set[str] | None = None  # the config groups (a choice among them is no plain value), from the first composition
         self.bases: dict[tuple, tuple[DictConfig, dict]] = {}  # shape -> (Hydra's composition of its first job, its app part)
-        self.made: dict[tuple[str, ...], DictConfig] = {}  # made for the sweeper's check, not yet taken by the launcher
+        self.made: dict[tuple[str, ...], list[DictConfig]] = {}  # made for the sweeper's check, not yet taken by the launch
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        key = tuple(sweep_overrides)
-        if key in self.made:  # the sweeper's check made it, and discarded it
-            return self.made.pop(key)
-        parsed = self.parser.parse_overrides(OmegaConf.to_container(master_config.hydra.overrides.hydra) + list(sweep_overrides))
+        """The job's config, for the sweeper's check (validate_batch_is_legal); it is kept for the job's launch (take)."""
+        cfg = self._make(master_config, list(sweep_overrides))
+        self.made.setdefault(tuple(sweep_overrides), []).append(cfg)
+        return cfg
+
+    def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The config of a job to launch: the one the sweeper's check of it made, else a new one."""
+        kept = self.made.get(tuple(sweep_overrides))
+        return kept.pop(0) if kept else self._make(master_config, list(sweep_overrides))
+
+    def _make(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        parsed = self.parser.parse_overrides(OmegaConf.to_container(master_config.hydra.overrides.hydra) + sweep_overrides)
         cfg = None if self.groups is None else self._reuse(master_config, parsed)
         if cfg is None:
-            cfg = self.inner.load_sweep_config(master_config, list(sweep_overrides))
+            cfg = self.inner.load_sweep_config(master_config, sweep_overrides)
             self.groups = self.groups if self.groups is not None else set(cfg.hydra.runtime.choices)
             self.bases.setdefault(self._shape(parsed), (copy.deepcopy(cfg), _app_part(cfg)))
-        self.made[key] = cfg  # for the launcher's load of the same job
         return cfg
 
     def _shape(self, parsed: list) -> tuple:

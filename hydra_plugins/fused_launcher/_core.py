@@ -49,7 +49,7 @@ def compose(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: i
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        cfg = launcher.hydra_context.config_loader.take(launcher.config, list(overrides))  # the config the sweeper's check made (_configs)
         with open_dict(cfg):
             cfg.hydra.job.id = idx
             cfg.hydra.job.num = idx

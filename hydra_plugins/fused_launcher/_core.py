@@ -23,7 +23,7 @@ from src import config, devices, engine, job, refresh, store
 
 log = logging.getLogger(__name__)
 
-REBUILD_EVERY_S = 10.0  # within a long group, the aggregate and report are rebuilt at most this often,
+REBUILD_EVERY_S = 30.0  # within a long group, the aggregate and report are rebuilt at most this often,
 REBUILD_GAP = 4.0       # and after at least this many times as long as the last rebuild took (at most a fifth of the time)
 
 

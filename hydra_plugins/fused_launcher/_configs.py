@@ -20,6 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from src.config import _app_part, _plain_value, _settable
 
 
+def reusing(hydra_context) -> "ReusingConfigLoader":
+    """The context's config loader as a ReusingConfigLoader, installed in the context (a hydra.types.HydraContext) where it
+    is not yet: the sweeper holds the same context, so that its check of each job makes the config the launch takes."""
+    if not isinstance(hydra_context.config_loader, ReusingConfigLoader):
+        hydra_context.config_loader = ReusingConfigLoader(hydra_context.config_loader)
+    return hydra_context.config_loader
+
+
 class ReusingConfigLoader(ConfigLoader):
     """Hydra's config loader (`inner`), whose load_sweep_config reuses one composition per shape of overrides."""
 

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import config, devices, engine, job, refresh, store
 
+from . import _configs
+
 log = logging.getLogger(__name__)
 
 REBUILD_EVERY_S = 30.0  # within a long group, the aggregate and report are rebuilt at most this often,
@@ -45,11 +47,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
 def compose(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[DictConfig]:
     """Each job's config, as Hydra's basic launcher composes it (numbered from initial_job_idx), with a log line each."""
-    jobs = []
+    jobs, loader = [], _configs.reusing(launcher.hydra_context)  # one composition per shape of overrides
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        cfg = launcher.hydra_context.config_loader.take(launcher.config, list(overrides))  # the config the sweeper's check made (_configs)
+        cfg = loader.take(launcher.config, list(overrides))  # the config the sweeper's check made
         with open_dict(cfg):
             cfg.hydra.job.id = idx
             cfg.hydra.job.num = idx

@@ -21,13 +21,12 @@ class FusedLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from ._configs import ReusingConfigLoader
+        from ._configs import reusing
 
         self.config = config
         self.task_function = task_function
         self.hydra_context = hydra_context
-        if not isinstance(hydra_context.config_loader, ReusingConfigLoader):  # the sweeper holds this context too: its check of
-            hydra_context.config_loader = ReusingConfigLoader(hydra_context.config_loader)  # each job composes it for the launch
+        reusing(hydra_context)  # the sweeper holds this context too: its check of each job composes the config the launch takes
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from . import _core

@@ -227,7 +227,7 @@ def _check_optimizer(optimizer: dict) -> None:
 @functools.lru_cache(maxsize=64)
 def _optimizer_checked(optimizer_json: str) -> None:
     """_check_optimizer's check, remembered once it passes (an error is raised again each time): most sweeps vary the
-    network, and building an optimizer took 10-30 ms, twice per job (the preflight's check and the job's own)."""
+    network, not the optimizer, and a sweep of N jobs built the same one N times."""
     optimizer = json.loads(optimizer_json)
     kwargs = {k: v for k, v in optimizer.items() if k != "_target_"}
     try:

@@ -32,16 +32,26 @@ def draw_init(tensor: torch.Tensor, in_dim: int, init: str = "default", generato
 
 
 class LinearFunction(torch.autograd.Function):
-    """y = input @ weight + bias, with a hand-written backward."""
+    """y = input @ weight + bias, with a hand-written backward.
+
+    forward and setup_context are separate, and the vmap rule is generated (generate_vmap_rule), so that
+    torch.func transforms it: vmap(grad(...)) over a stack of models (src.vmapped) runs these very passes.
+    """
+
+    generate_vmap_rule = True  # torch.func.vmap runs forward and backward per sample, batched by vmap itself
 
     @staticmethod
-    def forward(ctx, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    def forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
         # input (B, in_dim), weight (in_dim, out_dim), bias (out_dim,) -> (B, out_dim)
-        ctx.save_for_backward(input, weight)
-        ctx.has_bias = bias is not None
         if bias is None:
             return input @ weight
         return torch.addmm(bias, input, weight)  # bias fused into the matrix product
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.has_bias = bias is not None
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):

@@ -122,3 +122,65 @@ def test_batched_is_F_linear_per_model(requires, bias):
         assert (mine is None) == (theirs is None)
         if mine is not None:
             torch.testing.assert_close(mine, theirs)
+
+
+# ---- torch.func: the hand-written Linear under vmap and grad (src.vmapped trains stacks of models with them) --------
+
+
+def linear_loss(fn):
+    """A scalar loss of (weight, bias, x) through the layer `fn(x, w, b)`, with a nonlinearity so that every gradient matters."""
+    return lambda w, b, x: fn(x, w, b).tanh().pow(2).sum()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_vmap_grad_equals_a_loop_and_F_linear(bias):
+    """torch.func.vmap(grad(...)) over 3 models gives each model's gradients, as a loop of plain autograd and F.linear do."""
+    from torch.func import grad, vmap
+
+    x, w, b = (t.detach() if t is not None else None for t in batched(bias=bias))
+    argnums = (0, 1, 2) if bias else (0, 2)
+    ours = vmap(grad(linear_loss(LinearFunction.apply), argnums=argnums), in_dims=(0, 0 if bias else None, 0))(w, b, x)
+    for m in range(3):
+        wm, bm, xm = w[m].clone().requires_grad_(), None if b is None else b[m].clone().requires_grad_(), x[m].clone().requires_grad_()
+        loop = torch.autograd.grad(linear_loss(LinearFunction.apply)(wm, bm, xm), [t for t in (wm, bm, xm) if t is not None])
+        ref = torch.autograd.grad(linear_loss(lambda x, w, b: F.linear(x, w.t(), b))(wm, bm, xm), [t for t in (wm, bm, xm) if t is not None])
+        for mine, looped, theirs in zip(ours, loop, ref):
+            torch.testing.assert_close(mine[m], looped)
+            torch.testing.assert_close(mine[m], theirs)
+
+
+def test_vmap_runs_the_hand_written_backward(monkeypatch):
+    """Under vmap and grad it is LinearFunction.backward that computes the gradients (not a derivative torch made up)."""
+    from torch.func import grad, vmap
+
+    calls = []
+    backward = LinearFunction.backward
+
+    def counted(ctx, grad_output):
+        calls.append(grad_output.shape)
+        return backward(ctx, grad_output)
+
+    monkeypatch.setattr(LinearFunction, "backward", staticmethod(counted))
+    x, w, b = (t.detach() for t in batched())
+    vmap(grad(linear_loss(LinearFunction.apply)))(w, b, x)
+    assert calls == [(6, 4)]  # once, per model's shapes (vmap batches the call itself)
+
+
+def test_vmap_of_the_module_through_functional_call():
+    """A stack of Linear modules (torch.func.stack_module_state) under vmap(functional_call) is each module on its own input."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    layers = [Linear(5, 4, generator=torch.Generator().manual_seed(m)) for m in range(3)]
+    params, buffers = stack_module_state(layers)
+    x = torch.randn(3, 6, 5)
+    out = vmap(lambda p, b, x: functional_call(layers[0], (p, b), (x,)))(params, buffers, x)
+    for m, layer in enumerate(layers):
+        torch.testing.assert_close(out[m], F.linear(x[m], layer.weight.t(), layer.bias))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_under_vmap(bias):
+    """gradcheck of the vmapped function: its generated vmap rule's gradients against finite differences."""
+    from torch.func import vmap
+
+    assert torch.autograd.gradcheck(vmap(LinearFunction.apply, in_dims=(0, 0, 0 if bias else None)), batched(bias=bias))

@@ -67,11 +67,11 @@ def build(module: type[nn.Module], kwargs: dict, generator: torch.Generator) -> 
 def unsupported(module: type[nn.Module], kwargs: dict, X: np.ndarray) -> str | None:
     """Why fits of `module(**kwargs)` cannot be trained as one vmapped program, or None if they can; the module runs
     one probe step of two fits on two rows of X."""
+    name = f"{module.__module__}.{module.__qualname__}"
     try:
         net = build(module, kwargs, torch.Generator().manual_seed(0))
     except Exception as e:
-        return f"{module.__name__}: building it failed ({type(e).__name__}: {e})"
-    name = f"{module.__module__}.{module.__qualname__}"
+        return f"{name}: building it failed ({type(e).__name__}: {e})"
     norms = [n for n, m in net.named_modules() if isinstance(m, BATCH_NORMS)]
     if norms:
         return f"{name}: batch norm in training mode ({norms[0]}: its running statistics are updated in place)"
@@ -81,12 +81,12 @@ def unsupported(module: type[nn.Module], kwargs: dict, X: np.ndarray) -> str | N
     if not any(True for _ in net.parameters()):
         return f"{name}: it has no parameters"
     params, buffers = stack_module_state([net, build(module, kwargs, torch.Generator().manual_seed(1))])
-    rows = torch.as_tensor(np.asarray(X[:2]))
+    rows = torch.tensor(np.array(X[:2]))  # a copy: the cached data sets are read-only
     x, y, w = rows.expand(2, *rows.shape), torch.zeros(2, len(rows), dtype=torch.long), torch.full((2, len(rows)), 0.5)
     try:
         vmap(grad(loss_of(net), has_aux=True))(params, buffers, x, y, w)
     except Exception as e:
-        return f"{name}: torch.func.vmap cannot run it ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
+        return f"{name}: torch.func (vmap of grad) cannot run it ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
     return None
 
 

@@ -129,27 +129,41 @@ def test_peak_memory_does_not_grow_with_the_number_of_candidates(tmp_path):
 
 
 def test_a_job_the_fused_engine_cannot_train_goes_to_gridsearch_with_the_reason(compose_cfg, monkeypatch, caplog):
-    """What NeuralNet builds but the fused engine does not reproduce (an activation without a derivative in
-    src.model.ACTIVATIONS, a module keyword the engine does not carry) is sent to GridSearchCV, saying why."""
+    """What NeuralNet builds but the hand-written step does not reproduce (an activation without a derivative in
+    src.model.ACTIVATIONS) fuses through src.vmapped (tests/test_vmapped.py); a module keyword NeuralNet does not take
+    is sent to GridSearchCV, saying why."""
     settings = config.settings_of(compose_cfg("engine=fused"))
     assert engine.choose(settings) == "fused"
     monkeypatch.setitem(model.ACTIVATIONS, "silu", model.Activation(torch.nn.SiLU))  # NeuralNet can build it
     silu = {**settings, "module": {**settings["module"], "activation": "silu"}}
     deeper = {**settings, "module": {**settings["module"], "hidden_sizes": [64, 32]}}
+    assert engine.choose(silu) == "fused" and not engine.by_hand(silu)
     with caplog.at_level(logging.INFO, logger=engine.log.name):
-        assert engine.choose(silu, say_why=True) == engine.choose(deeper, say_why=True) == "gridsearch"
-    assert "engine=fused: the fused engine cannot train activation silu (the fused engine has the derivatives of relu," in caplog.text
-    assert "cannot train module.hidden_sizes (the fused engine builds NeuralNet from num_units," in caplog.text
+        assert engine.choose(deeper, say_why=True) == "gridsearch"
+    assert ("engine=fused: the fused engine cannot train src.model.NeuralNet: building it failed (TypeError: "
+            "NeuralNet.__init__() got an unexpected keyword argument 'hidden_sizes')") in caplog.text
 
 
 @pytest.mark.parametrize("module", ["module=cnn", "module=custom"])
-def test_a_module_other_than_the_mlp_goes_to_gridsearch_saying_so(compose_cfg, caplog, module):
-    """The fused engine's training step is NeuralNet's, written by hand: module=cnn and your own run through GridSearchCV,
-    under engine=fused too, with one line naming the module."""
+def test_a_module_other_than_the_mlp_fuses_through_torch_func(compose_cfg, caplog, module):
+    """module=cnn and your own (here torch.nn.Linear, which takes no generator) are trained by the fused engine's
+    torch.func path (src.vmapped), under engine=fused without a line about GridSearchCV."""
     own = ["module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=10"] if module == "module=custom" else []
     settings = config.settings_of(compose_cfg(module, *own, "engine=fused"))
-    target = settings["module"]["_target_"]
     with caplog.at_level(logging.INFO, logger=engine.log.name):
-        assert engine.choose(settings, say_why=True) == "gridsearch"
-    assert caplog.messages == [f"engine=fused: the fused engine cannot train module {target} (the fused engine trains the MLP of "
-                               "module=mlp, src.model.NeuralNet); this job runs through GridSearchCV"]
+        assert engine.choose(settings, say_why=True) == "fused" and not engine.by_hand(settings)
+    assert caplog.messages == []
+
+
+def test_a_cnn_sweep_fuses_and_scores_as_the_gridsearch_sweep(tmp_path):
+    """module=cnn over three learning rates from the command line: the fused launcher trains the 9 fits as one program
+    (src.vmapped), and every split's score agrees with the GridSearchCV path's sweep within 0.002."""
+    common = ["module=cnn", "module.channels=[4,8]", "optimizer.lr=0.01,0.03,0.1", *TINY]
+    fused = run_here(*common, "engine=fused", f"hydra.sweep.dir={tmp_path / 'fused'}", "-m")
+    assert fused.returncode == 0, fused.stderr
+    assert f"{FUSED} 0, 1, 2 (9 fits) trained at once" in fused.stderr + fused.stdout
+    reference = run_here(*common, "engine=gridsearch", f"hydra.sweep.dir={tmp_path / 'grid'}", "-m")
+    assert reference.returncode == 0, reference.stderr
+    mine, theirs = (store.read_cv_results(tmp_path / d).sort_values("param_optimizer__lr").reset_index(drop=True) for d in ("fused", "grid"))
+    splits = [c for c in theirs.columns if c.startswith("split") and c.endswith("_test_accuracy")]
+    assert len(splits) == 3 and (mine[splits] - theirs[splits]).abs().to_numpy().max() <= 0.002

@@ -4,7 +4,9 @@ src.fused trains the MLP (NeuralNet) with a training step written out by hand. T
 nn.Module that maps a batch of X to logits, the way PyTorch's model-ensembling tutorial does: the fits'
 modules are built one by one (each drawing its initial weights from its own (seed, repeat, fold)
 generator, exactly as the GridSearchCV path's estimator builds it), their parameters are stacked
-(torch.func.stack_module_state), and one step of every fit is vmap(grad(loss of functional_call(...))).
+(torch.func.stack_module_state), and one step of every fit is one forward pass, vmap over functional_call, and
+autograd's backward pass of the sum of the fits' losses (each fit's parameters get that fit's gradient: the fits are
+independent).
 
 A stack (ModuleStack) is src.fused.Stack with the module's forward and gradient in place of the MLP's hand-written
 ones: the same epochs, per-fit batch order and row weights, idle steps for a fit whose fold has fewer batches,
@@ -25,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from src import fused
 from src.estimator import PREDICT_BATCH_SIZE
@@ -83,23 +85,26 @@ def unsupported(module: type[nn.Module], kwargs: dict, X: np.ndarray) -> str | N
     params, buffers = stack_module_state([net, build(module, kwargs, torch.Generator().manual_seed(1))])
     rows = torch.tensor(np.array(X[:2]))  # a copy: the cached data sets are read-only
     x, y, w = rows.expand(2, *rows.shape), torch.zeros(2, len(rows), dtype=torch.long), torch.full((2, len(rows)), 0.5)
-    try:
-        vmap(grad(loss_of(net), has_aux=True))(params, buffers, x, y, w)
+    try:  # one step, as ModuleStack.gradients takes it
+        loss, _ = fit_losses(logits_of(net)(params, buffers, x), y, w)
+        torch.autograd.grad(loss, list(params.values()))
     except Exception as e:
-        return f"{name}: torch.func (vmap of grad) cannot run it ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
+        return f"{name}: torch.func.vmap cannot run it ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
     return None
 
 
-def loss_of(net: nn.Module):
-    """One fit's loss on its batch: (cross-entropy weighted by w (1/rows, 0 on padding), for the gradient; the summed
-    cross-entropy of its real rows, for the epoch's train_loss), from its parameters and buffers, through `net`'s code."""
+def logits_of(net: nn.Module):
+    """Every fit's logits (M, B, classes) on its rows x (M, B, ...), from the stacked parameters and buffers, through
+    `net`'s code: torch.func.vmap over functional_call."""
+    return vmap(lambda params, buffers, x: functional_call(net, (params, buffers), (x,)))
 
-    def loss(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor):
-        # x (B, ...) rows, y (B,) labels, w (B,) row weights
-        logp = torch.log_softmax(functional_call(net, (params, buffers), (x,)), -1)  # (B, classes)
-        nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        return (nll * w).sum(), (nll * (w > 0)).sum()
-    return loss
+
+def fit_losses(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the sum over fits of each one's cross-entropy weighted by w (1/rows, 0 on padding): its gradient with respect to
+    a fit's parameters is that fit's gradient, the fits being independent; each fit's summed cross-entropy over its real
+    rows (M,), for the epoch's train_loss). logits (M, B, classes), y and w (M, B)."""
+    nll = -torch.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (M, B)
+    return (nll * w).sum(), (nll.detach() * (w > 0)).sum(1)
 
 
 def stack_key(spec: FitSpec) -> str:
@@ -156,7 +161,7 @@ def stack_bytes(specs: list[FitSpec], shared: Shared, X: np.ndarray) -> int:
 
 class ModuleStack(fused.Stack):
     """M fits of one module's shape: their parameters stacked in one flat buffer (views shaped (M, ...) per parameter),
-    a step vmap(grad(...)) of each fit's loss over functional_call of the module; the rest is src.fused.Stack's."""
+    a step autograd through vmap of functional_call of the module; the rest is src.fused.Stack's."""
 
     def __init__(self, specs: list[FitSpec], shared: Shared, X: torch.Tensor, y: torch.Tensor):
         shared = replace(shared, batch_size=fused.batch_rows(specs, shared))  # as fused.Stack: buffers no larger than the rows
@@ -180,8 +185,7 @@ class ModuleStack(fused.Stack):
         self.buffers = {n: b.to(device) for n, b in buffers.items()}
         self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
         self.optimizer = (fused.FlatAdam if shared.optimizer.endswith("Adam") else fused.FlatSGD)(self, [s.optimizer for s in specs])
-        self.step_grads = vmap(grad(loss_of(self.net), has_aux=True))
-        self.logits = vmap(lambda params, buffers, x: functional_call(self.net, (params, buffers), (x,)))
+        self.logits = logits_of(self.net)
         # the epoch's batch tables, as fused.Stack builds them
         self.n_train = [len(s.train_idx) for s in specs]
         self.steps = max(math.ceil(n / B) for n in self.n_train)
@@ -203,10 +207,14 @@ class ModuleStack(fused.Stack):
             self.net.train()
 
     def gradients(self) -> None:
-        """Each fit's gradient of its mean cross-entropy over its batch's real rows, into the flat buffer `grad`."""
-        grads, nll = self.step_grads(self.params, self.buffers, self.X[self.batch_idx], self.y[self.batch_idx], self.batch_w)
-        for n in self.names:
-            self.grads[n].copy_(grads[n])
+        """Each fit's gradient of its mean cross-entropy over its batch's real rows, into the flat buffer `grad`: autograd
+        through the vmapped forward pass (measured faster on the CPU than vmap of torch.func.grad, to the same values)."""
+        params = {n: p.detach().requires_grad_() for n, p in self.params.items()}  # leaves sharing the stack's storage
+        with torch.enable_grad():
+            loss, nll = fit_losses(self.logits(params, self.buffers, self.X[self.batch_idx]), self.y[self.batch_idx], self.batch_w)
+            grads = torch.autograd.grad(loss, [params[n] for n in self.names])
+        for n, g in zip(self.names, grads):
+            self.grads[n].copy_(g)
         self.loss_sum += nll
 
     def train(self, graph: bool = False) -> list[fused.FitOutcome]:

@@ -103,7 +103,7 @@ def test_valid_split_and_no_shuffling_follow_skorch(data):
     estimator = build_estimator({"num_units": 16}, torch.optim.SGD, {"lr": 0.05}, max_epochs=2, shuffle=False, valid_split=0.2,
                                 verbose="quiet", seed=3)
     search = build_search(estimator, {}, seed=3)
-    settings = {"module": {"num_units": 16, "init": "default"}, "optimizer": {"_target_": SGD, "lr": 0.05}, "seed": 3}
+    settings = {"module": {"num_units": 16, "init": "default", "activation": "relu"}, "optimizer": {"_target_": SGD, "lr": 0.05}, "seed": 3}
     specs = engine.fit_specs(Job(settings, X, y, search, {}))
     shared = fused.Shared(max_epochs=2, shuffle=False, valid_batch_size=estimator.iterator_valid__batch_size)
     outcomes = fused.train(X, y, specs, shared)

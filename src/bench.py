@@ -9,11 +9,12 @@
 Each figure is the median seconds per epoch after one warm-up epoch, with the ratio to (a). A
 micro-benchmark compares LinearFunction's forward + backward with torch.nn.functional.linear.
 
-    python -m src.bench --grid [--grid-size default|full|both] [--engines gridsearch,fused]
+    python -m src.bench --grid [--grid-size default|full|both|cnn] [--engines gridsearch,fused]
 
 times the whole grid num_units=32,64,128,256 x 3 folds through both engines in one process: the
 default sweep (the bundled 5,000 digits, 25 epochs) and the original grid at full size (70,000
-synthetic MNIST-shaped samples, 25 epochs). Each engine's figure is its wall time from the prepared
+synthetic MNIST-shaped samples, 25 epochs); `cnn`: module=cnn on the bundled digits, one candidate's
+3 folds and 3 learning rates x 3 folds (the fused engine trains it through src.vmapped). Each engine's figure is its wall time from the prepared
 jobs to their scored cv_results_ rows (training and scoring; the data are loaded before).
     python -m src.bench --repeated [--runs 3] [--overrides key=value ...]
 
@@ -26,6 +27,10 @@ prints each one's median wall time and the median of the per-pair ratios.
 times the main command (module.num_units=32,64,128,256 -m, defaults and all) against the same job written
 by hand as a user would (src.handwritten: skorch + GridSearchCV(cv=3, refit=True)), whole processes in turn,
 and prints the medians and the median of the per-pair ratios.
+    python -m src.bench --mlp-paths [--grid-epochs N] [--runs 2]
+
+times the default grid's 12 MLP fits through the fused engine's two ways in turn: src.fused's hand-written
+step and src.vmapped's torch.func (the way any other module trains).
 It measures and prints; it asserts nothing about time.
 """
 import argparse
@@ -47,7 +52,7 @@ from skorch import NeuralNetClassifier
 from torch import nn
 from torch.utils import benchmark
 
-from src import config, engine, job
+from src import config, engine, fused, job, vmapped
 from src.data import synthetic
 from src.devices import resolve_device
 from src.estimator import build_estimator
@@ -155,26 +160,38 @@ def profile_project_epoch(device: str, n_samples: int, num_units: int, batch_siz
 
 GRID = (32, 64, 128, 256)
 GRID_SIZES = {"default": [], "full": ["dataset=synthetic"]}  # synthetic: 70,000 x 784, as the tutorial's MNIST train + test
+# module=cnn on the bundled digits (the fused engine trains it through src.vmapped): one candidate's 3 folds, then 3
+# learning rates x 3 folds
+CNN_GRIDS = {"cnn-1": [0.01], "cnn-3": [0.01, 0.03, 0.1]}
+
+
+def grid_points(size: str) -> list[tuple[str, list[str]]]:
+    """(label, overrides) of each job of a grid, its swept override first: the widths, or the CNN's learning rates."""
+    if size in CNN_GRIDS:
+        lrs = CNN_GRIDS[size]
+        return [(f"lr={lr}", [f"optimizer.lr={lr}"] if len(lrs) > 1 else [], ["module=cnn"]) for lr in lrs]
+    return [(str(n), [f"module.num_units={n}"], GRID_SIZES[size]) for n in GRID]
 BOTH_ENGINES = ("gridsearch", "fused")
 
 
 def grid_jobs(size: str, device: str, epochs: int | None = None) -> list[tuple[dict, list[str], dict]]:
-    """(settings, overrides, choices) of the grid's four jobs, composed as `python -m src.sweep` composes them."""
+    """(settings, overrides, choices) of the grid's jobs (grid_points), composed as `python -m src.sweep` composes them."""
     from hydra import compose, initialize_config_dir
 
     jobs = []
     with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3", job_name="bench"):
-        for n in GRID:
-            overrides = [f"module.num_units={n}", f"device={device}", "train.verbose=quiet", *GRID_SIZES[size]]
+        for _, swept, fixed in grid_points(size):
+            overrides = [*swept, *fixed, f"device={device}", "train.verbose=quiet"]
             overrides += [] if epochs is None else [f"train.max_epochs={epochs}"]
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
-            jobs.append((config.settings_of(cfg), overrides[:1], dict(cfg.hydra.runtime.choices)))
+            jobs.append((config.settings_of(cfg), swept, dict(cfg.hydra.runtime.choices)))
     return jobs
 
 
 def time_grid(size: str, device: str, engines: tuple[str, ...] = BOTH_ENGINES, epochs: int | None = None, **options) -> dict:
-    """Seconds and mean test accuracy per width through each engine, in this process, on the same jobs."""
-    jobs = grid_jobs(size, device, epochs)
+    """Seconds and mean test accuracy per job (width, or the CNN's learning rate) through each engine, in this process,
+    on the same jobs."""
+    jobs, labels = grid_jobs(size, device, epochs), [label for label, _, _ in grid_points(size)]
     out = {}
     for name in engines:  # the jobs are prepared (their data loaded, once per process) outside the timings
         prepared = [job.prepare(settings, overrides, choices) for settings, overrides, choices in jobs]
@@ -186,7 +203,7 @@ def time_grid(size: str, device: str, engines: tuple[str, ...] = BOTH_ENGINES, e
         rows = [engine.run(j, trained=fits, name=name) for j, fits in zip(prepared, fitted)]
         sync(device)
         out[name] = {"seconds": time.perf_counter() - start,
-                     "mean_test_accuracy": {str(n): float(r.cv_results["mean_test_accuracy"][0]) for n, r in zip(GRID, rows)},
+                     "mean_test_accuracy": {label: float(r.cv_results["mean_test_accuracy"][0]) for label, r in zip(labels, rows)},
                      "status": sorted({r.status for r in rows})}
     if len(out) == 2:
         out["speedup"] = out["gridsearch"]["seconds"] / out["fused"]["seconds"]
@@ -195,10 +212,45 @@ def time_grid(size: str, device: str, engines: tuple[str, ...] = BOTH_ENGINES, e
     return out
 
 
+def time_mlp_paths(device: str, epochs: int | None = None, runs: int = 2) -> dict:
+    """The default grid's 12 MLP fits through the fused engine's two ways, in turn, `runs` times: src.fused's hand-written
+    step and src.vmapped (torch.func); seconds of each run, and the largest weight difference between their fits."""
+    device = resolve_device(device)
+    prepared = [job.prepare(settings, overrides, choices) for settings, overrides, choices in grid_jobs("default", device, epochs)]
+    X, y = prepared[0].X, prepared[0].y
+    hand = [spec for j in prepared for spec in engine.fit_specs(j)]
+    by_torch_func = [vmapped.FitSpec(j.search.estimator.get_params_for("module"), spec.optimizer, spec.seed, spec.fold, spec.train_idx,
+                                     spec.valid_idx, spec.repeat) for j in prepared for spec in engine.fit_specs(j)]
+    ways = {"hand-written": lambda: fused.train(X, y, hand, engine.shared_settings(prepared[0].settings), device=device),
+            "torch.func": lambda: vmapped.train(X, y, by_torch_func, engine.vmapped_shared(prepared[0]), device=device)}
+    out: dict = {name: [] for name in ways}
+    fits = {}
+    for _ in range(runs):
+        for name, train in ways.items():
+            sync(device)
+            start = time.perf_counter()
+            fits[name] = train()
+            sync(device)
+            out[name].append(time.perf_counter() - start)
+    out["max_weight_diff"] = max(float((a.state_dict[k] - b.state_dict[k]).abs().max())
+                                 for a, b in zip(fits["hand-written"], fits["torch.func"]) for k in a.state_dict)
+    return {"device": device, "device_name": _device_name(device), "threads": torch.get_num_threads(), "paths": out}
+
+
+def mlp_paths_table(report: dict) -> str:
+    """The --mlp-paths results as text."""
+    p = report["paths"]
+    lines = [f"device: {report['device']} ({report['device_name']}), {report['threads']} threads; the default grid's 12 MLP fits"]
+    lines += [f"{name:<14}" + "  ".join(f"{s:.2f} s" for s in p[name]) for name in ("hand-written", "torch.func")]
+    ratio = statistics.median(t / h for h, t in zip(p["hand-written"], p["torch.func"]))
+    lines.append(f"torch.func / hand-written: {ratio:.2f}x (median of the runs' ratios); largest weight difference {p['max_weight_diff']:.2e}")
+    return "\n".join(lines)
+
+
 def run_grids(device: str, sizes: list[str], engines: tuple[str, ...], epochs: int | None = None) -> dict:
     """The --grid report: the device, then each grid size's timings."""
     device = resolve_device(device)
-    time_grid("default", device, engines, epochs=1)  # warm-up: imports, data, CUDA context and kernels
+    time_grid(sizes[0], device, engines, epochs=1)  # warm-up: imports, data, CUDA context and kernels
     return {"device": device, "device_name": _device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "grids": {size: time_grid(size, device, engines, epochs) for size in sizes}}
 
@@ -308,10 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the project estimator's epochs")
     parser.add_argument("--grid", action="store_true", help="time the whole grid (4 widths x 3 folds) through both engines instead")
-    parser.add_argument("--grid-size", choices=["default", "full", "both"], default="both",
-                        help="default: the bundled 5,000 digits; full: 70,000 synthetic samples; both (default)")
+    parser.add_argument("--grid-size", choices=["default", "full", "both", "cnn"], default="both",
+                        help="default: the bundled 5,000 digits; full: 70,000 synthetic samples; both (default); "
+                             "cnn: module=cnn on the bundled digits, 3 folds and 3 learning rates x 3 folds")
     parser.add_argument("--engines", default=",".join(BOTH_ENGINES), help="comma-separated, of gridsearch,fused (default: both)")
     parser.add_argument("--grid-epochs", type=int, help="epochs per fit for --grid (default: the sweep's 25)")
+    parser.add_argument("--mlp-paths", action="store_true",
+                        help="time the default grid's MLP fits through the fused engine's hand-written step and through torch.func")
     parser.add_argument("--repeated", action="store_true", help="time the main command today against cv.repeats=5 on the fused engine")
     parser.add_argument("--vs-handwritten", action="store_true",
                         help="time the main command against the same job written by hand (src.handwritten), whole processes in turn")
@@ -329,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0
+    if args.mlp_paths:
+        print(mlp_paths_table(time_mlp_paths(args.device, args.grid_epochs, args.runs)))
+        return 0
     engines = tuple(args.engines.split(","))
     if args.grid and (not engines or set(engines) - set(BOTH_ENGINES)):
         parser.error(f"--engines={args.engines}: choose from {', '.join(BOTH_ENGINES)}")
@@ -336,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, n in least.items():
         if getattr(args, name) is not None and getattr(args, name) < n:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least {n}")
-    sizes = ["default", "full"] if args.grid_size == "both" else [args.grid_size]
+    sizes = {"both": ["default", "full"], "cnn": list(CNN_GRIDS)}.get(args.grid_size, [args.grid_size])
     try:
         if args.grid:
             report = run_grids(args.device, sizes, engines, args.grid_epochs)

@@ -20,6 +20,7 @@ as dropout, an in-place update of a tensor it does not batch), batch norm in tra
 statistics are updated in place), or a parameter that needs no gradient is named by unsupported(), and
 src.engine sends such a job to GridSearchCV instead.
 """
+import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -62,8 +63,17 @@ class Shared:
 
 def build(module: type[nn.Module], kwargs: dict, generator: torch.Generator) -> nn.Module:
     """The fit's module, drawing its initial weights from `generator`, as the estimator builds it
-    (src.estimator.SeededNeuralNetClassifier.initialize_module)."""
-    return module(**kwargs, generator=generator)
+    (src.estimator.SeededNeuralNetClassifier.initialize_module): a module that takes no `generator` keyword draws from
+    torch's global generator, seeded from the fit's for the length of its construction and then put back."""
+    try:
+        takes = "generator" in inspect.signature(module).parameters
+    except (TypeError, ValueError):  # a signature Python cannot read
+        takes = False
+    if takes:
+        return module(**kwargs, generator=generator)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator.initial_seed())
+        return module(**kwargs)
 
 
 def unsupported(module: type[nn.Module], kwargs: dict, X: np.ndarray) -> str | None:

@@ -50,3 +50,14 @@ def test_lean_path_trains_the_same_model_as_a_plain_loop():
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
     for name, value in net.module_.state_dict().items():  # both trained: an epoch that took no step would pass the above
         assert (value - initial[name]).abs().max() > 1e-4, name
+
+
+def test_mlp_paths_train_the_same_fits_both_ways():
+    """--mlp-paths times the default grid's MLP fits through the hand-written step and through torch.func (src.vmapped):
+    the same 12 fits, so the two ways' weights agree, and each run of each way is timed."""
+    from src.bench import mlp_paths_table, time_mlp_paths
+
+    report = time_mlp_paths("cpu", epochs=1, runs=1)
+    assert len(report["paths"]["hand-written"]) == len(report["paths"]["torch.func"]) == 1
+    assert report["paths"]["max_weight_diff"] < 1e-4
+    assert "torch.func / hand-written: " in mlp_paths_table(report)

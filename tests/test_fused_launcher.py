@@ -134,3 +134,19 @@ def test_a_sweep_of_values_is_composed_once_and_a_bad_value_by_hydra(hydras_load
     assert len(composed) == 1
     with pytest.raises(ConfigCompositionException, match="Could not override 'module.num_unit'"):
         reusing.load_sweep_config(master, ["module.num_unit=8", *TINY])  # a key the config lacks: Hydra says so
+
+
+def test_jobs_of_another_module_fuse_by_module_class_and_what_vmap_refuses_runs_alone(compose_cfg, tmp_path):
+    """Jobs of one module._target_ (src.vmapped trains them) that differ in the optimizer's numbers and the module's
+    keywords form one group, apart from the MLP's; a module vmap cannot train runs alone through GridSearchCV."""
+    modules = [{"_target_": "small_modules.TinyCNN", "channels": 2}, {"_target_": "small_modules.TinyCNN", "channels": 3},
+               {"_target_": "small_modules.BatchNormNet"}, None, {"_target_": "small_modules.TinyCNN", "channels": 2}]
+    jobs = []
+    for num, module in enumerate(modules):
+        cfg = compose_cfg(f"optimizer.lr={0.01 * (num + 1)}", *TINY, f"hydra.sweep.dir={tmp_path}")
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+            if module is not None:
+                cfg.module = module
+        jobs.append(cfg)
+    assert launcher.plan(jobs) == [(True, [0, 1, 4]), (False, [2]), (True, [3])]

@@ -14,6 +14,8 @@ or an input that needs no gradient costs nothing and returns ``None``.
 x folds with it): input (M, B, in_dim), weight (M, in_dim, out_dim), bias (M, out_dim), and each
 pass is one batched matrix product. Its passes are also static methods (``outputs``, ``intermediate``
 and ``receivers``), so that the fused engine's hand-written training step runs the very same code.
+``LinearFunction``'s vmap rule is ``BatchedLinearFunction``, so that torch.func.vmap over a stack of any
+module's fits (src.vmapped) runs these passes too.
 """
 import math
 
@@ -34,11 +36,21 @@ def draw_init(tensor: torch.Tensor, in_dim: int, init: str = "default", generato
 class LinearFunction(torch.autograd.Function):
     """y = input @ weight + bias, with a hand-written backward.
 
-    forward and setup_context are separate, and the vmap rule is generated (generate_vmap_rule), so that
-    torch.func transforms it: vmap(grad(...)) over a stack of models (src.vmapped) runs these very passes.
+    forward and setup_context are separate, and it has a vmap rule, so that torch.func transforms it: under vmap over
+    a stack of models (src.vmapped) it is BatchedLinearFunction, the same passes batched, and under vmap(grad(...)) its
+    own backward runs, batched by vmap.
     """
 
-    generate_vmap_rule = True  # torch.func.vmap runs forward and backward per sample, batched by vmap itself
+    @staticmethod
+    def vmap(info, in_dims, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        """M models at once (M = info.batch_size): BatchedLinearFunction on (M, B, in_dim), (M, in_dim, out_dim), (M, out_dim)."""
+        def batched(t, dim):
+            return t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
+        input, weight = batched(input, in_dims[0]), batched(weight, in_dims[1])
+        bias = None if bias is None else batched(bias, in_dims[2])
+        if input.dim() == 2:  # one row per model: (M, in_dim) -> (M, 1, in_dim)
+            return BatchedLinearFunction.apply(input.unsqueeze(1), weight, bias).squeeze(1), 0
+        return BatchedLinearFunction.apply(input, weight, bias), 0
 
     @staticmethod
     def forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):

@@ -179,9 +179,9 @@ class ModuleStack(fused.Stack):
         device, M, B = X.device, len(specs), shared.batch_size
         self.generators = [fit_generator(s.seed, s.fold, s.repeat) for s in specs]
         nets = [build(shared.module, s.module, g) for s, g in zip(specs, self.generators)]  # each fit's init, then its shuffles
-        self.net = nets[0].to(device)  # the code functional_call runs; the values are the stack's
+        params, buffers = stack_module_state(nets)  # {name: (M, ...)}, on the CPU
         self.keys = list(nets[0].state_dict())  # what the estimator's module loads (persistent buffers, no others)
-        params, buffers = stack_module_state(nets)  # {name: (M, ...)}
+        self.net = nets[0].to(device)  # the code functional_call runs; the values are the stack's
         self.names = list(params)
         self.shapes = [tuple(params[n].shape) for n in self.names]
         numels = [math.prod(s) for s in self.shapes]

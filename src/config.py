@@ -628,7 +628,7 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
 def _check_memory(settings: dict) -> None:
     """Refuse a candidate of which a single fit would not fit in its device's available memory (the fused engine's
     estimate, src.engine.fit_bytes); larger grids are fine: they train stack by stack. Other modules than the MLP are
-    not estimated: GridSearchCV trains them one fit at a time."""
+    not estimated before they run (src.vmapped estimates a stack's memory on one forward pass, and splits it to fit)."""
     if "_target_" in settings["module"]:
         return
     device = resolve_device(settings["device"])

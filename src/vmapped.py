@@ -20,7 +20,6 @@ as dropout, an in-place update of a tensor it does not batch), batch norm in tra
 statistics are updated in place), or a parameter that needs no gradient is named by unsupported(), and
 src.engine sends such a job to GridSearchCV instead.
 """
-import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from src import fused
-from src.estimator import PREDICT_BATCH_SIZE
+from src.estimator import PREDICT_BATCH_SIZE, takes_generator
 from src.seeding import fit_generator
 
 PER_FIT_MODULE_KEYS = ("init",)  # module keywords that change a fit's initial values, not its shape: fits differing in them stack
@@ -65,11 +64,7 @@ def build(module: type[nn.Module], kwargs: dict, generator: torch.Generator) -> 
     """The fit's module, drawing its initial weights from `generator`, as the estimator builds it
     (src.estimator.SeededNeuralNetClassifier.initialize_module): a module that takes no `generator` keyword draws from
     torch's global generator, seeded from the fit's for the length of its construction and then put back."""
-    try:
-        takes = "generator" in inspect.signature(module).parameters
-    except (TypeError, ValueError):  # a signature Python cannot read
-        takes = False
-    if takes:
+    if takes_generator(module):
         return module(**kwargs, generator=generator)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator.initial_seed())

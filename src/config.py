@@ -64,10 +64,18 @@ class _Group(BaseModel):
 
 class ModuleSchema(_Group):
     num_units: int = Field(ge=2)  # the second layer has num_units // 2 >= 1 units
+    hidden_sizes: list | None = None  # replaces num_units's [num_units, num_units // 2] (_check_architecture: not both)
     input_dim: int = Field(ge=1)
     num_classes: int = Field(ge=2)
     activation: Literal[tuple(ACTIVATIONS)]
     init: Literal[INITS]
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _widths(cls, sizes: list | None) -> list | None:
+        if sizes is not None and (not sizes or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in sizes)):
+            raise ValueError("must be a non-empty list of hidden-layer widths, each an integer >= 1, e.g. [256,128] (or null: num_units)")
+        return sizes
 
 
 class CNNSchema(_Group):  # module=cnn (src.cnn.CNN)
@@ -323,9 +331,11 @@ def identity(settings: dict) -> dict:
     """The part of a resolved config that decides a job's results: two jobs with equal identities agree.
 
     Everything but NOT_IDENTITY, plus the data set's content hash (src.data.data_fingerprint), so that a changed
-    data file is not resumed from.
+    data file is not resumed from. Of module.num_units and module.hidden_sizes only the one that builds the net is
+    kept: hidden_sizes=null leaves a num_units job's identity (and job.json) as it was before hidden_sizes existed.
     """
-    out = without(settings, NOT_IDENTITY)
+    unused = "module.hidden_sizes" if settings.get("module", {}).get("hidden_sizes") is None else "module.num_units"
+    out = without(settings, [*NOT_IDENTITY, unused])
     out["data_fingerprint"] = data.data_fingerprint(settings)
     return out
 
@@ -382,6 +392,7 @@ def preflight(argv: list[str]) -> Checked:
             progress = Progress(len(jobs))
             folders = JobFolders(base.hydra) if multirun and not own_points else None
             for job, (cfg, settings) in zip(jobs, job_settings(jobs)):
+                _check_architecture(job)
                 _check_relative_path(cfg, settings)
                 check(settings)  # most sweeps vary the network, not the data: each data set is checked once (_checked)
                 _check_memory(settings)
@@ -443,6 +454,14 @@ class JobFolders:
             raise ConfigError(f"hydra.sweep.subdir={self.template}: puts jobs {self.seen[folder]} and {k} into one folder ({folder}), "
                               "where the second would overwrite the first; include ${hydra.job.num} in it, as the default does")
         self.seen[folder] = k
+
+
+def _check_architecture(job: list[str]) -> None:
+    """Refuse a job whose overrides set both module.num_units and module.hidden_sizes: hidden_sizes would win silently."""
+    given = {o.key_or_group: o.get_value_element_as_str() for o in OverridesParser.create().parse_overrides(job)}
+    if "module.num_units" in given and "module.hidden_sizes" in given:
+        raise ConfigError(f"module.hidden_sizes={given['module.hidden_sizes']}: set either it or module.num_units="
+                          f"{given['module.num_units']}, not both (num_units=N is the shorthand for hidden_sizes=[N,N//2])")
 
 
 def _check_relative_path(cfg: DictConfig, settings: dict) -> None:
@@ -635,8 +654,9 @@ def _check_memory(settings: dict) -> None:
     need = fit_bytes(settings, len(data.load(settings)[1]))
     have = _available(device)
     if need > have:
-        units = settings["module"]["num_units"]
-        raise ConfigError(f"module.num_units={units}: one fit of this width needs about {need / 2**30:.1f} GiB (parameters, "
+        m = settings["module"]
+        key = "module.num_units" if m.get("hidden_sizes") is None else "module.hidden_sizes"
+        raise ConfigError(f"{key}={m[key.split('.')[1]]}: one fit of this width needs about {need / 2**30:.1f} GiB (parameters, "
                           f"gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
                           "choose a smaller width, or a smaller train.batch_size")
 

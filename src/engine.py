@@ -13,7 +13,7 @@ engine=auto picks the fused engine wherever it can train the job, on the CPU too
 grid 3x faster there, and 50x on a GPU, to the same numbers), and gridsearch where it cannot (another
 optimizer; a module vmap cannot run, or batch norm in training mode: src.fused and src.vmapped say which,
 cannot_fuse asks them). Jobs can be fused together when they differ only in the per-fit keys (the
-optimizer's numbers; module.num_units and module.init for the MLP, any module key but _target_ for the
+optimizer's numbers; module.num_units, module.hidden_sizes and module.init for the MLP, any module key but _target_ for the
 others); a launcher (hydra_plugins/fused_launcher) trains each such group once, and hands each job its fits
 (run's `trained`) instead of the job training them.
 """
@@ -33,7 +33,7 @@ from src.seeding import n_repeats, split_of
 
 log = logging.getLogger(__name__)
 
-PER_FIT = ("num_units", "init")  # the module keys each fit of a group has its own of, beside every optimizer key but _target_
+PER_FIT = ("num_units", "hidden_sizes", "init")  # the module keys each fit of a group has its own of, beside every optimizer key but _target_
 
 
 def choose(settings: dict, say_why: bool = False) -> str:
@@ -122,8 +122,7 @@ def fit_bytes(settings: dict, n_rows: int) -> int:
         spec = vmapped.FitSpec(module_kwargs(settings), opt, settings["seed"], 0, np.empty(n_train - n_valid, dtype=np.int64))
         shared = vmapped.Shared(module_class(settings), settings["optimizer"]["_target_"], batch_size=t["batch_size"])
         return vmapped.stack_bytes([spec], shared, data.load(settings)[0][:1])
-    spec = fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], 0,
-                         np.empty(n_train - n_valid, dtype=np.int64), np.empty(n_valid, dtype=np.int64) if n_valid else None)
+    spec = _spec(settings, 0, np.empty(n_train - n_valid, dtype=np.int64), np.empty(n_valid, dtype=np.int64) if n_valid else None)
     return fused.stack_bytes([spec], shared_settings(settings))
 
 
@@ -152,7 +151,14 @@ def fit_spec(job: Job, train: np.ndarray, fold: int, repeat: int | None = None) 
     opt = {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
     if not by_hand(settings):  # the module's keywords as the estimator builds it
         return vmapped.FitSpec(job.search.estimator.get_params_for("module"), opt, settings["seed"], fold, train, valid, repeat)
-    return fused.FitSpec(settings["module"]["num_units"], settings["module"]["init"], opt, settings["seed"], fold, train, valid, repeat)
+    return _spec(settings, fold, train, valid, repeat)
+
+
+def _spec(settings: dict, fold: int, train: np.ndarray, valid: np.ndarray | None, repeat: int | None = None) -> fused.FitSpec:
+    """The FitSpec of the MLP job's candidate on these rows."""
+    m, opt = settings["module"], {k: v for k, v in settings["optimizer"].items() if k != "_target_"}
+    hidden = None if m.get("hidden_sizes") is None else tuple(m["hidden_sizes"])
+    return fused.FitSpec(m.get("num_units", 128), m["init"], opt, settings["seed"], fold, train, valid, repeat, hidden)
 
 
 def train_jobs(jobs: list[Job], devices: list[str] | None = None, **options) -> Iterator[dict[int, dict]]:

@@ -14,7 +14,7 @@ from skorch.dataset import ValidSplit, get_len
 from skorch.history import History
 from skorch.utils import to_tensor
 
-from src.model import NeuralNet
+from src.model import NeuralNet, module_sizes, parameter_count
 from src.seeding import fit_generator, split_of
 
 # Rows per batch when the net predicts or scores (the validation split, GridSearchCV's scoring): each row's
@@ -188,6 +188,19 @@ def takes_generator(module: type | torch.nn.Module) -> bool:
         return "generator" in inspect.signature(module).parameters
     except (TypeError, ValueError):  # a signature Python cannot read
         return False
+
+
+def n_parameters(net: NeuralNetClassifier) -> int | None:
+    """The number of trainable parameters of the estimator's module: from its layer sizes where it is NeuralNet,
+    else counted on one built from its keyword arguments (None where that raises: the job's fits failed the same way)."""
+    kwargs = net.get_params_for("module")
+    if net.module is NeuralNet:
+        return parameter_count(module_sizes(kwargs))
+    try:
+        module = net.module(**kwargs)
+    except Exception:
+        return None
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def epoch_history(net) -> list[dict]:

@@ -1,8 +1,9 @@
 """The summary figure of a sweep (summary.png / summary.svg), and how every view names, colours and scales candidates.
 
 Left panel: mean ± std test score against the swept parameter, best candidate called out.
-Middle panel: each candidate's paired difference to the best, its 95% interval and the ±rope band,
-with its verdict (src.compare).
+Then, where candidates differ in size: the score against the number of trainable parameters, with the Pareto
+front marked and the fit time on a second axis.
+Then: each candidate's paired difference to the best, its 95% interval and the ±rope band, with its verdict (src.compare).
 Right panel: learning curves, the mean over folds per candidate with a ±std band.
 Drawn with matplotlib's object-oriented API (`Figure`, rendered by Agg for PNG), never pyplot, so no
 GUI backend or global figure state is involved when a sweep job or `python -m src.report` draws it.
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from src import results
+from src.model import layer_sizes
 from src.identity import job_key
 
 if TYPE_CHECKING:
@@ -50,9 +52,23 @@ def varied_params(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith("param_") and len({key(v) for v in df[c]}) > 1]
 
 
-def architecture(num_units: int, num_classes: int = 10) -> str:
-    """The layer sizes model.NeuralNet builds: [num_units, num_units // 2, num_classes]."""
-    return f"[{int(num_units)}, {int(num_units) // 2}, {int(num_classes)}]"
+ARCHITECTURE = ("param_module__num_units", "param_module__hidden_sizes")  # the params that set NeuralNet's layer sizes
+
+
+def architecture(sizes) -> str:
+    """Layer sizes, input to output, as every view writes them: 784-256-128-10."""
+    return "-".join(str(int(n)) for n in sizes)
+
+
+def row_architecture(row: dict) -> str | None:
+    """A row's architecture from its num_units or hidden_sizes param, with NeuralNet's default input and classes
+    (where no config says otherwise); None where the row has neither."""
+    units, hidden = row.get("param_module__num_units"), row.get("param_module__hidden_sizes")
+    if isinstance(hidden, (list, tuple)):
+        return architecture(layer_sizes(hidden_sizes=hidden))
+    if isinstance(units, (int, float)) and not isinstance(units, bool) and math.isfinite(units):
+        return architecture(layer_sizes(int(units)))
+    return None
 
 
 def param_names(columns: list[str]) -> dict[str, str]:
@@ -61,22 +77,23 @@ def param_names(columns: list[str]) -> dict[str, str]:
     return {c: name if last.count(name) == 1 else c.removeprefix("param_") for c, name in zip(columns, last)}
 
 
-def value_text(column: str, value, name: str, num_classes: int = 10) -> str:
-    """How a param value is written in labels: an architecture for num_units, else name=value."""
-    if column == "param_module__num_units" and isinstance(value, (int, float)) and math.isfinite(value):
-        return architecture(value, num_classes)
+def value_text(column: str, value, name: str, architecture: str | None = None) -> str:
+    """How a param value is written in labels: the row's architecture for num_units and hidden_sizes, else name=value."""
+    if column in ARCHITECTURE and architecture is not None:
+        return architecture
     if isinstance(value, float):
         value = f"{value:.4g}"
     return f"{name}={value}"
 
 
-def candidate_labels(df: pd.DataFrame, num_classes: list[int] | None = None, num_units: list[int | None] | None = None) -> list[str]:
+def candidate_labels(df: pd.DataFrame, architectures: list[str | None] | None = None) -> list[str]:
     """One label per row that tells the candidates apart: the swept values, prefixed by the sweep in a merge.
 
-    With nothing swept (a single run), a row is named by its architecture, from num_units (its config's) if given.
+    `architectures`: each row's layer sizes as architecture() writes them (from its config); by default, from its
+    num_units or hidden_sizes param. With nothing swept (a single run), a row is named by its architecture.
     """
-    num_classes = num_classes or [10] * len(df)
-    num_units = num_units or [None] * len(df)
+    records = df.to_dict(orient="records")
+    architectures = architectures or [row_architecture(row) for row in records]
     swept = varied_params(df)
     sweeps = None
     if "sweep" in df and df["sweep"].nunique() > 1:  # the sweep's name stands for what is constant within each sweep
@@ -84,11 +101,10 @@ def candidate_labels(df: pd.DataFrame, num_classes: list[int] | None = None, num
         swept = [c for c in swept if any(len({key(v) for v in rows[c]}) > 1 for _, rows in df.groupby("sweep"))]
     names = param_names(swept)
     labels = []
-    for i, row in enumerate(df.to_dict(orient="records")):
-        parts = [value_text(c, row[c], names[c], num_classes[i]) for c in swept if not is_missing(row[c])]
-        units = row.get("param_module__num_units", num_units[i])
-        if not parts and units is not None and not is_missing(units):
-            parts = [architecture(units, num_classes[i])]
+    for i, row in enumerate(records):
+        parts = list(dict.fromkeys(value_text(c, row[c], names[c], architectures[i]) for c in swept if not is_missing(row[c])))
+        if not parts and architectures[i] is not None:
+            parts = [architectures[i]]
         label = ", ".join(parts) or f"candidate {i}"
         labels.append(f"{sweeps[row['sweep']]}: {label}" if sweeps else label)
     # two rows that still share a label (a param outside the grid differs) get their row number
@@ -169,9 +185,10 @@ def is_numeric(values) -> bool:
 
 
 def x_param(df: pd.DataFrame, swept: list[str]) -> str | None:
-    """The parameter on the score panel's x axis: num_units if swept, else the first numeric swept param."""
-    if "param_module__num_units" in swept:
-        return "param_module__num_units"
+    """The parameter on the score panel's x axis: num_units or hidden_sizes if swept, else the first numeric swept param."""
+    for column in ARCHITECTURE:
+        if column in swept:
+            return column
     return ([c for c in swept if is_numeric(df[c])] or swept or [None])[0]
 
 
@@ -193,35 +210,39 @@ def best_callout(df: pd.DataFrame, labels: list[str], metric: str, comparison: p
     return text + f"\nagainst it: {verdicts or 'no candidate on the same splits'} (confidence {comparison['confidence'].iloc[0]:g})"
 
 
-def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels: list[str], num_classes: list[int]) -> pd.Series:
+def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels: list[str], architectures: list[str | None]) -> pd.Series:
     """Set up the score panel's x axis and return each row's x position.
 
     A numeric param is placed by value (log where it spans decades) with a tick per value, num_units
-    written as architectures; anything else (or the candidates, with nothing swept) by sorted category.
+    written as architectures; anything else (or the candidates, with nothing swept) by sorted category,
+    hidden_sizes as architectures in order of their parameter count.
     """
+    arch = x_col in ARCHITECTURE
     if x_col is not None and is_numeric(df[x_col]):
         xs = df[x_col].astype(float)
         values = sorted(xs[scored.index].unique())
         if is_log_scaled(values):
             ax.set_xscale("log")
         ax.minorticks_off()  # a log axis would add unlabelled ticks between the values
-        classes = dict(zip(xs[scored.index], [num_classes[i] for i in scored.index]))  # value -> its candidates' num_classes
-        arch = x_col == "param_module__num_units"
+        named = {x: architectures[i] or f"{x:.4g}" for i, x in xs[scored.index].items()}  # value -> its candidates' architecture
         if len(values) > MOST_TICKS:  # a tick per value would be a black smear (500 widths)
             ax.set_xlabel("num_units (first hidden layer; the second has half)" if arch else x_col.removeprefix("param_"))
             return xs
-        ax.set_xticks(values, [architecture(v, classes[v]) if arch else f"{v:.4g}" for v in values],
+        ax.set_xticks(values, [named[v] if arch else f"{v:.4g}" for v in values],
                       rotation=20 if len(values) > 3 else 0, ha="right" if len(values) > 3 else "center")
-        ax.set_xlabel("architecture [num_units, num_units // 2, num_classes]" if arch else x_col.removeprefix("param_"))
+        ax.set_xlabel("architecture [layer sizes, input to output]" if arch else x_col.removeprefix("param_"))
         return xs
     names = df[x_col].map(key) if x_col else pd.Series(labels, index=df.index)
-    ticks = sorted(names[scored.index].unique())
-    ax.set_xticks(range(len(ticks)), [plain_text(json.loads(t)) if x_col else t for t in ticks], rotation=20, ha="right")
-    ax.set_xlabel(x_col.removeprefix("param_") if x_col else "candidate")
+    text = {names[i]: (architectures[i] if arch and architectures[i] else plain_text(json.loads(names[i])) if x_col else names[i])
+            for i in scored.index}
+    size = pd.to_numeric(df["n_parameters"], errors="coerce").fillna(0) if arch and "n_parameters" in df else pd.Series(0, index=df.index)
+    ticks = sorted(text, key=lambda t: (size[names == t].min(), t))  # architectures: the smallest first
+    ax.set_xticks(range(len(ticks)), [text[t] for t in ticks], rotation=20, ha="right")
+    ax.set_xlabel("architecture [layer sizes, input to output]" if arch else x_col.removeprefix("param_") if x_col else "candidate")
     return names.map({t: i for i, t in enumerate(ticks)}).astype(float)
 
 
-def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_classes: list[int], metric: str, n_folds: int,
+def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, architectures: list[str | None], metric: str, n_folds: int,
                 comparison: pd.DataFrame | None = None) -> None:
     """Mean ± std test score against the swept parameter; unscored candidates left out and named in a note."""
     mean, std = f"mean_test_{metric}", f"std_test_{metric}"
@@ -229,7 +250,7 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
     x_col = x_param(df, swept)
     series_cols = (["sweep"] if "sweep" in df and df["sweep"].nunique() > 1 else []) + [c for c in swept if c != x_col]
     scored = df[df[mean].notna()]
-    xs = x_axis(ax, df, x_col, scored, labels, num_classes)
+    xs = x_axis(ax, df, x_col, scored, labels, architectures)
     connect = x_col is not None and is_numeric(df[x_col])  # a line between categories would suggest an order they do not have
     sweeps = short_names(df["sweep"]) if "sweep" in series_cols else {}
     names = param_names(swept)
@@ -245,7 +266,7 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, num_class
         for i, row in rows.drop(index=rest.index).iterrows():
             ax.errorbar(row["_x"], row[mean], yerr=row[std], fmt=marker, ms=7, color=colors[i], capsize=4, zorder=2)
         if len(groups) > 1:
-            text = ", ".join(value_text(c, rows.iloc[0][c], names[c]) for c in series_cols if c != "sweep")
+            text = ", ".join(value_text(c, rows.iloc[0][c], names[c], architectures[rows.index[0]]) for c in series_cols if c != "sweep")
             text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
             ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
     if len(df) > MANY:
@@ -366,29 +387,84 @@ def curves_panel(ax, curves: list[dict | None], labels: list[str], colors: list,
     ax.grid(alpha=0.3)
 
 
-def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str], colors: list,
-                   num_classes: list[int], title: str = "", comparison: pd.DataFrame | None = None) -> "Figure":
-    """The summary of a results frame: scores against the swept parameter, the differences to the best (where
-    two or more candidates were compared: src.compare), and learning curves.
+def pareto_front(n_parameters, scores) -> np.ndarray:
+    """Which candidates no other dominates: none has at most as many parameters and at least the score, one of them strictly."""
+    p, s = np.asarray(n_parameters, dtype=float), np.asarray(scores, dtype=float)
+    at_most, at_least = p[None, :] <= p[:, None], s[None, :] >= s[:, None]  # [i, j]: j is as small / as good as i
+    strictly = (p[None, :] < p[:, None]) | (s[None, :] > s[:, None])
+    return ~(at_most & at_least & strictly).any(axis=1)
 
-    df: cv_results_ rows (index 0..n-1); curves, labels, colors, num_classes: one per row (curves: mean_curves() or None);
-    comparison: src.compare.compare(df), row for row.
+
+def has_cost(df: pd.DataFrame, metric: str) -> bool:
+    """Whether a cost panel has something to show: two or more parameter counts among the scored candidates."""
+    if "n_parameters" not in df:
+        return False
+    counts = pd.to_numeric(df["n_parameters"], errors="coerce")[df[f"mean_test_{metric}"].notna()]
+    return counts.nunique() > 1
+
+
+def cost_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, metric: str) -> None:
+    """Mean ± std test score against the number of trainable parameters, the Pareto front marked (no candidate is
+    both smaller and at least as good), and the mean fit time per fold on a second y axis."""
+    mean, std = f"mean_test_{metric}", f"std_test_{metric}"
+    counts = pd.to_numeric(df["n_parameters"], errors="coerce")
+    scored = df[df[mean].notna() & counts.notna()].assign(_p=counts)
+    front = scored[pareto_front(scored["_p"], scored[mean])].sort_values(["_p", mean], ascending=[True, False])
+    if is_log_scaled(scored["_p"]):
+        ax.set_xscale("log")
+    times = ax.twinx()  # drawn first, under the scores
+    times.scatter(scored["_p"], scored["mean_fit_time"], marker="x", s=18, color="0.55", zorder=1, label="fit time per fold (s, right axis)")
+    if is_log_scaled(scored["mean_fit_time"]):
+        times.set_yscale("log")
+    times.set_ylabel("mean fit time per fold (s)", color="0.4")
+    times.tick_params(axis="y", colors="0.4")
+    ax.set_zorder(times.get_zorder() + 1)
+    ax.patch.set_visible(False)  # the score axis on top, its background clear
+    many = len(df) > MANY
+    for i, row in scored.iterrows():
+        called_out = not many or tuple(colors[i]) != REST
+        ax.errorbar(row["_p"], row[mean], yerr=row[std] if called_out else None, fmt="o" if called_out else ".",
+                    ms=7 if called_out else 4, color=colors[i], capsize=3, alpha=1 if i in front.index else 0.45, zorder=2)
+    ax.step(front["_p"], front[mean], where="post", color="black", lw=1.2, zorder=3, label="Pareto front")
+    ax.scatter(front["_p"], front[mean], s=150, facecolors="none", edgecolors="black", lw=1.2, zorder=3)
+    for i, row in front.head(TOP).iterrows():
+        ax.annotate(labels[i], (row["_p"], row[mean]), xytext=(6, -12), textcoords="offset points", fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + times.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(f"{metric}: mean ± std")
+    ax.set_title(f"{metric} vs size: {len(front)} of {len(scored)} on the Pareto front\n(circled: no other candidate is both "
+                 "smaller and at least as good)", fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str], colors: list,
+                   architectures: list[str | None] | None = None, title: str = "", comparison: pd.DataFrame | None = None) -> "Figure":
+    """The summary of a results frame: scores against the swept parameter, scores against the number of parameters
+    (where candidates differ in it: an `n_parameters` column), the differences to the best (where two or more
+    candidates were compared: src.compare), and learning curves.
+
+    df: cv_results_ rows (index 0..n-1); curves, labels, colors, architectures: one per row (curves: mean_curves() or None;
+    architectures: architecture() of each row's layer sizes, default from its params); comparison: src.compare.compare(df), row for row.
     """
     from matplotlib.figure import Figure
 
     metric = results.metric_names(df)[0]
     labels, title = [plain_text(label) for label in labels], plain_text(title)
+    architectures = architectures or [row_architecture(row) for row in df.to_dict(orient="records")]
     n_folds = len([c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")])
     compared = comparison is not None and comparison["verdict"].isin(["worse", "equivalent", "undecided"]).any()
+    cost = has_cost(df, metric)
+    panels = ["score", *(["cost"] if cost else []), *(["difference"] if compared else []), "curves"]
+    widths = {"score": 1, "cost": 1, "difference": 0.85, "curves": 1.15}
+    fig = Figure(figsize=(7 * sum(widths[p] for p in panels), 5.4), layout="constrained")
+    axes = dict(zip(panels, fig.subplots(1, len(panels), width_ratios=[widths[p] for p in panels])))
+    score_panel(axes["score"], df, labels, colors, architectures, metric, n_folds, comparison)
+    if cost:
+        cost_panel(axes["cost"], df, labels, colors, metric)
     if compared:
-        fig = Figure(figsize=(21, 5.4), layout="constrained")
-        score_ax, diff_ax, curves_ax = fig.subplots(1, 3, width_ratios=[1, 0.85, 1.15])
-        difference_panel(diff_ax, comparison, labels, colors)
-    else:
-        fig = Figure(figsize=(15, 5.4), layout="constrained")
-        score_ax, curves_ax = fig.subplots(1, 2, width_ratios=[1, 1.15])
-    score_panel(score_ax, df, labels, colors, num_classes, metric, n_folds, comparison)
-    curves_panel(curves_ax, curves, labels, colors, list(df["status"]) if "status" in df else ["ok"] * len(df))
+        difference_panel(axes["difference"], comparison, labels, colors)
+    curves_panel(axes["curves"], curves, labels, colors, list(df["status"]) if "status" in df else ["ok"] * len(df))
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

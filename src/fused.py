@@ -3,7 +3,7 @@
 Each fit is the one the GridSearchCV path trains (src.estimator): the same initial weights and the
 same per-epoch order, drawn from its (seed, repeat, fold) generator (src.seeding); the same batches; the same
 loss and optimizer arithmetic. The fits of a group share the data, batch size, epochs, optimizer class
-and activation; each has its own width, init, optimizer hyper-parameters and training rows.
+and activation; each has its own layer sizes, init, optimizer hyper-parameters and training rows.
 
 A model is its list of layer sizes, input to output (src.model.layer_sizes, NeuralNet's), of any depth;
 its activation is NeuralNet's own module, with the derivative src.model.ACTIVATIONS gives it. What the
@@ -73,6 +73,7 @@ class FitSpec:
     train_idx: np.ndarray    # rows of X, in the order the estimator sees them (the fold's, after any validation split)
     valid_idx: np.ndarray | None = None  # rows of the internal validation split (train.valid_split), if any
     repeat: int | None = None  # the repeat of repeated cross-validation (None: the search does not repeat)
+    hidden_sizes: tuple[int, ...] | None = None  # the hidden widths; None: NeuralNet's [num_units, num_units // 2]
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def unsupported_module(module: dict) -> str | None:
 
 def fit_sizes(spec: FitSpec, shared: Shared) -> list[int]:
     """The fit's layer sizes, input to output: NeuralNet's (src.model.layer_sizes)."""
-    return layer_sizes(spec.num_units, shared.input_dim, shared.num_classes)
+    return layer_sizes(spec.num_units, shared.input_dim, shared.num_classes, spec.hidden_sizes)
 
 
 def train(X: np.ndarray, y: np.ndarray, specs: list[FitSpec], shared: Shared, **options) -> list[FitOutcome]:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from src import config, data, engine, locks, loggers, store
 from src.devices import Placement, granted_cpus, resolve_device
-from src.estimator import build_estimator
+from src.estimator import build_estimator, n_parameters
 from src.identity import NOT_IDENTITY
 from src.search import Job, build_search
 
@@ -81,8 +81,9 @@ def run(settings: dict, overrides: list[str], choices: dict, job_dir: Path, labe
         if finished:
             log.info(f"{label}: identical to the finished job in {job_dir}; not trained again (resume=false retrains)")
             return store.read_cv_results(job_dir)
-        result = engine.run(prepare(settings, overrides, choices, swept, job_dir, placement), trained)
-        store.record(job_dir, result, overrides, identity)
+        prepared = prepare(settings, overrides, choices, swept, job_dir, placement)
+        result = engine.run(prepared, trained)
+        store.record(job_dir, result, overrides, identity, n_parameters(prepared.search.estimator))
     log.info(f"{label}: trained by the {result.engine} engine in {result.seconds:.1f} s")
     return result.cv_results
 

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import ConfusionMatrixDisplay, check_scoring
 
-from src import config, data, engine, figures, job, results, store
+from src import config, data, engine, figures, job, model, results, store
 from src.estimator import Diverged
 from src.identity import job_key
 
@@ -173,9 +173,10 @@ def matrix_title(out: dict) -> str:
     """The confusion matrix's title: the candidate as the report names it (its architecture, and its other params),
     and its held-out scores."""
     module = out["module"]
-    others = {k: v for k, v in out["params"].items() if k != "module__num_units"}
+    sizes = model.module_sizes(module)
+    others = {k: v for k, v in out["params"].items() if k not in ("module__num_units", "module__hidden_sizes")}
     # the MLP by its architecture, another module (module=cnn, your own) by its class
-    name = figures.architecture(module["num_units"], module["num_classes"]) if "_target_" not in module else module["_target_"]
+    name = figures.architecture(sizes) if sizes else module.get("_target_", "")
     name += f" ({_label(others)})" if others else ""
     scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")
     return f"best candidate {name}\nheld-out {scores} on {out['test']['n_samples']} samples"

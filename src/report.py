@@ -29,7 +29,7 @@ from urllib.parse import quote
 import hiplot as hip
 import pandas as pd
 
-from src import compare, figures, results, store
+from src import compare, figures, model, results, store
 from src.identity import flat
 
 REPORT = "hiplot.html"
@@ -122,7 +122,7 @@ def integer_grid(values: pd.Series) -> bool:
 def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[str | None] | None = None,
                           colors: list[str] | None = None) -> hip.Experiment:
     """One datapoint per candidate: swept params, split/mean/std/rank test scores, the verdict against the best
-    (src.compare), train mean, fit time, status; lines coloured by candidate with `colors` (CSS, one per row:
+    (src.compare), train mean, trainable parameters (n_parameters), fit time, status; lines coloured by candidate with `colors` (CSS, one per row:
     the summary figure's), else by the mean test score."""
     metric = results.metric_names(df)[0]
     if verdicts is not None:
@@ -130,7 +130,8 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
     splits = [c for c in df.columns if c.startswith("split") and "_test_" in c]
     keep = [c for c in df.columns if c == "sweep"] + sorted(c for c in df.columns if c.startswith("param_")) + splits
     keep += [c for c in df.columns if c.startswith(("mean_test_", "std_test_", "rank_test_"))] + [c for c in ("verdict",) if c in df]
-    keep += [c for c in df.columns if c.startswith("mean_train_")] + ["mean_fit_time"] + [c for c in ("status", "error") if c in df]
+    keep += [c for c in df.columns if c.startswith("mean_train_")] + [c for c in ("n_parameters",) if c in df and df[c].notna().any()]
+    keep += ["mean_fit_time"] + [c for c in ("status", "error") if c in df]
     ranks = [c for c in keep if c.startswith("rank_test_")]
     width = len(str(len(df)))
     counts = [c for c in keep if c.startswith("param_") and integer_grid(df[c])]
@@ -149,9 +150,13 @@ def candidates_experiment(df: pd.DataFrame, labels: list[str], verdicts: list[st
         row.update({c: str(int(row[c])).rjust(width) if few else int(row[c]) for c in ranks})
         row.update({c: str(int(row[c])).rjust(widths[c]) for c in counts})
         row.update({"sweep": sweeps[row["sweep"]]} if sweeps else {})
+        row.update({"n_parameters": int(row["n_parameters"])} if not figures.is_missing(row.get("n_parameters")) else {})  # exact, not 4 digits
         exp.datapoints.append(hip.Datapoint(uid=str(i), values=shown({"candidate": labels[i], **row})))
-    numeric = [c for c in keep if c.startswith("param_")] + splits + [c for c in keep if c.startswith(("mean_", "std_"))]
+    sizes = [c for c in keep if c == "n_parameters"]
+    numeric = [c for c in keep if c.startswith("param_")] + splits + [c for c in keep if c.startswith(("mean_", "std_"))] + sizes
     invert = place_nulls(exp, [html.escape(c) for c in numeric])
+    for col in sizes if sizes and figures.is_log_scaled(df["n_parameters"]) else []:  # 25k..270k parameters: a grid in ratios
+        exp.parameters_definition[col].type = hip.ValueType.NUMERIC_LOG
     for col in [c for c in keep if c.startswith("param_") and c not in counts and figures.is_log_scaled(df[c]) and not integers(df[c])]:
         exp.parameters_definition[html.escape(col)].type = hip.ValueType.NUMERIC_LOG  # 32..256, 1e-3..1e-1: a grid in ratios
     for col in counts:  # a few integers (num_units 32..256): one tick per value, written as integers (HiPlot writes a log axis 4e+1)
@@ -377,8 +382,30 @@ def held_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
             signal.raise_signal(n)  # now the sweep's own handler runs, in plain code
 
 
+def candidate_records(df: pd.DataFrame, jobs: list) -> list[dict]:
+    """Each row's job.json record ({} where no finished job holds it), matched by its params (store.read_jobs' jobs)."""
+    by_params = {figures.key(p): job.record for job in jobs for p in job.rows["params"]}
+    return [by_params.get(figures.key(p), {}) for p in df["params"]]
+
+
+def n_parameters(record: dict) -> int | None:
+    """A candidate's trainable parameters: its job.json's count, or (a job recorded before jobs counted them) its
+    config's NeuralNet's; None for another module's job recorded without one."""
+    if record.get("n_parameters") is not None:
+        return record["n_parameters"]
+    sizes = model.module_sizes((record.get("config") or {}).get("module") or {})
+    return None if sizes is None else model.parameter_count(sizes)
+
+
+def architectures(configs: list[dict]) -> list[str | None]:
+    """Each config's layer sizes as the views write them (784-256-128-10); None for a module that is not NeuralNet."""
+    sizes = [model.module_sizes((c or {}).get("module") or {}) for c in configs]
+    return [None if s is None else figures.architecture(s) for s in sizes]
+
+
 def read_merged(results_dirs: list[Path], jobs_of: dict[Path, list] | None = None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
-    """The candidates of one or several results folders, each row's resolved config, and every fold history.
+    """The candidates of one or several results folders (with each one's n_parameters), each row's resolved config, and
+    every fold history.
 
     Merged folders get a `sweep` column, a column per config key that differs between them, and ranks over all rows.
     `jobs_of`: each folder's store.read_jobs, where the caller has read them already.
@@ -387,11 +414,11 @@ def read_merged(results_dirs: list[Path], jobs_of: dict[Path, list] | None = Non
     frames, configs, histories = [], [], []
     for d in results_dirs:
         df, jobs = read_results(d), store.read_jobs(d) if jobs_of is None else jobs_of[d]
-        by_params = {figures.key(p): job.record["config"] for job in jobs for p in job.rows["params"]}  # each candidate's config
+        records = candidate_records(df, jobs)
         if merge:
             df.insert(0, "sweep", str(d))
-        frames.append(df)
-        configs.append([by_params.get(figures.key(p), {}) for p in df["params"]])
+        frames.append(df.assign(n_parameters=[n_parameters(r) for r in records]))
+        configs.append([r.get("config", {}) for r in records])
         histories += [{**h, "sweep": str(d)} if merge else h for job in jobs for h in job.histories or []]
     if merge:
         frames = add_config_columns(frames, configs)
@@ -409,8 +436,8 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
     of sweeps with other seeds, data or folds gives no verdict across them). `jobs_of`: as read_merged's."""
     results_dirs, out = [Path(d) for d in results_dirs], Path(out)
     df, configs, histories = read_merged(results_dirs, jobs_of)
-    num_classes = [int(c.get("module", {}).get("num_classes", 10)) for c in configs]
-    labels = figures.candidate_labels(df, num_classes, [c.get("module", {}).get("num_units") for c in configs])
+    archs = architectures(configs)
+    labels = figures.candidate_labels(df, archs)
     comparison = compare.compare(df, **(compare_settings or compare.settings(results_dirs[0])), configs=configs)
     comparison.insert(0, "candidate", labels)
     compared = len(df) > 1
@@ -424,7 +451,7 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
 
     name = " + ".join(str(d) for d in results_dirs)
     with held_signals():
-        png, svg = figures.figure_bytes(figures.summary_figure(df, curves, labels, colors, num_classes, title=f"mlp-sweep: {name}",
+        png, svg = figures.figure_bytes(figures.summary_figure(df, curves, labels, colors, archs, title=f"mlp-sweep: {name}",
                                                                comparison=comparison if compared else None))
     png_path, svg_path = summary_paths(out)
     has_curves = any(h["epochs"] for h in histories)  # none when every job failed before its first epoch
@@ -435,6 +462,8 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
 
     verdicts = comparison["verdict"].tolist() if compared else None
     css = [figures.css_rgb(c) for c in colors]
+    if "param_module__hidden_sizes" in df:  # a list is no axis: its architecture, as the labels write it
+        df = df.assign(param_module__hidden_sizes=[a if isinstance(h, list) and a else h for h, a in zip(df["param_module__hidden_sizes"], archs)])
     candidates = candidates_experiment(df, labels, verdicts, css)
     block = figure_block(png, png_path, svg_path, plotted=hip.Displays.PARALLEL_PLOT in candidates.enabledDisplays,
                          unscored=any(s != "ok" for s in status))
@@ -463,6 +492,8 @@ def print_outcome(results_dir: Path) -> bool | None:
     if not (results_dir / f"{store.CV_RESULTS}.json").is_file():
         return None
     df = store.read_cv_results(results_dir)
+    records = candidate_records(df, store.read_jobs(results_dir))
+    df = df.assign(architecture=architectures([r.get("config", {}) for r in records]), n_parameters=[n_parameters(r) for r in records])
     comparison = store.read_comparison(results_dir) if len(df) > 1 else None
     if comparison is not None and [figures.key(p) for p in comparison["params"]] != [figures.key(p) for p in df["params"]]:
         comparison = None  # written for another set of rows (a rebuild was cut short): no verdicts rather than wrong ones

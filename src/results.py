@@ -99,19 +99,24 @@ def to_columns(df: pd.DataFrame) -> dict[str, list]:
     return {c: [plain(v) for v in df[c].tolist()] for c in df.columns}
 
 
+ARCHITECTURE_PARAMS = ("param_module__num_units", "param_module__hidden_sizes")  # what the architecture column says
 MOST_PRINTED_SPLITS = 5  # a table with more splits (cv.repeats > 1) prints their mean and std only
 
 
 def ranked_table(df: pd.DataFrame, metric: str | None = None, verdicts: list[str | None] | None = None) -> str:
-    """The candidates best first, like the tutorial's results.head(): params, split scores (up to
-    MOST_PRINTED_SPLITS of them) and their mean, the verdict against the best (src.compare) where given, fit time."""
+    """The candidates best first, like the tutorial's results.head(): the architecture (where df has that column, in
+    place of the num_units and hidden_sizes params), params, split scores (up to MOST_PRINTED_SPLITS of them) and their
+    mean, the verdict against the best (src.compare) where given, the trainable parameters (n_parameters), fit time."""
     metric = metric or metric_names(df)[0]
     if verdicts is not None:
         df = df.assign(verdict=[v or "-" for v in verdicts])
-    cols = sorted(c for c in df.columns if c.startswith("param_"))
+    shown = "architecture" in df and df["architecture"].notna().all()
+    cols = ["architecture"] if shown else []
+    cols += sorted(c for c in df.columns if c.startswith("param_") and not (shown and c in ARCHITECTURE_PARAMS))
     splits = [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
     cols += splits if len(splits) <= MOST_PRINTED_SPLITS else []  # repeated CV's 15 splits are in cv_results.csv
     cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"] + (["verdict"] if verdicts is not None else [])
+    cols += ["n_parameters"] if "n_parameters" in df and df["n_parameters"].notna().any() else []
     cols += ["mean_fit_time"]
     cols += ["status"] if "status" in df else []
     table = df.sort_values(f"rank_test_{metric}", kind="stable")[cols]
@@ -122,5 +127,6 @@ def ranked_table(df: pd.DataFrame, metric: str | None = None, verdicts: list[str
 
     formats = {c.removeprefix("param_"): param for c in cols if c.startswith("param_")}
     formats |= {c: "{:.4f}".format for c in cols if c.startswith(("split", "mean_", "std_"))}
+    formats |= {"n_parameters": lambda n: "-" if pd.isna(n) else f"{int(n):,}"}
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         return table.to_string(index=False, formatters=formats)

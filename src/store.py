@@ -43,8 +43,9 @@ os.umask(_UMASK)
 PACKAGES = ("torch", "skorch", "scikit-learn", "hydra-core", "numpy", "pandas", "hiplot", "mlxtend")  # environment.json's versions
 
 
-def record(job_dir: Path, result: results.SearchResult, overrides: list[str], identity: dict) -> None:
-    """Write a job folder: cv_results.*, history.json, environment.json, error.log if it failed, job.json last.
+def record(job_dir: Path, result: results.SearchResult, overrides: list[str], identity: dict, n_parameters: int | None = None) -> None:
+    """Write a job folder: cv_results.*, history.json, environment.json, error.log if it failed, job.json last
+    (with the candidate's number of trainable parameters, `n_parameters`, where given).
 
     Every file is written atomically and job.json last, so a killed job leaves no finished-looking folder.
     """
@@ -56,7 +57,8 @@ def record(job_dir: Path, result: results.SearchResult, overrides: list[str], id
     write_cv_results(result.cv_results, job_dir)
     write_json(job_dir / HISTORY, result.histories)
     write_json(job_dir / ENVIRONMENT, environment(result.device, identity["seed"], result.engine))
-    write_json(job_dir / JOB, {"status": result.status, "error": result.error, "overrides": overrides, "config": identity})
+    cost = {} if n_parameters is None else {"n_parameters": n_parameters}
+    write_json(job_dir / JOB, {"status": result.status, "error": result.error, "overrides": overrides, "config": identity, **cost})
 
 
 @contextlib.contextmanager
@@ -210,7 +212,7 @@ class DamagedJob(Exception):
     """A job folder whose record cannot be read whole; the message names the file and what is wrong."""
 
 
-# job.json's keys and their types; status is one of STATUSES
+# job.json's keys and their types; status is one of STATUSES (and n_parameters, an int, where the job recorded it)
 RECORD = {"status": str, "error": (str, type(None)), "overrides": list, "config": dict}
 
 

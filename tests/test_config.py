@@ -60,7 +60,8 @@ def test_every_group_option_builds_a_search(compose_cfg, data_for, option):
 @pytest.mark.parametrize("name", NAMED_SWEEPS)
 def test_named_sweeps_compose(compose_cfg, name):
     cfg = compose_cfg(f"+sweeps={name}")
-    assert str(cfg.hydra.sweeper.params["module.num_units"]) == "32,64,128,256"
+    params = {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
+    assert params in ({"module.num_units": "32,64,128,256"}, {"module.hidden_sizes": "[512],[256,128],[128,64,32],[512,256,128]"})
     # seed_reproduction's train.valid_split=0.2 needs a sample of each class in each part of a fit's rows: 150, not 60
     X, y, search, _ = prepared(compose_cfg, f"+sweeps={name}", limit=150)
     if name == "seed_reproduction":
@@ -116,7 +117,7 @@ INVALID = [
     (["dataset=imagenet"], "dataset=imagenet is not known; choose one of"),
     (["module=resnet"], "module=resnet is not known; choose one of cnn, custom, mlp"),
     (["cv=loo"], "cv=loo is not known; choose one of stratified_kfold"),
-    (["+sweeps=nope", "-m"], "sweeps=nope is not known; choose one of hidden_sizes, hidden_sizes_verdict, seed_reproduction"),
+    (["+sweeps=nope", "-m"], "sweeps=nope is not known; choose one of depth, hidden_sizes, hidden_sizes_verdict, seed_reproduction"),
     (["module.activation=swish"], "module.activation='swish': Input should be 'relu', 'tanh', 'sigmoid' or 'gelu'"),
     (["cv.scoring=[acc]"], "cv.scoring=['acc']: unknown scorer 'acc'"),
     (["hydra.run.dir=/etc/hostname/runs"], "hydra.run.dir=/etc/hostname/runs: this output folder cannot be written"),
@@ -143,6 +144,17 @@ INVALID = [
     (["compare.rope=nan"], "compare.rope=nan: Input should be a finite number"),
     (["compare.confidence=0.5"], "compare.confidence=0.5: Input should be greater than 0.5"),
     (["compare.confidence=1"], "compare.confidence=1: Input should be less than 1"),
+    # depth (issue 16): module.hidden_sizes, and not beside num_units
+    (["module.hidden_sizes=[]"], "module.hidden_sizes=[]: must be a non-empty list of hidden-layer widths, each an integer >= 1"),
+    (["module.hidden_sizes=[256,0]"], "module.hidden_sizes=[256, 0]: must be a non-empty list of hidden-layer widths"),
+    (["module.hidden_sizes=[-8]"], "module.hidden_sizes=[-8]: must be a non-empty list of hidden-layer widths"),
+    (["module.hidden_sizes=[64,2.5]"], "module.hidden_sizes=[64, 2.5]: must be a non-empty list of hidden-layer widths"),
+    (["module.hidden_sizes=[wide]"], "module.hidden_sizes=['wide']: must be a non-empty list of hidden-layer widths"),
+    (["module.hidden_sizes=256"], "module.hidden_sizes=256: Input should be a valid list"),
+    (["module.hidden_sizes=[256,128]", "module.num_units=64"],
+     "module.hidden_sizes=[256,128]: set either it or module.num_units=64, not both (num_units=N is the shorthand for hidden_sizes=[N,N//2])"),
+    (["module.hidden_sizes=[512],[256,128]", "module.num_units=32,64", "-m"], "module.hidden_sizes=[512]: set either it or module.num_units=32"),
+    (["+sweeps=depth", "module.num_units=64", "-m"], "module.hidden_sizes=[512]: set either it or module.num_units=64, not both"),
 ]
 # module=cnn and your own module (issue 16): their schemas, and the module built and run on two samples of the data
 OWN_LINEAR = ["module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=10"]
@@ -181,7 +193,9 @@ def test_preflight_names_key_value_and_what_is_allowed(args, message):
 
 # through the real CLI: a range, a group option, a named sweep, a folder, a grid point, and three values that
 # used to fail as jobs (reliability item 5): the seed's range, an optimizer keyword, a subset that cannot be drawn
-CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19, 20, 22, 25)] + [case for case in INVALID if case[0][0] in ("cv.repeats=0", "compare.rope=nan")]
+CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19, 20, 22, 25)] + [case for case in INVALID if case[0][0] in
+                                                                     ("cv.repeats=0", "compare.rope=nan", "module.hidden_sizes=[]")]
+CLI_CASES += [case for case in INVALID if case[0][:2] == ["module.hidden_sizes=[512],[256,128]", "module.num_units=32,64"]]
 CLI_CASES += [MODULES[i] for i in (5, 7, 12)]  # a CNN on data that are not 28x28 images, a class not found, logits of the wrong shape
 
 

@@ -136,12 +136,14 @@ def test_a_job_the_fused_engine_cannot_train_goes_to_gridsearch_with_the_reason(
     assert engine.choose(settings) == "fused"
     monkeypatch.setitem(model.ACTIVATIONS, "silu", model.Activation(torch.nn.SiLU))  # NeuralNet can build it
     silu = {**settings, "module": {**settings["module"], "activation": "silu"}}
-    deeper = {**settings, "module": {**settings["module"], "hidden_sizes": [64, 32]}}
+    dropout = {**settings, "module": {**settings["module"], "dropout": 0.5}}  # a keyword NeuralNet does not take
     assert engine.choose(silu) == "fused" and not engine.by_hand(silu)
     with caplog.at_level(logging.INFO, logger=engine.log.name):
-        assert engine.choose(deeper, say_why=True) == "gridsearch"
+        assert engine.choose(dropout, say_why=True) == "gridsearch"
     assert ("engine=fused: the fused engine cannot train src.model.NeuralNet: building it failed (TypeError: "
-            "NeuralNet.__init__() got an unexpected keyword argument 'hidden_sizes')") in caplog.text
+            "NeuralNet.__init__() got an unexpected keyword argument 'dropout')") in caplog.text
+    deeper = {**settings, "module": {**settings["module"], "hidden_sizes": [64, 32, 16]}}
+    assert engine.choose(deeper) == "fused" and engine.by_hand(deeper)  # any depth, by the hand-written step
 
 
 @pytest.mark.parametrize("module", ["module=cnn", "module=custom"])
@@ -167,3 +169,40 @@ def test_a_cnn_sweep_fuses_and_scores_as_the_gridsearch_sweep(tmp_path):
     mine, theirs = (store.read_cv_results(tmp_path / d).sort_values("param_optimizer__lr").reset_index(drop=True) for d in ("fused", "grid"))
     splits = [c for c in theirs.columns if c.startswith("split") and c.endswith("_test_accuracy")]
     assert len(splits) == 3 and (mine[splits] - theirs[splits]).abs().to_numpy().max() <= 0.002
+
+
+def test_a_depth_sweep_through_both_engines_agrees_and_counts_its_parameters(tmp_path):
+    """module.hidden_sizes of 1, 2 and 3 hidden layers: the fused engine trains the three jobs as one group, to the
+    GridSearchCV path's scores (within 0.002 per candidate), and each job.json counts what torch counts on its net."""
+    depth = "module.hidden_sizes=[16],[16,8],[16,8,8]"
+    procs = {name: run_here(depth, *TINY, f"engine={name}", "cv.refit=false", f"hydra.sweep.dir={tmp_path / name}", "-m")
+             for name in ("fused", "gridsearch")}
+    assert all(p.returncode == 0 for p in procs.values()), procs["fused"].stderr + procs["gridsearch"].stderr
+    assert f"{FUSED} 0, 1, 2 (9 fits) trained at once" in procs["fused"].stdout + procs["fused"].stderr
+    fused, reference = (store.read_cv_results(tmp_path / name) for name in ("fused", "gridsearch"))
+    assert fused["params"].tolist() == reference["params"].tolist() == [{"module__hidden_sizes": h} for h in ([16], [16, 8], [16, 8, 8])]
+    np.testing.assert_allclose(fused["mean_test_accuracy"], reference["mean_test_accuracy"], atol=0.002)
+    for job, hidden in enumerate(([16], [16, 8], [16, 8, 8])):
+        record = json.loads((tmp_path / "fused" / str(job) / store.JOB).read_text())
+        net = model.NeuralNet(hidden_sizes=hidden)
+        assert record["n_parameters"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
+        assert "num_units" not in record["config"]["module"]  # only what built the net
+    table = procs["fused"].stdout
+    assert "architecture" in table and "784-16-8-8-10" in table and "n_parameters" in table and "[16, 8, 8]" not in table
+
+
+def test_hidden_sizes_n_and_half_gives_num_units_ns_numbers(tiny_sweep, tmp_path):
+    """hidden_sizes=[N, N//2] is num_units=N: the same scores and histories; the files differ only in the key that says so,
+    and the num_units sweep's job.json has no hidden_sizes (the main command writes what it wrote before)."""
+    proc = run_here("module.hidden_sizes=[8,4],[16,8],[32,16]", *TINY, "engine=gridsearch", f"hydra.sweep.dir={tmp_path}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    ours, theirs = store.read_cv_results(tmp_path), store.read_cv_results(tiny_sweep)
+    scores = [c for c in theirs.columns if c.startswith(("split", "mean_test", "std_test", "mean_train", "rank_test"))]
+    pd.testing.assert_frame_equal(ours[scores], theirs[scores])
+    for job in ("0", "1", "2"):
+        mine, reference = (json.loads((d / job / store.HISTORY).read_text()) for d in (tmp_path, tiny_sweep))
+        assert [[e["train_loss"] for e in h["epochs"]] for h in mine] == [[e["train_loss"] for e in h["epochs"]] for h in reference]
+        a, b = (json.loads((d / job / store.JOB).read_text()) for d in (tmp_path, tiny_sweep))
+        assert a["n_parameters"] == b["n_parameters"] and "hidden_sizes" not in b["config"]["module"]
+        assert {k: v for k, v in a["config"]["module"].items() if k != "hidden_sizes"} == \
+               {k: v for k, v in b["config"]["module"].items() if k != "num_units"}

@@ -22,11 +22,21 @@ def test_mean_curves_average_the_folds_that_reached_each_epoch():
 
 def test_labels_name_what_differs_and_tell_equal_ones_apart():
     df = pd.DataFrame({"param_module__num_units": [32, 32, 64], "param_optimizer__lr": [0.1, 0.01, 0.1], "param_seed": [0, 0, 0]})
-    assert figures.candidate_labels(df) == ["[32, 16, 10], lr=0.1", "[32, 16, 10], lr=0.01", "[64, 32, 10], lr=0.1"]
+    assert figures.candidate_labels(df) == ["784-32-16-10, lr=0.1", "784-32-16-10, lr=0.01", "784-64-32-10, lr=0.1"]
     twins = pd.DataFrame({"param_module__num_units": [8, 8, 16], "param_train__shuffle": [True, True, True], "param_cv__shuffle": [1, 2, 3]})
     assert figures.param_names(["param_train__shuffle", "param_cv__shuffle", "param_optimizer__lr"]) == {
         "param_train__shuffle": "train__shuffle", "param_cv__shuffle": "cv__shuffle", "param_optimizer__lr": "lr"}
-    assert figures.candidate_labels(twins[["param_module__num_units"]]) == ["[8, 4, 10] #0", "[8, 4, 10] #1", "[16, 8, 10]"]
+    assert figures.candidate_labels(twins[["param_module__num_units"]]) == ["784-8-4-10 #0", "784-8-4-10 #1", "784-16-8-10"]
+    deep = pd.DataFrame({"param_module__hidden_sizes": [[512], [256, 128], [128, 64, 32]]})
+    assert figures.candidate_labels(deep) == ["784-512-10", "784-256-128-10", "784-128-64-32-10"]
+    assert figures.candidate_labels(deep, ["20-512-3", None, None])[0] == "20-512-3"  # the config's input and classes
+
+
+def test_the_pareto_front_keeps_what_nothing_smaller_beats():
+    """A candidate is off the front when another has at most its parameters and at least its score, one of them strictly."""
+    sizes, scores = [100, 200, 300, 400, 400, 50], [0.80, 0.85, 0.84, 0.90, 0.90, 0.70]
+    assert figures.pareto_front(sizes, scores).tolist() == [True, True, False, True, True, True]
+    assert figures.pareto_front([10, 10], [0.5, 0.6]).tolist() == [False, True]
 
 
 def test_short_names_are_the_shortest_distinct_tails():

@@ -129,7 +129,7 @@ def test_threads_are_applied_and_recorded(tmp_path):
 
 
 def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path, monkeypatch):
-    assert "sweeps: hidden_sizes, hidden_sizes_verdict, seed_reproduction" in run_here("--help").stdout
+    assert "sweeps: depth, hidden_sizes, hidden_sizes_verdict, seed_reproduction" in run_here("--help").stdout
     monkeypatch.chdir(tmp_path)
     proc = run_here("+sweeps=hidden_sizes", *TINY, "cv.refit=false", f"hydra.sweep.dir={tmp_path / 's'}", "-m")
     assert proc.returncode == 0, proc.stderr

@@ -31,6 +31,6 @@ if __name__ == "__main__":
     labels = figures.candidate_labels(df)
     comp = compare.compare(df)
     t = time.perf_counter()
-    fig = figures.summary_figure(df, curves, labels, figures.candidate_colors(n, df['rank_test_accuracy']), [10] * n, title="big", comparison=comp)
+    fig = figures.summary_figure(df, curves, labels, figures.candidate_colors(n, df['rank_test_accuracy']), title="big", comparison=comp)
     png, svg = figures.figure_bytes(fig)
     print(f"{n} candidates: {time.perf_counter() - t:.2f} s, png {len(png)} svg {len(svg)}")

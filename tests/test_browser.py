@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from src import figures, report, results, store
+from src import figures, model, report, results, store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -93,7 +93,7 @@ def test_lines_are_coloured_by_candidate_as_in_the_summary_figure(tiny_sweep, tm
     dom = rendered_dom(tiny_sweep / "hiplot.html", tmp_path)
     units = store.read_cv_results(tiny_sweep)["param_module__num_units"]
     palette = [figures.css_rgb(c) for c in figures.candidate_colors(len(units))]
-    assert swatches(dom) == {figures.architecture(u): c for u, c in zip(units, palette)}
+    assert swatches(dom) == {figures.architecture(model.layer_sizes(u)): c for u, c in zip(units, palette)}
 
 
 def test_learning_curves_page_is_a_tall_labelled_plot(tiny_sweep, tmp_path):
@@ -111,7 +111,7 @@ def test_learning_curves_page_is_a_tall_labelled_plot(tiny_sweep, tmp_path):
     assert max(heights) >= 600  # a tall loss plot
     legend = dom[dom.index("candidate-legend"):]
     for units in store.read_cv_results(src)["param_module__num_units"]:
-        assert figures.architecture(units) in legend[: legend.index("</div>")]
+        assert figures.architecture(model.layer_sizes(units)) in legend[: legend.index("</div>")]
     cells = table_cells(dom)
     epoch = cells[0].index("epoch")
     assert [int(row[epoch]) for row in cells[1:11]] == list(range(1, 11))  # numeric order

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_here
-from src import compare, figures, report, results, store
+from src import compare, figures, model, report, results, store
 
 
 def embedded_options(page: str) -> dict:
@@ -53,7 +53,7 @@ def test_sweep_report_has_a_row_per_candidate_and_curves(tiny_sweep):
     agg = store.read_cv_results(tiny_sweep)
     assert sorted(int(r["param_module__num_units"]) for r in rows)  # a few integers: padded categories == sorted(agg["param_module__num_units"])
     assert {"split0_test_accuracy", "mean_test_accuracy", "std_test_accuracy", "rank_test_accuracy", "mean_fit_time"} <= set(rows[0])
-    assert sorted(r["candidate"] for r in rows) == sorted(figures.architecture(n) for n in agg["param_module__num_units"])
+    assert sorted(r["candidate"] for r in rows) == sorted(figures.architecture(model.layer_sizes(n)) for n in agg["param_module__num_units"])
     folds = lines((tiny_sweep / "hiplot_curves_folds.html").read_text())
     assert len(folds) == 3 * 3 and all(len(line) == 2 for line in folds)  # candidates x folds, epochs each
     assert {"epoch", "train_loss", "fold", "candidate", "param_module__num_units"} <= set(folds[0][0])
@@ -81,6 +81,21 @@ def test_curves_page_draws_the_mean_over_folds_per_candidate(tiny_sweep):
         assert f"background:{colors[label]}\"></span>{label}" in page
 
 
+def test_the_parameter_count_is_an_axis_and_a_column_of_the_table(tiny_sweep, capsys):
+    """Each candidate's n_parameters (its job.json's, which tests/test_engine.py checks against torch's count) is on the
+    candidates page, as an axis, and in the printed table beside its architecture."""
+    exp = embedded_options((tiny_sweep / "hiplot.html").read_text())["experiment"]
+    counts = {dp["values"]["candidate"]: dp["values"]["n_parameters"] for dp in exp["datapoints"]}
+    for job in store.read_jobs(tiny_sweep):
+        assert counts[figures.architecture(model.module_sizes(job.record["config"]["module"]))] == job.record["n_parameters"]
+    assert "n_parameters" not in exp["display_data"]["PARALLEL_PLOT"]["hide"]
+    report.print_outcome(tiny_sweep)
+    table = capsys.readouterr().out.splitlines()
+    header = table[table.index(next(line for line in table if "architecture" in line))]
+    assert header.split()[0] == "architecture" and "n_parameters" in header and "num_units" not in header
+    assert any(line.split()[:1] == ["784-32-16-10"] and f"{model.parameter_count([784, 32, 16, 10]):,}" in line for line in table)
+
+
 def test_summary_figure_is_saved_and_embedded(tiny_sweep):
     from matplotlib.image import imread
 
@@ -89,12 +104,13 @@ def test_summary_figure_is_saved_and_embedded(tiny_sweep):
     svg = ET.parse(tiny_sweep / "summary.svg").getroot()
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     text = " ".join("".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text"))
-    assert "epoch" in text and "learning curves" in text and "architecture [num_units, num_units // 2, num_classes]" in text
+    assert "epoch" in text and "learning curves" in text and "architecture [layer sizes, input to output]" in text
+    assert "trainable parameters" in text and "on the Pareto front" in text and "mean fit time per fold (s)" in text  # the cost panel
     agg = store.read_cv_results(tiny_sweep)  # reference: the saved cv_results_, not the figure code
     for units in agg["param_module__num_units"]:
-        assert figures.architecture(units) in text
+        assert figures.architecture(model.layer_sizes(units)) in text
     best = agg.sort_values("rank_test_accuracy").iloc[0]
-    assert f"best: {figures.architecture(best['param_module__num_units'])}" in text
+    assert f"best: {figures.architecture(model.layer_sizes(best['param_module__num_units']))}" in text
     assert "against it: " in text and "difference to the best" in text  # the verdicts (src.compare), not a margin in σ
     page = (tiny_sweep / "hiplot.html").read_text()
     embedded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
@@ -169,7 +185,7 @@ def test_merged_legend_sits_beside_the_data(tiny_sweep):
     """Two series (a merge, or a second swept param): their legend is outside the score panel, off the circled best."""
     agg = store.read_cv_results(tiny_sweep)
     df = pd.concat([agg.assign(sweep="a"), agg.assign(sweep="b")], ignore_index=True)
-    fig = figures.summary_figure(results.rank(df), [None] * 6, figures.candidate_labels(df), figures.candidate_colors(6), [10] * 6)
+    fig = figures.summary_figure(results.rank(df), [None] * 6, figures.candidate_labels(df), figures.candidate_colors(6))
     fig.canvas.draw()
     score_ax = fig.axes[0]
     legend = score_ax.get_legend().get_window_extent()
@@ -201,7 +217,7 @@ def test_summary_figure_axes(tiny_sweep):
     labels = figures.candidate_labels(df)
     curves = [{"train_loss": (np.array([1, 2]), np.array([600.0, 3.0]), np.zeros(2))}, None,
               {"train_loss": (np.array([1, 2]), np.array([0.5, 0.3]), np.zeros(2))}]
-    fig = figures.summary_figure(df, curves, labels, figures.candidate_colors(3), [10] * 3)
+    fig = figures.summary_figure(df, curves, labels, figures.candidate_colors(3))
     score_ax, curves_ax = fig.axes[:2]
     assert score_ax.get_xscale() == "log" and curves_ax.get_yscale() == "log"  # lr 1e-3..1e-1, losses 0.3..600
     assert labels == ["lr=0.001", "lr=0.01", "lr=0.1"]
@@ -428,7 +444,7 @@ def test_a_500_candidate_summary_calls_out_the_top_and_stays_quick():
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # matplotlib's "constrained_layout not applied because axes sizes collapsed"
-            fig = figures.summary_figure(df, curves, labels, colors, [10] * n, comparison=comparison)
+            fig = figures.summary_figure(df, curves, labels, colors, comparison=comparison)
             figures.figure_bytes(fig)
         timings[n] = time.perf_counter() - start
     score_ax, diff_ax, curves_ax = fig.axes[:3]

@@ -48,7 +48,7 @@ def test_reloading_the_saved_model_reproduces_the_held_out_score(tiny_sweep):
     assert "refit: job" in (tiny_sweep / "stdout.txt").read_text()
     title = refit.matrix_title(saved)  # the confusion matrix's: the architecture and the held-out score, as the report names them
     units = saved["module"]["num_units"]
-    assert title == f"best candidate [{units}, {units // 2}, 10]\nheld-out accuracy {saved['test']['accuracy']:.4f} on 30 samples"
+    assert title == f"best candidate 784-{units}-{units // 2}-10\nheld-out accuracy {saved['test']['accuracy']:.4f} on 30 samples"
 
 
 def test_the_refit_runs_when_some_jobs_failed(broken_sweep):

@@ -84,7 +84,7 @@ def test_job_folders_record_rows_history_and_environment(tiny_sweep):
 def test_prints_ranked_table_and_report(tiny_sweep):
     out = (tiny_sweep / "stdout.txt").read_text()
     table = out[out.index("3 candidates, ranked"):].splitlines()
-    assert "module__num_units" in table[1] and "mean_test_accuracy" in table[1]
+    assert table[1].split()[0] == "architecture" and "mean_test_accuracy" in table[1] and "n_parameters" in table[1]
     column = table[1].split().index("rank_test_accuracy")
     ranks = [int(line.split()[column]) for line in table[2:5]]
     assert ranks == sorted(ranks)

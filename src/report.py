@@ -463,7 +463,8 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
     verdicts = comparison["verdict"].tolist() if compared else None
     css = [figures.css_rgb(c) for c in colors]
     if "param_module__hidden_sizes" in df:  # a list is no axis: its architecture, as the labels write it
-        df = df.assign(param_module__hidden_sizes=[a if isinstance(h, list) and a else h for h, a in zip(df["param_module__hidden_sizes"], archs)])
+        df = df.assign(param_module__hidden_sizes=[(a or figures.architecture(model.layer_sizes(hidden_sizes=h))) if isinstance(h, list) else h
+                                                   for h, a in zip(df["param_module__hidden_sizes"], archs)])
     candidates = candidates_experiment(df, labels, verdicts, css)
     block = figure_block(png, png_path, svg_path, plotted=hip.Displays.PARALLEL_PLOT in candidates.enabledDisplays,
                          unscored=any(s != "ok" for s in status))

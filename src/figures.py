@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from src import results
-from src.model import layer_sizes
 from src.identity import job_key
+from src.model import layer_sizes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -420,11 +420,11 @@ def cost_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, metric: st
     times.tick_params(axis="y", colors="0.4")
     ax.set_zorder(times.get_zorder() + 1)
     ax.patch.set_visible(False)  # the score axis on top, its background clear
-    many = len(df) > MANY
-    for i, row in scored.iterrows():
-        called_out = not many or tuple(colors[i]) != REST
-        ax.errorbar(row["_p"], row[mean], yerr=row[std] if called_out else None, fmt="o" if called_out else ".",
-                    ms=7 if called_out else 4, color=colors[i], capsize=3, alpha=1 if i in front.index else 0.45, zorder=2)
+    rest = scored[[tuple(colors[i]) == REST for i in scored.index]] if len(df) > MANY else scored.iloc[:0]
+    if len(rest):  # one scatter, no error bars: the many that are not called out
+        ax.scatter(rest["_p"], rest[mean], s=10, color=REST, zorder=1.5, linewidths=0)
+    for i, row in scored.drop(index=rest.index).iterrows():  # off the front: paler
+        ax.errorbar(row["_p"], row[mean], yerr=row[std], fmt="o", ms=7, color=colors[i], capsize=3, alpha=1 if i in front.index else 0.45, zorder=2)
     ax.step(front["_p"], front[mean], where="post", color="black", lw=1.2, zorder=3, label="Pareto front")
     ax.scatter(front["_p"], front[mean], s=150, facecolors="none", edgecolors="black", lw=1.2, zorder=3)
     for i, row in front.head(TOP).iterrows():

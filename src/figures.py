@@ -52,9 +52,6 @@ def varied_params(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith("param_") and len({key(v) for v in df[c]}) > 1]
 
 
-ARCHITECTURE = ("param_module__num_units", "param_module__hidden_sizes")  # the params that set NeuralNet's layer sizes
-
-
 def architecture(sizes) -> str:
     """Layer sizes, input to output, as every view writes them: 784-256-128-10."""
     return "-".join(str(int(n)) for n in sizes)
@@ -79,7 +76,7 @@ def param_names(columns: list[str]) -> dict[str, str]:
 
 def value_text(column: str, value, name: str, architecture: str | None = None) -> str:
     """How a param value is written in labels: the row's architecture for num_units and hidden_sizes, else name=value."""
-    if column in ARCHITECTURE and architecture is not None:
+    if column in results.ARCHITECTURE_PARAMS and architecture is not None:
         return architecture
     if isinstance(value, float):
         value = f"{value:.4g}"
@@ -186,7 +183,7 @@ def is_numeric(values) -> bool:
 
 def x_param(df: pd.DataFrame, swept: list[str]) -> str | None:
     """The parameter on the score panel's x axis: num_units or hidden_sizes if swept, else the first numeric swept param."""
-    for column in ARCHITECTURE:
+    for column in results.ARCHITECTURE_PARAMS:
         if column in swept:
             return column
     return ([c for c in swept if is_numeric(df[c])] or swept or [None])[0]
@@ -217,7 +214,7 @@ def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels
     written as architectures; anything else (or the candidates, with nothing swept) by sorted category,
     hidden_sizes as architectures in order of their parameter count.
     """
-    arch = x_col in ARCHITECTURE
+    arch = x_col in results.ARCHITECTURE_PARAMS
     if x_col is not None and is_numeric(df[x_col]):
         xs = df[x_col].astype(float)
         values = sorted(xs[scored.index].unique())

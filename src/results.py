@@ -99,7 +99,7 @@ def to_columns(df: pd.DataFrame) -> dict[str, list]:
     return {c: [plain(v) for v in df[c].tolist()] for c in df.columns}
 
 
-ARCHITECTURE_PARAMS = ("param_module__num_units", "param_module__hidden_sizes")  # what the architecture column says
+ARCHITECTURE_PARAMS = ("param_module__num_units", "param_module__hidden_sizes")  # the params that set NeuralNet's layer sizes
 MOST_PRINTED_SPLITS = 5  # a table with more splits (cv.repeats > 1) prints their mean and std only
 
 

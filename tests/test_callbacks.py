@@ -34,7 +34,7 @@ def test_the_ranked_table_and_the_best_config(tiny_sweep, tmp_path, capsys):
     agg = store.read_cv_results(sweep)
     best_units = int(agg.loc[agg["rank_test_accuracy"] == 1, "param_module__num_units"].iloc[0])
     table = out[out.index("3 candidates, ranked"):].splitlines()
-    assert table[2].split()[0] == str(best_units)  # best first
+    assert table[2].split()[0] == f"784-{best_units}-{best_units // 2}-10"  # best first, by its architecture
     assert f"best config: {sweep / refit.BEST_CONFIG}" in out and "refit:" not in out
     assert (sweep / refit.BEST_CONFIG).is_file() and (sweep / refit.OPTIMIZATION_RESULTS).is_file()
 

@@ -194,7 +194,7 @@ def test_a_sweep_prints_verdicts_and_writes_the_comparison_and_the_best_config(t
     header, best_row, worse_row = table.splitlines()[1:4]
     assert "verdict" in header.split() and "best" in best_row.split() and "worse" in worse_row.split()
     line = next(x for x in table.splitlines() if x.startswith("Best "))
-    assert line.startswith("Best [256, 128, 10] 0.") and "worse: [2, 1, 10] (P=" in line
+    assert line.startswith("Best 784-256-128-10 0.") and "worse: 784-2-1-10 (P=" in line
     comparison = pd.read_csv(sweep / "comparison.csv")
     worse = comparison[comparison["verdict"] == "worse"].iloc[0]
     assert json.loads(worse["params"]) == {"module__num_units": 2} and worse["p_best_better"] >= 0.99

@@ -651,13 +651,13 @@ def _check_memory(settings: dict) -> None:
     if "_target_" in settings["module"]:
         return
     device = resolve_device(settings["device"])
-    need = fit_bytes(settings, len(data.load(settings)[1]))
+    need = fit_bytes(settings, len(data.load(settings)[1]), device)
     have = _available(device)
     if need > have:
         m = settings["module"]
         key = "module.num_units" if m.get("hidden_sizes") is None else "module.hidden_sizes"
-        raise ConfigError(f"{key}={m[key.split('.')[1]]}: one fit of this width needs about {need / 2**30:.1f} GiB (parameters, "
-                          f"gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
+        raise ConfigError(f"{key}={m[key.split('.')[1]]}: training and scoring this width needs about {need / 2**30:.1f} GiB "
+                          f"(its folds' parameters, gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
                           "choose a smaller width, or a smaller train.batch_size")
 
 

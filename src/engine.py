@@ -110,9 +110,11 @@ def vmapped_shared(job: Job) -> vmapped.Shared:
                           max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"], valid_batch_size=PREDICT_BATCH_SIZE)
 
 
-def fit_bytes(settings: dict, n_rows: int) -> int:
-    """An estimate of the memory one fit of this job needs while the fused engine trains and scores it (bytes):
-    a stack of one (src.fused.stack_bytes, or src.vmapped.stack_bytes) on a fold's share of `n_rows` cross-validation rows."""
+def fit_bytes(settings: dict, n_rows: int, device: str = "cpu") -> int:
+    """An estimate of the memory (bytes, on `device`) the fused engine needs for this job's candidate, trained one
+    fit at a time: a stack of one (src.fused.stack_bytes, or src.vmapped.stack_bytes) on a fold's share of `n_rows`
+    cross-validation rows, and for the MLP on the CPU the trained fits of its other folds and repeats, which wait
+    there until the job scores them."""
     folds, split = settings["cv"]["folds"], settings["train"]["valid_split"]
     n_train = n_rows * (folds - 1) // folds
     n_valid = int(n_train * split) if split else 0
@@ -123,7 +125,9 @@ def fit_bytes(settings: dict, n_rows: int) -> int:
         shared = vmapped.Shared(module_class(settings), settings["optimizer"]["_target_"], batch_size=t["batch_size"])
         return vmapped.stack_bytes([spec], shared, data.load(settings)[0][:1])
     spec = _spec(settings, 0, np.empty(n_train - n_valid, dtype=np.int64), np.empty(n_valid, dtype=np.int64) if n_valid else None)
-    return fused.stack_bytes([spec], shared_settings(settings))
+    shared = shared_settings(settings)
+    waiting = 0 if device.startswith("cuda") else (folds * settings["cv"]["repeats"] - 1) * fused.params_bytes(spec, shared)
+    return fused.stack_bytes([spec], shared, device) + waiting
 
 
 def fit_specs(job: Job) -> list[fused.FitSpec | vmapped.FitSpec]:

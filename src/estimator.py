@@ -165,7 +165,7 @@ class PretrainedNet(SeededNeuralNetClassifier):
         self.history_ = History(fit.epochs)
         if fit.diverged is not None:
             raise Diverged(fit.diverged, fit.epochs, self.fold_, self.repeat_)
-        self.module_.load_state_dict(fit.state_dict)
+        self.module_.load_state_dict(self.fitted.hand_over(self.repeat_ or 0, self.fold_))
         self.notify("on_train_end", X=X, y=y)  # as a fit ends: RecordHistory stores its history, loggers close
         return self
 
@@ -244,6 +244,13 @@ class FittedFolds(SharedByClones):
 
     def __init__(self, fits: dict, X: torch.Tensor):
         self.fits, self.X = fits, X
+
+    def hand_over(self, repeat: int, fold: int) -> dict:
+        """The fit's state_dict, which the fit then no longer holds: once loaded into the net that scores it, its
+        weights are freed with that net, one fold at a time, rather than when the job is recorded."""
+        fit = self.fits[repeat, fold]
+        state_dict, fit.state_dict = fit.state_dict, None
+        return state_dict
 
 
 class Diverged(Exception):

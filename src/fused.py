@@ -28,6 +28,7 @@ computes what autograd through BatchedLinearFunction computes (tests/test_fused.
 autograd), in fewer operations and without the autograd engine's per-step bookkeeping.
 """
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -245,10 +246,12 @@ def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: 
         by_shape.setdefault(stack_of(fit_sizes(spec, shared)), []).append(i)
     groups = list(by_shape.values())
     budget = budget - n_rows * (shared.input_dim * 4 + 8)  # X (float32) and y (int64) live on the device once
+    if not device.startswith("cuda") and specs:  # a job whose folds two stacks train holds its first folds' fits meanwhile
+        budget -= (len({(s.repeat, s.fold) for s in specs}) - 1) * max(params_bytes(s, shared) for s in specs)
     stacks = []
     while groups:
         members = groups.pop(0)
-        if len(members) > 1 and stack_bytes([specs[i] for i in members], shared) > budget:
+        if len(members) > 1 and stack_bytes([specs[i] for i in members], shared, device) > budget:
             half = len(members) // 2
             log.info(f"fused: {len(members)} fits would not fit in {budget / 2**30:.1f} GiB; training them in two stacks")
             groups[:0] = [members[:half], members[half:]]
@@ -263,21 +266,50 @@ def batch_rows(specs: list[FitSpec], shared: Shared) -> int:
     return max(1, min(shared.batch_size, max(len(s.train_idx) for s in specs)))
 
 
-def stack_bytes(specs: list[FitSpec], shared: Shared) -> int:
-    """An estimate of the memory one stack of these fits needs while it trains and until its fits are scored
-    (bytes), besides the data: its buffers, activations and validation batches, and the trained fits it hands
-    back (one copy of each model's parameters). Scoring them afterwards, one fit and one prediction batch at
-    a time, takes a constant besides."""
+def stack_bytes(specs: list[FitSpec], shared: Shared, device: str = "cpu") -> int:
+    """An estimate of the memory (bytes, on `device`) one stack of these fits needs, besides the data: the most of
+    - training: theta, its gradient and the optimizer's flat buffers (optimizer_buffers), activations, the
+      epoch's batch tables and validation batches;
+    - handing back: theta, once the rest is freed (Stack.free_training_buffers), and a copy of each fit on the CPU;
+    - scoring, after the stack is freed: the fits not scored yet, on the CPU, and one fit's net and prediction
+      batch (src.estimator.PretrainedNet: each fit's weights are freed once its net is scored).
+    On CUDA the copies of the fits are on the host, not the device."""
     M, B = len(specs), batch_rows(specs, shared)
     widths = [max(col) for col in zip(*(fit_sizes(s, shared) for s in specs))]
     numel = M * sum(a * b + b for a, b in zip(widths, widths[1:]))
-    buffers = 2 + 2 + (2 if shared.optimizer.endswith("Adam") else 1)  # theta, grad, per-element hyper-parameters, state
     activations = 3 * M * B * sum(widths) * 4                      # inputs, outputs and gradients of each layer
     steps = max(math.ceil(len(s.train_idx) / B) for s in specs)
     tables = 2 * steps * M * B * (8 + 4)                            # each epoch's row order and row weights, host and device
     evaluation = M * min(shared.valid_batch_size, max((len(s.valid_idx) for s in specs if s.valid_idx is not None), default=0)) * sum(widths) * 4
-    kept = numel * 4                                                  # the trained fits, copied out of the stack
-    return buffers * numel * 4 + activations + tables + evaluation + kept
+    training = (2 + optimizer_buffers(specs, shared)) * numel * 4 + activations + tables + evaluation
+    kept = sum(params_bytes(s, shared) for s in specs) if not device.startswith("cuda") else 0  # the trained fits, copied out
+    rows = max(len(s.train_idx) + (0 if s.valid_idx is None else len(s.valid_idx)) for s in specs)  # the most a fit scores
+    scoring = max(params_bytes(s, shared) for s in specs) + 2 * min(shared.valid_batch_size, rows) * sum(widths) * 4
+    return max(training, numel * 4 + kept, kept + scoring)
+
+
+def optimizer_buffers(specs: list[FitSpec], shared: Shared) -> int:
+    """How many flat buffers the size of theta (float32) a stack's optimizer takes at most (FlatSGD, FlatAdam): its
+    state, its per-element hyper-parameters (where the fits' values differ) with Stack.model_of (int64: two) that
+    spreads them, and the temporaries of a step."""
+    adam = shared.optimizer.endswith("Adam")
+    options = [{**OPTIMIZERS[shared.optimizer], **s.optimizer} for s in specs]
+    differ = {k for k in options[0] if any(o[k] != options[0][k] for o in options)}
+    if adam:  # exp_avg, exp_avg_sq; per element: beta1 and beta2 (three), eps, weight_decay; the step's denominators
+        state, per_element, temporaries = 2, len(differ - {"lr"}) + 2 * ("betas" in differ), 6
+    else:  # the momentum buffer; per element: lr, momentum, weight_decay, and the dampening and Nesterov factors
+        state, per_element = int(any(o["momentum"] for o in options)), len(differ) + 2 * ("momentum" in differ)
+        temporaries = int(bool(differ & {"lr", "momentum", "dampening"}) or any(o["dampening"] for o in options))
+        temporaries += 3 * any(o["nesterov"] for o in options)
+    temporaries += 2 * any(o["weight_decay"] for o in options)
+    spread = 2 if adam or per_element else 0
+    return state + per_element + spread + temporaries
+
+
+def params_bytes(spec: FitSpec, shared: Shared) -> int:
+    """The bytes of one fit's parameters, at its own widths (a trained fit, as a state_dict)."""
+    sizes = fit_sizes(spec, shared)
+    return 4 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
 def free_memory(device: str) -> int:
@@ -331,13 +363,15 @@ class Stack:
         self.params, self.grads = _views(self.theta, self.shapes), _views(self.grad, self.shapes)
         self.layers = list(zip(self.params[0::2], self.params[1::2]))      # (weight (M, in, out), bias (M, out)) of each layer
         self.layer_grads = list(zip(self.grads[0::2], self.grads[1::2]))  # their gradients, in the same shapes
-        self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
         self.sizes, self.generators = sizes, []
         for m, spec in enumerate(specs):  # NeuralNet's init, drawn in its order from the fit's own generator
             g = fit_generator(spec.seed, spec.fold, spec.repeat)
             for (weight, bias), n_in, n_out in zip(self.layers, sizes[m], sizes[m][1:]):
-                weight[m, :n_in, :n_out] = draw_init(torch.empty(n_in, n_out), n_in, spec.init, g)
-                bias[m, :n_out] = draw_init(torch.empty(n_out), n_in, spec.init, g)
+                for part in (weight[m, :n_in, :n_out], bias[m, :n_out]):
+                    if part.is_contiguous() and part.device.type == "cpu":  # drawn in place: no copy of a layer's size
+                        draw_init(part, n_in, spec.init, g)
+                    else:  # padded, or on a GPU: drawn on the CPU, as NeuralNet draws it, then copied in
+                        part.copy_(draw_init(torch.empty(part.shape), n_in, spec.init, g))
             self.generators.append(g)
         activation = ACTIVATIONS[shared.activation]
         self.act, self.dact = activation.module(), activation.derivative  # NeuralNet's own activation module
@@ -357,6 +391,16 @@ class Stack:
         self.minus_one = torch.full((M, B, 1), -1.0, device=device)
         self.loss_sum = torch.zeros(M, device=device)
         self.graph, self.warm_steps = None, 0
+
+    @functools.cached_property
+    def model_of(self) -> torch.Tensor:
+        """The model each element of theta belongs to (int64: twice theta's memory), made only where it is used:
+        for per-model hyper-parameters (FlatOptimizer.per_element) and Adam's per-model step sizes."""
+        out = torch.empty(self.theta.numel(), dtype=torch.long, device=self.theta.device)
+        models = torch.arange(len(self.specs), device=out.device)
+        for segment, shape in zip(_views(out, self.shapes), self.shapes):
+            segment.copy_(models.view(-1, *[1] * (len(shape) - 1)))  # (M, ...): model m's block is m
+        return out
 
     # ---- one step ---------------------------------------------------------------------------------
 
@@ -508,14 +552,22 @@ class Stack:
         log.info(f"fused: {M} fits, {self.steps} steps of {B} rows per epoch, {epoch} epochs on {self.X.device}: {seconds:.2f} s "
                  f"({seconds / epoch / self.steps * 1e6:.0f} us per step of all {M})")
         seconds /= M
+        self.free_training_buffers()  # before the fits are copied out: the copies take their place
         return [FitOutcome(self.state_dict(m), histories[m], diverged[m], seconds) for m in range(M)]
 
+    def free_training_buffers(self) -> None:
+        """Drop all but the parameters: gradients, optimizer state, per-element tensors, the CUDA graph (and its
+        memory pool), the epoch's tables. The stack is then done training; its fits can be read (state_dict)."""
+        self.grad = self.grads = self.layer_grads = self.optimizer = self.graph = self.masks = None
+        self.order = self.weights = self.batch_idx = self.batch_w = self.minus_one = None
+        self.__dict__.pop("model_of", None)
+
     def state_dict(self, m: int) -> dict:
-        """Model m as NeuralNet's state_dict (its true widths, CPU tensors)."""
+        """Model m as NeuralNet's state_dict (its true widths): one copy, on the CPU (off the GPU), of its part of theta."""
         sizes, out = self.sizes[m], {}
         for (weight_key, bias_key), (weight, bias), n_in, n_out in zip(linear_keys(sizes), self.layers, sizes, sizes[1:]):
-            out[weight_key] = weight[m, :n_in, :n_out].cpu().clone()
-            out[bias_key] = bias[m, :n_out].cpu().clone()
+            out[weight_key] = weight[m, :n_in, :n_out].to("cpu", copy=True)
+            out[bias_key] = bias[m, :n_out].to("cpu", copy=True)
         return out
 
 
@@ -523,7 +575,9 @@ class FlatOptimizer:
     """An optimizer over a stack's flat buffers; per-model hyper-parameters become per-element ones."""
 
     def __init__(self, stack: Stack, kwargs: list[dict], defaults: dict):
-        self.stack = stack
+        # a weak reference: the stack owns its optimizer, and a cycle between them would keep the stack's buffers
+        # (gigabytes for a wide fit) alive after training until the garbage collector happened to run
+        self.stack = weakref.proxy(stack)
         self.hyper = {k: [kw.get(k, default) for kw in kwargs] for k, default in defaults.items()}
         self.state: list[torch.Tensor] = []   # flat buffers shaped like theta
 

@@ -1,6 +1,8 @@
 """The fused engine (src/fused.py) against references: autograd with torch.nn.functional, and the
 GridSearchCV path's own skorch estimator training the same (candidate, fold) fits."""
+import gc
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -178,11 +180,14 @@ def test_a_stack_that_would_not_fit_is_split(data):
     _, train = folds(y)
     shared = fused.Shared(max_epochs=1)
     specs = [fused.FitSpec(64, "default", {"lr": 0.01 * (k + 1)}, 0, f, train[f]) for k in range(2) for f in range(3)]
-    one = fused.stack_bytes(specs[:1], shared)
+    waiting = 2 * fused.params_bytes(specs[0], shared)  # on the CPU a job's first two folds wait while another stack trains its third
+    two, three = (fused.stack_bytes(specs[:n], shared) + waiting for n in (2, 3))
+    assert two < three < fused.stack_bytes(specs, shared) + waiting
     assert fused.plan(specs, shared, layout="padded") == [list(range(6))]
-    assert fused.plan(specs, shared, layout="padded", budget=2.5 * one) == [[0], [1, 2], [3], [4, 5]]
-    assert fused.plan(specs, shared, layout="width", budget=4 * one) == [[0, 1, 2], [3, 4, 5]]
-    whole, split = fused.train(X, y, specs, shared, layout="padded"), fused.train(X, y, specs, shared, layout="padded", memory_budget=2.5 * one)
+    assert fused.plan(specs, shared, layout="padded", budget=(two + three) / 2) == [[0], [1, 2], [3], [4, 5]]
+    assert fused.plan(specs, shared, layout="width", budget=three) == [[0, 1, 2], [3, 4, 5]]
+    whole = fused.train(X, y, specs, shared, layout="padded")
+    split = fused.train(X, y, specs, shared, layout="padded", memory_budget=(two + three) / 2)
     for a, b in zip(whole, split):
         for name in a.state_dict:
             torch.testing.assert_close(a.state_dict[name], b.state_dict[name], atol=1e-6, rtol=1e-6)
@@ -282,6 +287,39 @@ def test_the_cpu_caps_a_stack_so_that_memory_does_not_grow_with_the_grid(data):
     assert all(fused.stack_bytes([specs[i] for i in s], shared) <= fused.CPU_STACK_BYTES for s in stacks)
     assert max(len(s) for s in stacks) >= fused.CPU_STACK_BYTES // (2 * one)  # split in halves: no stack needlessly small
     assert fused.stack_budget("cpu") <= fused.CPU_STACK_BYTES < fused.free_memory("cpu")
+
+
+@pytest.mark.parametrize("optimizer, cases", [(SGD, SGD_CASES), (ADAM, ADAM_CASES)], ids=["sgd", "adam"])
+def test_a_trained_stack_is_freed_at_once_and_hands_back_one_copy_of_each_fit(data, optimizer, cases, monkeypatch):
+    """Nothing holds a stack once it has trained (its optimizer refers to it weakly), so its buffers are freed at once,
+    not whenever the garbage collector runs; each fit it hands back owns its weights (no view that keeps the stack)."""
+    X, y = data
+    _, train = folds(y)
+    stacks = []
+
+    class Watched(fused.Stack):
+        def __init__(self, *args):
+            super().__init__(*args)
+            stacks.append(weakref.ref(self))
+
+    monkeypatch.setattr(fused, "Stack", Watched)
+    specs = [fused.FitSpec(n, init, kw, 0, f, train[f]) for n, init, kw in cases for f in (0, 1)]
+    gc.disable()
+    try:
+        for indices, outcomes in fused.train_stacks(X, y, specs, fused.Shared(optimizer=optimizer, max_epochs=1), layout="padded"):
+            assert stacks[-1]() is None
+            for i, outcome in zip(indices, outcomes):
+                assert [tuple(t.shape) for t in outcome.state_dict.values()] == [tuple(p.shape) for p in NeuralNet(specs[i].num_units).state_dict().values()]
+                assert all(t.untyped_storage().nbytes() == t.numel() * 4 for t in outcome.state_dict.values())
+    finally:
+        gc.enable()
+    assert len(stacks) == 1
+
+
+@pytest.mark.parametrize("units", [8, 100, 1024])
+def test_a_fits_bytes_are_its_parameters_as_torch_counts_them(units):
+    shared, spec = fused.Shared(), fused.FitSpec(units, "default", {"lr": 0.01}, 0, 0, np.arange(10))
+    assert fused.params_bytes(spec, shared) == 4 * sum(p.numel() for p in NeuralNet(units).parameters())
 
 
 def test_a_batch_size_beyond_the_rows_sizes_buffers_by_the_rows(data):

@@ -1,4 +1,6 @@
 """src.search: GridSearchCV over the estimator, repeated cross-validation, and the two engines' one search path, in-process."""
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,3 +74,17 @@ def test_a_repeated_fit_draws_from_its_seed_repeat_and_fold(compose_cfg):
     reference = NeuralNet(16, generator=fit_generator(3, 2, 1))
     for p, q in zip(net.module_.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_each_fused_fit_is_freed_once_scored(compose_cfg):
+    """The fused engine's fits hand their weights to the net that scores them: once the job is scored, no fit holds
+    weights, though its caller (the launcher) still holds the fits; the scores are those of the GridSearchCV path."""
+    settings = config.settings_of(compose_cfg(*TINY, "module.num_units=16"))
+    j = job.prepare(settings, [], {}, swept=set())
+    trained = engine.train_group([j])[0]
+    weights = [weakref.ref(t) for fit in trained.values() for t in fit.state_dict.values()]
+    fused_result = engine.run(j, trained)
+    assert fused_result.status == "ok" and all(w() is None for w in weights)
+    reference = engine.run(job.prepare(settings, [], {}, swept=set()), name="gridsearch").cv_results
+    scores = [c for c in reference.columns if c.startswith(("split", "mean_test", "mean_train"))]
+    pd.testing.assert_frame_equal(fused_result.cv_results[scores], reference[scores], atol=1e-6, rtol=0)

@@ -645,9 +645,10 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
 
 
 def _check_memory(settings: dict) -> None:
-    """Refuse a candidate of which a single fit would not fit in its device's available memory (the fused engine's
-    estimate, src.engine.fit_bytes); larger grids are fine: they train stack by stack. Other modules than the MLP are
-    not estimated before they run (src.vmapped estimates a stack's memory on one forward pass, and splits it to fit)."""
+    """Refuse a candidate that would not fit in its device's available memory trained one fit at a time, with its
+    other folds' fits waiting to be scored (the fused engine's estimate, src.engine.fit_bytes); larger grids are
+    fine: they train stack by stack. Other modules than the MLP are not estimated before they run (src.vmapped
+    estimates a stack's memory on one forward pass, and splits it to fit)."""
     if "_target_" in settings["module"]:
         return
     device = resolve_device(settings["device"])

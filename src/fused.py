@@ -293,15 +293,15 @@ def optimizer_buffers(specs: list[FitSpec], shared: Shared) -> int:
     state, its per-element hyper-parameters (where the fits' values differ) with Stack.model_of (int64: two) that
     spreads them, and the temporaries of a step."""
     adam = shared.optimizer.endswith("Adam")
-    options = [{**OPTIMIZERS[shared.optimizer], **s.optimizer} for s in specs]
-    differ = {k for k in options[0] if any(o[k] != options[0][k] for o in options)}
+    options = [{**OPTIMIZERS.get(shared.optimizer, {}), **s.optimizer} for s in specs]  # (the preflight asks of any optimizer)
+    differ = {k for k in set().union(*options) if any(o.get(k) != options[0].get(k) for o in options)}
     if adam:  # exp_avg, exp_avg_sq; per element: beta1 and beta2 (three), eps, weight_decay; the step's denominators
         state, per_element, temporaries = 2, len(differ - {"lr"}) + 2 * ("betas" in differ), 6
     else:  # the momentum buffer; per element: lr, momentum, weight_decay, and the dampening and Nesterov factors
-        state, per_element = int(any(o["momentum"] for o in options)), len(differ) + 2 * ("momentum" in differ)
-        temporaries = int(bool(differ & {"lr", "momentum", "dampening"}) or any(o["dampening"] for o in options))
-        temporaries += 3 * any(o["nesterov"] for o in options)
-    temporaries += 2 * any(o["weight_decay"] for o in options)
+        state, per_element = int(any(o.get("momentum") for o in options)), len(differ) + 2 * ("momentum" in differ)
+        temporaries = int(bool(differ & {"lr", "momentum", "dampening"}) or any(o.get("dampening") for o in options))
+        temporaries += 3 * any(o.get("nesterov") for o in options)
+    temporaries += 2 * any(o.get("weight_decay") for o in options)
     spread = 2 if adam or per_element else 0
     return state + per_element + spread + temporaries
 

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from src.layers import Linear, draw_init
-from src.model import ACTIVATIONS
+from src.layers import ACTIVATIONS, Linear, draw_init
 
 IMAGE = (1, 28, 28)  # (channels, height, width) of the images the CNN takes; a sample is their 784 pixels, flat
 

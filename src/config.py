@@ -1,8 +1,4 @@
-"""The configuration's schema, and the check that runs before any job trains.
-
-The schema is a set of pydantic models that mirror conf/: a type and a range for every key a user
-sets (pydantic gives per-key messages such as "module.num_units=1: Input should be greater than or
-equal to 2"). OmegaConf's structured configs would check the types but not the ranges.
+"""The check that runs before any job trains: the schema (src.schema), then what the schema cannot see.
 
 preflight() composes the config of every job of the command line (expanding the sweep as Hydra's
 BasicSweeper does) and checks each one against the schema, and loads and checks its data set
@@ -23,7 +19,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -33,154 +28,23 @@ from hydra.errors import HydraException, InstantiationException, MissingConfigEx
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
-from sklearn.metrics import get_scorer_names
+from pydantic import ValidationError
 
-from src import data, fused, launchers, loggers
+from src import data, fused, launchers, schema
 from src.cnn import CNN, IMAGE
-from src.data import SCALINGS, DataError
+from src.data import DataError
 from src.devices import cores, resolve_device
 from src.engine import fit_bytes
-from src.estimator import takes_generator
 from src.identity import NOT_IDENTITY, job_key, without
-from src.layers import INITS
-from src.loggers import LOGGERS
-from src.model import ACTIVATIONS
-from src.seeding import fit_generator
+from src.seeding import fit_generator, takes_generator
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-ENGINES = ("auto", "fused", "gridsearch")     # engine= (src.engine.choose resolves auto)
-VERBOSITY = ("quiet", "fold", "epoch", "bar")  # train.verbose= (src.estimator.build_estimator)
-
-
 class ConfigError(ValueError):
     """A configuration mistake; its message is the one line the user sees."""
 
 
-class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ModuleSchema(_Group):
-    num_units: int = Field(ge=2)  # the second layer has num_units // 2 >= 1 units
-    hidden_sizes: list | None = None  # replaces num_units's [num_units, num_units // 2] (_check_architecture: not both)
-    input_dim: int = Field(ge=1)
-    num_classes: int = Field(ge=2)
-    activation: Literal[tuple(ACTIVATIONS)]
-    init: Literal[INITS]
-
-    @field_validator("hidden_sizes")
-    @classmethod
-    def _widths(cls, sizes: list | None) -> list | None:
-        if sizes is not None and (not sizes or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in sizes)):
-            raise ValueError("must be a non-empty list of hidden-layer widths, each an integer >= 1, e.g. [256,128] (or null: num_units)")
-        return sizes
-
-
-class CNNSchema(_Group):  # module=cnn (src.cnn.CNN)
-    target: Literal["src.cnn.CNN"] = Field(alias="_target_")
-    channels: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)  # a block each; 4 halve 28x28 to 1x1
-    kernel_size: int = Field(ge=1)
-    num_classes: int = Field(ge=2)
-    activation: Literal[tuple(ACTIVATIONS)]
-    init: Literal[INITS]
-
-
-class OwnModuleSchema(_Group):  # module=custom: any keyword of the module's class, checked by building it (_check_module)
-    model_config = ConfigDict(extra="allow", strict=True)
-    target: str = Field(alias="_target_")
-
-
-MODULE_SCHEMAS = {"src.cnn.CNN": CNNSchema}  # by module._target_; the MLP has none (ModuleSchema), any other class OwnModuleSchema
-
-
-class OptimizerSchema(_Group):
-    model_config = ConfigDict(extra="allow", strict=True)  # any keyword of the chosen torch.optim class
-    target: str = Field(alias="_target_")
-    lr: float = Field(gt=0, allow_inf_nan=False)
-
-
-class TrainSchema(_Group):
-    max_epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    shuffle: bool
-    valid_split: float | None = Field(gt=0, lt=1)
-    threads: int | None = Field(default=None, ge=1)
-    verbose: Literal[VERBOSITY]
-
-
-class CVSchema(_Group):
-    folds: int = Field(ge=2)
-    shuffle: bool
-    repeats: int = Field(default=1, ge=1)  # after shuffle: its check reads shuffle
-    refit: bool = True
-    scoring: list[str] = Field(min_length=1)
-
-    @field_validator("repeats")
-    @classmethod
-    def _shuffled(cls, repeats: int, info) -> int:
-        if repeats > 1 and info.data.get("shuffle") is False:
-            raise ValueError("repeats of an unshuffled split are the same split; set cv.shuffle=true, or cv.repeats=1")
-        return repeats
-
-    @field_validator("scoring")
-    @classmethod
-    def _known_scorers(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in get_scorer_names()]
-        if unknown:
-            raise ValueError(f"unknown scorer {unknown[0]!r}; scikit-learn knows e.g. accuracy, balanced_accuracy, f1_macro, roc_auc_ovr")
-        return names
-
-
-class CompareSchema(_Group):
-    rope: float = Field(ge=0, allow_inf_nan=False)        # the region of practical equivalence, +-rope in the metric's units
-    confidence: float = Field(gt=0.5, lt=1, allow_inf_nan=False)  # the probability a verdict needs
-
-
-class DatasetSchema(_Group):
-    model_config = ConfigDict(extra="allow", strict=True)  # each data set has its own keys
-    target: str = Field(alias="_target_")
-    limit: int | None = Field(default=None, ge=1)
-    test_size: float | None = Field(default=None, gt=0, lt=1)
-    scaling: Literal[SCALINGS] = "standard"
-
-
-class LoggerSchema(_Group):
-    model_config = ConfigDict(extra="allow", strict=True)  # each logger has its own keys
-    name: Literal[LOGGERS]
-
-    @field_validator("name")
-    @classmethod
-    def _installed(cls, name: str) -> str:
-        if loggers.missing(name):  # an optional extra: refused before any job starts, not in the middle of a fit
-            raise ValueError(loggers.missing(name))
-        return name
-
-
-class ConfigSchema(_Group):
-    dataset: DatasetSchema
-    module: ModuleSchema
-    optimizer: OptimizerSchema
-    cv: CVSchema
-    compare: CompareSchema
-    train: TrainSchema
-    seed: int = Field(ge=0, le=2**32 - 1)  # numpy's and scikit-learn's random_state take no more
-    device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
-    engine: Literal[ENGINES]
-    resume: bool
-    logger: LoggerSchema | None = None
-
-
 _passed: set[str] = set()  # every job's settings check() passed in this process (as JSON)
-
-
-@functools.cache
-def config_schema(module_schema: type[BaseModel]) -> type[ConfigSchema]:
-    """ConfigSchema with this schema for its module node."""
-    if module_schema is ModuleSchema:
-        return ConfigSchema
-    return create_model("ConfigSchema", __base__=ConfigSchema, module=(module_schema, ...))
 
 
 def check(settings: dict) -> None:
@@ -193,11 +57,8 @@ def check(settings: dict) -> None:
     key = json.dumps(settings, sort_keys=True, default=str)
     if key in _passed:
         return
-    module = settings.get("module")
-    target = module.get("_target_") if isinstance(module, dict) else None
-    schema = config_schema(ModuleSchema if target is None else MODULE_SCHEMAS.get(target, OwnModuleSchema))
     try:
-        schema.model_validate(settings)
+        schema.for_settings(settings).model_validate(settings)
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(part) for part in err["loc"])
@@ -524,14 +385,14 @@ def job_settings(jobs: list[list[str]]) -> Iterator[tuple[DictConfig, dict]]:
             yield cfg, settings_of(cfg)
             continue
         parsed = parser.parse_overrides(job)
-        values = [o for o in parsed if _plain_value(o, groups)]
-        rest = [o for o in parsed if not _plain_value(o, groups)]
+        values = [o for o in parsed if plain_value(o, groups)]
+        rest = [o for o in parsed if not plain_value(o, groups)]
         key = tuple(o.input_line for o in rest)
         if key not in bases:
             cfg = compose("config", overrides=list(key), return_hydra_config=True)
-            bases[key] = cfg, _app_part(cfg)
+            bases[key] = cfg, app_part(cfg)
         cfg, plain = bases[key]
-        if _settable(plain, values, rest, groups):
+        if settable(plain, values, rest, groups):
             job_plain = copy.deepcopy(plain)
             for o in values:
                 *parents, leaf = o.key_or_group.split(".")
@@ -545,13 +406,13 @@ def job_settings(jobs: list[list[str]]) -> Iterator[tuple[DictConfig, dict]]:
             yield cfg, settings_of(cfg)
 
 
-def _plain_value(o, groups: set[str]) -> bool:
+def plain_value(o, groups: set[str]) -> bool:
     """An override that sets one value: no +, ++, ~ or @package, no hydra.* key, no group, no dict."""
     return not (o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override() or o.package is not None
                 or o.key_or_group in groups or isinstance(o.value(), dict))
 
 
-def _settable(plain: dict, values: list, rest: list, groups: set[str]) -> bool:
+def settable(plain: dict, values: list, rest: list, groups: set[str]) -> bool:
     """Whether setting `values` in `plain` is what Hydra would do: each key exists and is set once, with a value
     of its kind (a list for a list, a scalar for a scalar), and no other config override touches it."""
     keys = [o.key_or_group for o in values]
@@ -670,10 +531,10 @@ def _available(device: str) -> int:
 
 def settings_of(cfg) -> dict:
     """The composed config without Hydra's own node (it resolves only inside a run), as plain Python."""
-    return _resolved(_app_part(cfg))
+    return _resolved(app_part(cfg))
 
 
-def _app_part(cfg) -> dict:
+def app_part(cfg) -> dict:
     """The composed config, unresolved, without Hydra's node."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)

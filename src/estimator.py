@@ -1,6 +1,5 @@
 """The skorch estimator the search cross-validates: a module (NeuralNet, or the module._target_ class) wrapped in a
 NeuralNetClassifier."""
-import inspect
 import math
 import warnings
 
@@ -15,7 +14,7 @@ from skorch.history import History
 from skorch.utils import to_tensor
 
 from src.model import NeuralNet, module_sizes, parameter_count
-from src.seeding import fit_generator, split_of
+from src.seeding import fit_generator, split_of, takes_generator
 
 # Rows per batch when the net predicts or scores (the validation split, GridSearchCV's scoring): each row's
 # prediction is independent of the others, so this only trades memory for speed (1,100 batches of 64
@@ -178,16 +177,6 @@ def module_class(module_params: dict) -> type[torch.nn.Module]:
     """The module a job trains: the class its module._target_ names (module=cnn, your own), else NeuralNet (module=mlp)."""
     target = module_params.get("_target_")
     return NeuralNet if target is None else get_class(target)
-
-
-def takes_generator(module: type | torch.nn.Module) -> bool:
-    """Whether the module class takes a `generator` keyword (NeuralNet's and CNN's: they draw their init from it)."""
-    if not isinstance(module, type):
-        return False
-    try:
-        return "generator" in inspect.signature(module).parameters
-    except (TypeError, ValueError):  # a signature Python cannot read
-        return False
 
 
 def n_parameters(net: NeuralNetClassifier) -> int | None:

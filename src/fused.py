@@ -6,7 +6,7 @@ loss and optimizer arithmetic. The fits of a group share the data, batch size, e
 and activation; each has its own layer sizes, init, optimizer hyper-parameters and training rows.
 
 A model is its list of layer sizes, input to output (src.model.layer_sizes, NeuralNet's), of any depth;
-its activation is NeuralNet's own module, with the derivative src.model.ACTIVATIONS gives it. What the
+its activation is NeuralNet's own module, with the derivative src.layers.ACTIVATIONS gives it. What the
 engine cannot train (an optimizer, keyword or activation it does not reproduce, a module keyword it does
 not build from) is named by unsupported() and unsupported_module(), so that src.engine sends such a job to
 GridSearchCV instead.
@@ -46,8 +46,8 @@ import numpy as np
 import torch
 
 from src.estimator import PREDICT_BATCH_SIZE
-from src.layers import BatchedLinearFunction, draw_init
-from src.model import ACTIVATIONS, NeuralNet, layer_sizes, linear_keys
+from src.layers import ACTIVATIONS, BatchedLinearFunction, draw_init
+from src.model import NeuralNet, layer_sizes, linear_keys
 from src.seeding import fit_generator
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,8 @@ and ``receivers``), so that the fused engine's hand-written training step runs t
 module's fits (src.vmapped) runs these passes too.
 """
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -155,3 +157,23 @@ class Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, bias={self.bias is not None}, init={self.init}"
+
+
+# ---- Activations: the modules between layers, and their derivatives for the fused engine's hand-written step
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function: the module a network puts between its layers (NeuralNet, CNN), and its derivative for the fused engine."""
+    module: type[nn.Module]
+    # d act / d z from the pre-activation z and the output h, as autograd computes it; None: the fused engine
+    # (src.fused), whose backward pass is written by hand, cannot train it, and such jobs run through GridSearchCV
+    derivative: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+
+ACTIVATIONS = {
+    "relu": Activation(nn.ReLU, lambda z, h: h > 0),
+    "tanh": Activation(nn.Tanh, lambda z, h: 1 - h * h),
+    "sigmoid": Activation(nn.Sigmoid, lambda z, h: h * (1 - h)),
+    "gelu": Activation(nn.GELU,  # the exact (erf) GELU, nn.GELU's default
+                       lambda z, h: 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
+}

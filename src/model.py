@@ -1,35 +1,15 @@
 """The MNIST classifier: an MLP of any depth built from src.layers.Linear, by default the tutorial's
 [num_units, num_units//2] hidden layers.
 
-Its layer sizes (layer_sizes), activations (ACTIVATIONS), state_dict names (linear_keys) and parameter
-count (parameter_count) are defined here once; src.fused trains stacks of the same model from them.
+Its layer sizes (layer_sizes), state_dict names (linear_keys) and parameter count (parameter_count) are
+defined here once (its activations in src.layers.ACTIVATIONS); src.fused trains stacks of the same model from them.
 """
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from src.layers import Linear
-
-
-@dataclass(frozen=True)
-class Activation:
-    """An activation function: the module NeuralNet puts between its layers, and its derivative for the fused engine."""
-    module: type[nn.Module]
-    # d act / d z from the pre-activation z and the output h, as autograd computes it; None: the fused engine
-    # (src.fused), whose backward pass is written by hand, cannot train it, and such jobs run through GridSearchCV
-    derivative: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-
-ACTIVATIONS = {
-    "relu": Activation(nn.ReLU, lambda z, h: h > 0),
-    "tanh": Activation(nn.Tanh, lambda z, h: 1 - h * h),
-    "sigmoid": Activation(nn.Sigmoid, lambda z, h: h * (1 - h)),
-    "gelu": Activation(nn.GELU,  # the exact (erf) GELU, nn.GELU's default
-                       lambda z, h: 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
-}
+from src.layers import ACTIVATIONS, Linear
 
 
 def layer_sizes(num_units: int = 128, input_dim: int = 784, num_classes: int = 10, hidden_sizes: Sequence[int] | None = None) -> list[int]:

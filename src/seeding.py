@@ -9,6 +9,8 @@ RepeatedStratifiedKFold) tests each sample once per repeat. A fit learns its spl
 `test_fold` of its training rows, which GridSearchCV slices out of the search's fit parameters:
 one column per repeat, as scikit-learn's PredefinedSplit has it for one.
 """
+import inspect
+
 import numpy as np
 import torch
 
@@ -61,3 +63,12 @@ def split_of(train_test_fold: np.ndarray) -> tuple[int | None, int]:
 def _missing(present: set[int]) -> int:
     return next(k for k in range(len(present) + 1) if k not in present)
 
+
+def takes_generator(module: type | torch.nn.Module) -> bool:
+    """Whether the module class takes a `generator` keyword (NeuralNet's and CNN's: they draw their init from it)."""
+    if not isinstance(module, type):
+        return False
+    try:
+        return "generator" in inspect.signature(module).parameters
+    except (TypeError, ValueError):  # a signature Python cannot read
+        return False

@@ -30,8 +30,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from src import fused
-from src.estimator import PREDICT_BATCH_SIZE, takes_generator
-from src.seeding import fit_generator
+from src.estimator import PREDICT_BATCH_SIZE
+from src.seeding import fit_generator, takes_generator
 
 PER_FIT_MODULE_KEYS = ("init",)  # module keywords that change a fit's initial values, not its shape: fits differing in them stack
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY, run_here
-from src import config, engine, model, store
+from src import config, engine, layers, model, store
 
 FUSED = "fused engine: jobs"
 
@@ -130,11 +130,11 @@ def test_peak_memory_does_not_grow_with_the_number_of_candidates(tmp_path):
 
 def test_a_job_the_fused_engine_cannot_train_goes_to_gridsearch_with_the_reason(compose_cfg, monkeypatch, caplog):
     """What NeuralNet builds but the hand-written step does not reproduce (an activation without a derivative in
-    src.model.ACTIVATIONS) fuses through src.vmapped (tests/test_vmapped.py); a module keyword NeuralNet does not take
+    src.layers.ACTIVATIONS) fuses through src.vmapped (tests/test_vmapped.py); a module keyword NeuralNet does not take
     is sent to GridSearchCV, saying why."""
     settings = config.settings_of(compose_cfg("engine=fused"))
     assert engine.choose(settings) == "fused"
-    monkeypatch.setitem(model.ACTIVATIONS, "silu", model.Activation(torch.nn.SiLU))  # NeuralNet can build it
+    monkeypatch.setitem(layers.ACTIVATIONS, "silu", layers.Activation(torch.nn.SiLU))  # NeuralNet can build it
     silu = {**settings, "module": {**settings["module"], "activation": "silu"}}
     dropout = {**settings, "module": {**settings["module"], "dropout": 0.5}}  # a keyword NeuralNet does not take
     assert engine.choose(silu) == "fused" and not engine.by_hand(silu)

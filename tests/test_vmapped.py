@@ -168,11 +168,11 @@ def custom_job(compose_cfg, module, kwargs: dict, *overrides: str) -> job.Job:
 def test_a_module_the_mlp_step_cannot_train_fuses_through_vmap(compose_cfg, monkeypatch, caplog):
     """NeuralNet with an activation that has no hand-written derivative, and a module._target_ of the user's, fuse through
     src.vmapped; what vmap cannot run goes to GridSearchCV, saying why."""
-    from src import model
+    from src import layers
 
     settings = config.settings_of(compose_cfg("engine=fused"))
     assert engine.by_hand(settings) and engine.choose(settings) == "fused"
-    monkeypatch.setitem(model.ACTIVATIONS, "silu", model.Activation(torch.nn.SiLU))  # NeuralNet builds it; no derivative
+    monkeypatch.setitem(layers.ACTIVATIONS, "silu", layers.Activation(torch.nn.SiLU))  # NeuralNet builds it; no derivative
     silu = {**settings, "module": {**settings["module"], "activation": "silu"}}
     assert not engine.by_hand(silu) and engine.choose(silu) == "fused"
     cnn = {**settings, "module": {"_target_": "small_modules.TinyCNN", "channels": 2}}

@@ -17,7 +17,7 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import _app_part, _plain_value, _settable
+from src.config import app_part, plain_value, settable
 
 
 def reusing(hydra_context) -> "ReusingConfigLoader":
@@ -55,20 +55,20 @@ class ReusingConfigLoader(ConfigLoader):
         if cfg is None:
             cfg = self.inner.load_sweep_config(master_config, sweep_overrides)
             self.groups = self.groups if self.groups is not None else set(cfg.hydra.runtime.choices)
-            self.bases.setdefault(self._shape(parsed), (copy.deepcopy(cfg), _app_part(cfg)))
+            self.bases.setdefault(self._shape(parsed), (copy.deepcopy(cfg), app_part(cfg)))
         return cfg
 
     def _shape(self, parsed: list) -> tuple:
         """What jobs of one shape share: every override but their plain values', and the keys of those."""
-        return tuple(("value", o.key_or_group) if _plain_value(o, self.groups) else ("as is", o.input_line) for o in parsed)
+        return tuple(("value", o.key_or_group) if plain_value(o, self.groups) else ("as is", o.input_line) for o in parsed)
 
     def _reuse(self, master_config: DictConfig, parsed: list) -> DictConfig | None:
         """The job's config from the composition of its shape, or None where Hydra must compose it."""
         if self._shape(parsed) not in self.bases:
             return None
         base, plain = self.bases[self._shape(parsed)]
-        values = [o for o in parsed if _plain_value(o, self.groups)]
-        if not _settable(plain, values, [o for o in parsed if not _plain_value(o, self.groups)], self.groups):
+        values = [o for o in parsed if plain_value(o, self.groups)]
+        if not settable(plain, values, [o for o in parsed if not plain_value(o, self.groups)], self.groups):
             return None
         cfg = copy.deepcopy(base)
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src import config, devices, engine, job, refresh, store
+from src import config, devices, engine, job, refresh, schema, store
 
 from . import _configs
 
@@ -110,7 +110,7 @@ def run_group(launcher, jobs: Sequence[DictConfig], members: list[int], fuse: bo
 
 def ours(cfg: DictConfig) -> bool:
     """True for a config of this project's app (it has every key the schema requires), whose jobs may fuse."""
-    return all(key in cfg for key, field in config.ConfigSchema.model_fields.items() if field.is_required())
+    return all(key in cfg for key, field in schema.ConfigSchema.model_fields.items() if field.is_required())
 
 
 def plan(jobs: list[DictConfig]) -> list[tuple[bool, list[int]]]:

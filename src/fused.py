@@ -380,17 +380,23 @@ class Stack:
             self.masks = [(torch.arange(pad[i], device=device) < torch.tensor([s[i] for s in sizes], device=device)[:, None])
                           .unsqueeze(1).float() for i in range(1, len(pad) - 1)]  # (M, 1, width): 1 on a model's real units
         self.optimizer = (FlatAdam if shared.optimizer.endswith("Adam") else FlatSGD)(self, [s.optimizer for s in specs])
-        self.n_train = [len(s.train_idx) for s in specs]
-        self.steps = max(math.ceil(n / B) for n in self.n_train)
-        counts = np.clip(np.array(self.n_train)[None, :] - np.arange(self.steps)[:, None] * B, 0, B)  # (S, M) rows per batch
-        self.idle = {s: [m for m in range(M) if counts[s, m] == 0] for s in range(self.steps) if (counts[s] == 0).any()}
-        weights = (np.arange(B)[None, None, :] < counts[:, :, None]) / np.maximum(counts, 1)[:, :, None]
-        self.weights = torch.tensor(weights, dtype=torch.float32, device=device)  # (S, M, B): 1/rows, 0 on padding
+        self.batch_tables(specs, B, device)
         self.batch_idx = torch.zeros(M, B, dtype=torch.long, device=device)   # the step's inputs (static for a CUDA graph)
         self.batch_w = torch.zeros(M, B, device=device)
         self.minus_one = torch.full((M, B, 1), -1.0, device=device)
         self.loss_sum = torch.zeros(M, device=device)
         self.graph, self.warm_steps = None, 0
+
+    def batch_tables(self, specs: list, B: int, device) -> None:
+        """The epoch's batch tables: n_train (each fit's training rows), steps (batches of the longest fit), idle (the
+        fits a step has no rows for) and weights (S, M, B): 1/rows on each batch's rows, 0 on padding."""
+        M = len(specs)
+        self.n_train = [len(s.train_idx) for s in specs]
+        self.steps = max(math.ceil(n / B) for n in self.n_train)
+        counts = np.clip(np.array(self.n_train)[None, :] - np.arange(self.steps)[:, None] * B, 0, B)  # (S, M) rows per batch
+        self.idle = {s: [m for m in range(M) if counts[s, m] == 0] for s in range(self.steps) if (counts[s] == 0).any()}
+        weights = (np.arange(B)[None, None, :] < counts[:, :, None]) / np.maximum(counts, 1)[:, :, None]
+        self.weights = torch.tensor(weights, dtype=torch.float32, device=device)
 
     @functools.cached_property
     def model_of(self) -> torch.Tensor:

@@ -191,13 +191,7 @@ class ModuleStack(fused.Stack):
         self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
         self.optimizer = (fused.FlatAdam if shared.optimizer.endswith("Adam") else fused.FlatSGD)(self, [s.optimizer for s in specs])
         self.logits = logits_of(self.net)
-        # the epoch's batch tables, as fused.Stack builds them
-        self.n_train = [len(s.train_idx) for s in specs]
-        self.steps = max(math.ceil(n / B) for n in self.n_train)
-        counts = np.clip(np.array(self.n_train)[None, :] - np.arange(self.steps)[:, None] * B, 0, B)  # (S, M) rows per batch
-        self.idle = {s: [m for m in range(M) if counts[s, m] == 0] for s in range(self.steps) if (counts[s] == 0).any()}
-        weights = (np.arange(B)[None, None, :] < counts[:, :, None]) / np.maximum(counts, 1)[:, :, None]
-        self.weights = torch.tensor(weights, dtype=torch.float32, device=device)  # (S, M, B): 1/rows, 0 on padding
+        self.batch_tables(specs, B, device)  # fused.Stack's
         self.batch_idx = torch.zeros(M, B, dtype=torch.long, device=device)
         self.batch_w = torch.zeros(M, B, device=device)
         self.loss_sum = torch.zeros(M, device=device)

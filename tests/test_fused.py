@@ -76,7 +76,10 @@ DEEP_CASES = [((32, 16, 8), "default", {"momentum": 0.9}), ((24,), "randn", {}),
 
 
 @pytest.mark.parametrize("layout", ["width", "padded"])
-@pytest.mark.parametrize("optimizer, lr", [(SGD, 0.05), (ADAM, 0.003)], ids=["sgd", "adam"])
+# Adam divides each step by the root of its squared-gradient average, so where a weight's gradient is near zero, the
+# float noise of two summation orders (a batched and a per-model matrix product, on 2 threads) becomes a step-sized
+# difference; lr=0.001 keeps that under the 1e-5 bound (lr=0.003 put one weight of 512 at 1.4e-5 on 2 threads).
+@pytest.mark.parametrize("optimizer, lr", [(SGD, 0.05), (ADAM, 0.001)], ids=["sgd", "adam"])
 def test_deep_mlps_after_one_epoch_equal_the_gridsearch_paths_fits(data, optimizer, lr, layout):
     """module.hidden_sizes: after one epoch every fit of 1, 3 and 4 hidden layers has the GridSearchCV path's weights, to 1e-5."""
     X, y = data

@@ -157,6 +157,8 @@ def test_a_module_other_than_the_mlp_fuses_through_torch_func(compose_cfg, caplo
     assert caplog.messages == []
 
 
+# slow: the CNN's fused weights are checked against the GridSearchCV path's, in process, in tests/test_vmapped.py
+@pytest.mark.slow
 def test_a_cnn_sweep_fuses_and_scores_as_the_gridsearch_sweep(tmp_path):
     """module=cnn over three learning rates from the command line: the fused launcher trains the 9 fits as one program
     (src.vmapped), and every split's score agrees with the GridSearchCV path's sweep within 0.002."""
@@ -191,6 +193,8 @@ def test_a_depth_sweep_through_both_engines_agrees_and_counts_its_parameters(tmp
     assert "architecture" in table and "784-16-8-8-10" in table and "n_parameters" in table and "[16, 8, 8]" not in table
 
 
+# slow: the same net weight for weight is checked fast in tests/test_model.py
+@pytest.mark.slow
 def test_hidden_sizes_n_and_half_gives_num_units_ns_numbers(tiny_sweep, tmp_path):
     """hidden_sizes=[N, N//2] is num_units=N: the same scores and histories; the files differ only in the key that says so,
     and the num_units sweep's job.json has no hidden_sizes (the main command writes what it wrote before)."""

@@ -95,6 +95,8 @@ def test_the_command_prints_predictions(tiny_sweep, held_out_raw, tmp_path):
     assert lines[0].startswith("prediction,p_0,p_1") and len(lines) == 5
 
 
+# slow: the fresh-process form; load_best and predict are checked in process above
+@pytest.mark.slow
 def test_the_readme_snippet_runs_as_written_in_a_fresh_process(tiny_sweep, tmp_path):
     """The README's Python block, its two placeholders filled in, as a script in a temporary folder."""
     readme = (ROOT / "README.md").read_text()

@@ -216,6 +216,8 @@ def assert_attributed_right(sweep_dir, logs):
     return agg
 
 
+# slow: two real commands at once (about 18 s)
+@pytest.mark.slow
 def test_two_commands_into_one_sweep_folder_keep_the_union_of_their_grids(tmp_path):
     (rc1, out1, err1), (rc2, out2, err2) = start_both(["module.num_units=32,64,96"], ["module.num_units=128,256,512"], tmp_path)
     assert rc1 == rc2 == 0, err1 + err2
@@ -234,6 +236,8 @@ def test_the_same_command_twice_at_once_trains_each_job_once(tmp_path):
     assert sorted(agg["param_module__num_units"]) == [32, 64, 96]
 
 
+# slow: a second real process holding a job folder (about 17 s)
+@pytest.mark.slow
 def test_resume_waits_for_a_job_folder_another_process_is_writing(tmp_path):
     """A straggling job (here this test) holds job folder 0 while the rerun starts: nothing is moved or
     trained there until it lets go, and then its finished job is matched like any other."""

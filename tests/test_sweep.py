@@ -93,6 +93,8 @@ def test_prints_ranked_table_and_report(tiny_sweep):
     assert 'href="hiplot_curves.html"' in page and (tiny_sweep / "hiplot_curves.html").is_file()
 
 
+# slow: a single run's files and printed table from a real process (about 12 s); the next test but two checks them in process
+@pytest.mark.slow
 def test_single_run_writes_the_same_files(tmp_path):
     proc = run_cli(*TINY, "module.num_units=8", f"hydra.run.dir={tmp_path}")  # the printed table, from a real process
     assert proc.returncode == 0, proc.stderr
@@ -123,9 +125,13 @@ def test_every_job_logs_the_sweeps_progress(tiny_sweep):
 
 
 def test_threads_are_applied_and_recorded(tmp_path):
+    """A single run, in process: its files, its printed table, and the threads it was given."""
     proc = run_here(*TINY, "module.num_units=8", "train.threads=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "environment.json").read_text())["torch_threads"] == 1
+    for name in ("cv_results.csv", "cv_results.json", "cv_results.pt", "history.json", "hiplot.html"):
+        assert (tmp_path / name).is_file(), name
+    assert store.read_cv_results(tmp_path)["rank_test_accuracy"].tolist() == [1] and "mean_test_accuracy" in proc.stdout
 
 
 def test_named_sweeps_are_listed_and_run_from_any_folder(tmp_path, monkeypatch):

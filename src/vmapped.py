@@ -188,7 +188,6 @@ class ModuleStack(fused.Stack):
             for n in self.names:
                 self.params[n].copy_(params[n])
         self.buffers = {n: b.to(device) for n, b in buffers.items()}
-        self.model_of = torch.cat([torch.arange(M, device=device).repeat_interleave(n // M) for n in numels])
         self.optimizer = (fused.FlatAdam if shared.optimizer.endswith("Adam") else fused.FlatSGD)(self, [s.optimizer for s in specs])
         self.logits = logits_of(self.net)
         self.batch_tables(specs, B, device)  # fused.Stack's

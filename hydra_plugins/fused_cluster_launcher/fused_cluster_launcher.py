@@ -12,18 +12,16 @@ from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
 
+from hydra_plugins.slurm_launcher.slurm_launcher import SlurmLauncher
+
 try:
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 except ImportError:  # no cluster extra (config.py then registers nothing)
-    LocalLauncher = SlurmLauncher = object
+    LocalLauncher = object
 
 
 class FusedSlurmLauncher(SlurmLauncher):
-    """One SLURM array task per fused group, waited for with a bound (as hydra/launcher=slurm)."""
-
-    def __init__(self, lost_after_s: int = 60, **params) -> None:
-        super().__init__(**params)
-        self.lost_after_s = lost_after_s
+    """One SLURM array task per fused group, waited for with hydra/launcher=slurm's bound (its lost_after_s)."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from . import _core

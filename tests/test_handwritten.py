@@ -14,6 +14,9 @@ def test_the_handwritten_script_is_the_main_commands_grid_search_by_hand(capsys)
     linears = [m for m in search.best_estimator_.module_.modules() if isinstance(m, torch.nn.Linear)]
     n = search.best_params_["module__num_units"]
     assert [(m.in_features, m.out_features) for m in linears] == [(784, n), (n, n // 2), (n // 2, 10)]
+    # the MLP returns logits, so the loss is cross-entropy: skorch's default NLLLoss would take the log of logits (NaN)
+    losses = search.best_estimator_.history[:, "train_loss"]
+    assert isinstance(search.best_estimator_.criterion_, torch.nn.CrossEntropyLoss) and all(0 < x < 10 for x in losses)
     out = capsys.readouterr().out
     assert "held-out accuracy" in out and "on 60 samples" in out  # 20% of 300 held out, as the sweep's dataset.test_size
 

@@ -10,6 +10,7 @@ GUI backend or global figure state is involved when a sweep job or `python -m sr
 matplotlib is imported where a figure is drawn, not with this module: every `python -m src.sweep`
 imports the report, and one that stops at a config error never draws (that saves it 0.5 s).
 """
+import inspect
 import io
 import json
 import math
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from src import results
+from src import cnn, results
 from src.identity import job_key
-from src.model import layer_sizes
+from src.model import layer_sizes, module_sizes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,6 +58,23 @@ def architecture(sizes) -> str:
     return "-".join(str(int(n)) for n in sizes)
 
 
+CNN_DEFAULTS = {name: p.default for name, p in inspect.signature(cnn.CNN).parameters.items()}
+
+
+def module_architecture(module: dict) -> str | None:
+    """A job's module settings as every view names them: the MLP by its layer sizes (784-256-128-10); the CNN by its
+    widths, input to output (the image's channel, each conv block's channels, the classes), and its kernel size
+    (cnn 1-8-16-10 k3); another module by its class (TinyNet); None for no settings (a row that no finished job holds)."""
+    sizes = module_sizes(module)
+    if sizes is not None:
+        return architecture(sizes)
+    target = module.get("_target_")
+    if target == f"{cnn.CNN.__module__}.{cnn.CNN.__qualname__}":
+        settings = CNN_DEFAULTS | module
+        return f"cnn {architecture([cnn.IMAGE[0], *settings['channels'], settings['num_classes']])} k{int(settings['kernel_size'])}"
+    return target.rsplit(".", 1)[-1] if isinstance(target, str) and target else None
+
+
 def row_architecture(row: dict) -> str | None:
     """A row's architecture from its num_units or hidden_sizes param, with NeuralNet's default input and classes
     (where no config says otherwise); None where the row has neither."""
@@ -74,9 +92,10 @@ def param_names(columns: list[str]) -> dict[str, str]:
     return {c: name if last.count(name) == 1 else c.removeprefix("param_") for c, name in zip(columns, last)}
 
 
-def value_text(column: str, value, name: str, architecture: str | None = None) -> str:
-    """How a param value is written in labels: the row's architecture for num_units and hidden_sizes, else name=value."""
-    if column in results.ARCHITECTURE_PARAMS and architecture is not None:
+def value_text(column: str, value, name: str, architecture: str | None = None, named: list[str] | tuple[str, ...] = ()) -> str:
+    """How a param value is written in labels: the row's architecture for a column it names (`named`:
+    results.named_by_architecture: num_units, hidden_sizes, channels, kernel_size, module), else name=value."""
+    if column in named and architecture is not None:
         return architecture
     if isinstance(value, float):
         value = f"{value:.4g}"
@@ -86,11 +105,13 @@ def value_text(column: str, value, name: str, architecture: str | None = None) -
 def candidate_labels(df: pd.DataFrame, architectures: list[str | None] | None = None) -> list[str]:
     """One label per row that tells the candidates apart: the swept values, prefixed by the sweep in a merge.
 
-    `architectures`: each row's layer sizes as architecture() writes them (from its config); by default, from its
-    num_units or hidden_sizes param. With nothing swept (a single run), a row is named by its architecture.
+    `architectures`: each row's module as module_architecture() writes it (from its config); by default, from its
+    num_units or hidden_sizes param. It stands for the swept params it names (the MLP's, the CNN's, module=mlp,cnn);
+    with nothing swept (a single run), a row is named by its architecture.
     """
     records = df.to_dict(orient="records")
     architectures = architectures or [row_architecture(row) for row in records]
+    named = results.named_by_architecture(df, architectures)
     swept = varied_params(df)
     sweeps = None
     if "sweep" in df and df["sweep"].nunique() > 1:  # the sweep's name stands for what is constant within each sweep
@@ -99,7 +120,7 @@ def candidate_labels(df: pd.DataFrame, architectures: list[str | None] | None = 
     names = param_names(swept)
     labels = []
     for i, row in enumerate(records):
-        parts = list(dict.fromkeys(value_text(c, row[c], names[c], architectures[i]) for c in swept if not is_missing(row[c])))
+        parts = list(dict.fromkeys(value_text(c, row[c], names[c], architectures[i], named) for c in swept if not is_missing(row[c])))
         if not parts and architectures[i] is not None:
             parts = [architectures[i]]
         label = ", ".join(parts) or f"candidate {i}"
@@ -182,7 +203,8 @@ def is_numeric(values) -> bool:
 
 
 def x_param(df: pd.DataFrame, swept: list[str]) -> str | None:
-    """The parameter on the score panel's x axis: num_units or hidden_sizes if swept, else the first numeric swept param."""
+    """The parameter on the score panel's x axis: one that sets the layers (num_units, hidden_sizes, channels, kernel_size)
+    if swept, else the first numeric swept param."""
     for column in results.ARCHITECTURE_PARAMS:
         if column in swept:
             return column
@@ -210,11 +232,11 @@ def best_callout(df: pd.DataFrame, labels: list[str], metric: str, comparison: p
 def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels: list[str], architectures: list[str | None]) -> pd.Series:
     """Set up the score panel's x axis and return each row's x position.
 
-    A numeric param is placed by value (log where it spans decades) with a tick per value, num_units
-    written as architectures; anything else (or the candidates, with nothing swept) by sorted category,
-    hidden_sizes as architectures in order of their parameter count.
+    A numeric param is placed by value (log where it spans decades) with a tick per value, num_units and kernel_size
+    written as architectures; anything else (or the candidates, with nothing swept) by sorted category, hidden_sizes,
+    channels and the module (module=mlp,cnn) as architectures in order of their parameter count.
     """
-    arch = x_col in results.ARCHITECTURE_PARAMS
+    arch = x_col in results.named_by_architecture(df, architectures)
     if x_col is not None and is_numeric(df[x_col]):
         xs = df[x_col].astype(float)
         values = sorted(xs[scored.index].unique())
@@ -223,7 +245,7 @@ def x_axis(ax, df: pd.DataFrame, x_col: str | None, scored: pd.DataFrame, labels
         ax.minorticks_off()  # a log axis would add unlabelled ticks between the values
         named = {x: architectures[i] or f"{x:.4g}" for i, x in xs[scored.index].items()}  # value -> its candidates' architecture
         if len(values) > MOST_TICKS:  # a tick per value would be a black smear (500 widths)
-            ax.set_xlabel("num_units (first hidden layer; the second has half)" if arch else x_col.removeprefix("param_"))
+            ax.set_xlabel("num_units (first hidden layer; the second has half)" if x_col == "param_module__num_units" else x_col.removeprefix("param_"))
             return xs
         ax.set_xticks(values, [named[v] if arch else f"{v:.4g}" for v in values],
                       rotation=20 if len(values) > 3 else 0, ha="right" if len(values) > 3 else "center")
@@ -250,7 +272,7 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, architect
     xs = x_axis(ax, df, x_col, scored, labels, architectures)
     connect = x_col is not None and is_numeric(df[x_col])  # a line between categories would suggest an order they do not have
     sweeps = short_names(df["sweep"]) if "sweep" in series_cols else {}
-    names = param_names(swept)
+    names, named = param_names(swept), results.named_by_architecture(df, architectures)
     groups = list(scored.groupby([scored[c].map(key) for c in series_cols], sort=True)) if series_cols else [((), scored)]
     for k, (_, rows) in enumerate(groups):
         rows = rows.assign(_x=xs[rows.index]).sort_values("_x")
@@ -263,7 +285,7 @@ def score_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, architect
         for i, row in rows.drop(index=rest.index).iterrows():
             ax.errorbar(row["_x"], row[mean], yerr=row[std], fmt=marker, ms=7, color=colors[i], capsize=4, zorder=2)
         if len(groups) > 1:
-            text = ", ".join(value_text(c, rows.iloc[0][c], names[c], architectures[rows.index[0]]) for c in series_cols if c != "sweep")
+            text = ", ".join(value_text(c, rows.iloc[0][c], names[c], architectures[rows.index[0]], named) for c in series_cols if c != "sweep")
             text = f"{sweeps[rows.iloc[0]['sweep']]}: {text}" if sweeps else text
             ax.plot([], [], color="0.3", marker=marker, ls="-", lw=1, label=plain_text(text))  # the series' legend entry
     if len(df) > MANY:
@@ -442,7 +464,7 @@ def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str
     candidates were compared: src.compare), and learning curves.
 
     df: cv_results_ rows (index 0..n-1); curves, labels, colors, architectures: one per row (curves: mean_curves() or None;
-    architectures: architecture() of each row's layer sizes, default from its params); comparison: src.compare.compare(df), row for row.
+    architectures: module_architecture() of each row's config, default from its params); comparison: src.compare.compare(df), row for row.
     """
     from matplotlib.figure import Figure
 

@@ -173,10 +173,10 @@ def matrix_title(out: dict) -> str:
     """The confusion matrix's title: the candidate as the report names it (its architecture, and its other params),
     and its held-out scores."""
     module = out["module"]
-    sizes = model.module_sizes(module)
-    others = {k: v for k, v in out["params"].items() if k not in ("module__num_units", "module__hidden_sizes")}
-    # the MLP by its architecture, another module (module=cnn, your own) by its class
-    name = figures.architecture(sizes) if sizes else module.get("_target_", "")
+    name = figures.module_architecture(module) or ""  # 784-256-128-10, cnn 1-8-16-10 k3, TinyNet
+    # it names the MLP's and the CNN's layer params and the module; your own module's keywords (channels too) keep their own
+    named = results.NAMED_BY_ARCHITECTURE if model.module_sizes(module) or name.startswith("cnn ") else ("param_module",)
+    others = {k: v for k, v in out["params"].items() if f"param_{k}" not in named}
     name += f" ({_label(others)})" if others else ""
     scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")
     return f"best candidate {name}\nheld-out {scores} on {out['test']['n_samples']} samples"

@@ -398,9 +398,8 @@ def n_parameters(record: dict) -> int | None:
 
 
 def architectures(configs: list[dict]) -> list[str | None]:
-    """Each config's layer sizes as the views write them (784-256-128-10); None for a module that is not NeuralNet."""
-    sizes = [model.module_sizes((c or {}).get("module") or {}) for c in configs]
-    return [None if s is None else figures.architecture(s) for s in sizes]
+    """Each config's module as the views name it (784-256-128-10, cnn 1-8-16-10 k3, TinyNet); None without a config."""
+    return [figures.module_architecture((c or {}).get("module") or {}) for c in configs]
 
 
 def read_merged(results_dirs: list[Path], jobs_of: dict[Path, list] | None = None) -> tuple[pd.DataFrame, list[dict], list[dict]]:
@@ -465,6 +464,8 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
     if "param_module__hidden_sizes" in df:  # a list is no axis: its architecture, as the labels write it
         df = df.assign(param_module__hidden_sizes=[(a or figures.architecture(model.layer_sizes(hidden_sizes=h))) if isinstance(h, list) else h
                                                    for h, a in zip(df["param_module__hidden_sizes"], archs)])
+    for col in set(results.named_by_architecture(df, archs)) & {"param_module__channels", "param_module"}:  # the CNN's, the module's
+        df = df.assign(**{col: [a if a is not None else str(v) if isinstance(v, list) else v for v, a in zip(df[col], archs)]})
     candidates = candidates_experiment(df, labels, verdicts, css)
     block = figure_block(png, png_path, svg_path, plotted=hip.Displays.PARALLEL_PLOT in candidates.enabledDisplays,
                          unscored=any(s != "ok" for s in status))

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from src.identity import job_key
+
 def plain(value):
     """A JSON- and weights_only-safe Python value: numpy scalars unboxed, classes named, masked -> None."""
     if value is np.ma.masked:
@@ -99,20 +101,35 @@ def to_columns(df: pd.DataFrame) -> dict[str, list]:
     return {c: [plain(v) for v in df[c].tolist()] for c in df.columns}
 
 
-ARCHITECTURE_PARAMS = ("param_module__num_units", "param_module__hidden_sizes")  # the params that set NeuralNet's layer sizes
+# the params that set a module's layers: NeuralNet's sizes, the CNN's channels and kernel; the x axis prefers them
+ARCHITECTURE_PARAMS = ("param_module__num_units", "param_module__hidden_sizes", "param_module__channels", "param_module__kernel_size")
+NAMED_BY_ARCHITECTURE = (*ARCHITECTURE_PARAMS, "param_module")  # what an architecture label can stand for: those, and the module
+
+
+def named_by_architecture(df: pd.DataFrame, architectures: list[str | None]) -> list[str]:
+    """The columns of NAMED_BY_ARCHITECTURE that the rows' architecture labels stand for: the rows of one label (where
+    a row has one) share the column's value. Your own module's label (its class name) names neither its `channels` nor
+    its `kernel_size` keyword: a sweep of them keeps their own columns."""
+    labels = pd.Series(architectures, index=df.index, dtype=object)
+    rows = labels[labels.notna()]
+    return [c for c in NAMED_BY_ARCHITECTURE if c in df and len(rows)
+            and all(len({job_key(plain(v)) for v in df.loc[group.index, c]}) == 1 for _, group in rows.groupby(rows))]
+
+
 MOST_PRINTED_SPLITS = 5  # a table with more splits (cv.repeats > 1) prints their mean and std only
 
 
 def ranked_table(df: pd.DataFrame, metric: str | None = None, verdicts: list[str | None] | None = None) -> str:
     """The candidates best first, like the tutorial's results.head(): the architecture (where df has that column, in
-    place of the num_units and hidden_sizes params), params, split scores (up to MOST_PRINTED_SPLITS of them) and their
-    mean, the verdict against the best (src.compare) where given, the trainable parameters (n_parameters), fit time."""
+    place of the params it names: num_units, hidden_sizes, channels, kernel_size, module), params, split scores (up to
+    MOST_PRINTED_SPLITS of them) and their mean, the verdict against the best (src.compare) where given, the trainable parameters (n_parameters), fit time."""
     metric = metric or metric_names(df)[0]
     if verdicts is not None:
         df = df.assign(verdict=[v or "-" for v in verdicts])
     shown = "architecture" in df and df["architecture"].notna().all()
     cols = ["architecture"] if shown else []
-    cols += sorted(c for c in df.columns if c.startswith("param_") and not (shown and c in ARCHITECTURE_PARAMS))
+    named = named_by_architecture(df, list(df["architecture"])) if shown else []
+    cols += sorted(c for c in df.columns if c.startswith("param_") and c not in named)
     splits = [c for c in df.columns if c.startswith("split") and c.endswith(f"_test_{metric}")]
     cols += splits if len(splits) <= MOST_PRINTED_SPLITS else []  # repeated CV's 15 splits are in cv_results.csv
     cols += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"] + (["verdict"] if verdicts is not None else [])

@@ -96,6 +96,59 @@ def test_the_parameter_count_is_an_axis_and_a_column_of_the_table(tiny_sweep, ca
     assert any(line.split()[:1] == ["784-32-16-10"] and f"{model.parameter_count([784, 32, 16, 10]):,}" in line for line in table)
 
 
+def module_sweep(folder, modules: dict[str, dict]):
+    """A finished sweep over modules (module=mlp,cnn,custom: a param_module column), one job folder each, as
+    src.store.record writes them: each job.json's config holds its module's settings."""
+    for k, (choice, settings) in enumerate(modules.items()):
+        scores = [0.5 + 0.1 * k + 0.01 * j for j in range(3)]
+        rows = {"mean_fit_time": [1.0 + k], "param_module": [choice], "params": [{"module": choice}],
+                **{f"split{j}_test_accuracy": [s] for j, s in enumerate(scores)}, "mean_test_accuracy": [float(np.mean(scores))],
+                "std_test_accuracy": [float(np.std(scores))], "rank_test_accuracy": [1], "status": ["ok"], "error": [None]}
+        (folder / str(k)).mkdir(parents=True)
+        store.write_json(folder / str(k) / "cv_results.json", rows)
+        store.write_json(folder / str(k) / store.JOB, {"status": "ok", "error": None, "overrides": [f"module={choice}"],
+                                                       "config": {"module": settings, "cv": {"scoring": ["accuracy"]}},
+                                                       "n_parameters": 1000 * (k + 1)})
+    store.aggregate(folder)
+    return folder
+
+
+def test_a_cnn_and_your_own_module_are_named_by_their_architecture(tmp_path, capsys):
+    """module=mlp,cnn,custom: the table's architecture column (in place of `module`), the figure's labels and the
+    candidates page name the MLP by its layer sizes, the CNN by its channels, classes and kernel, your own by its class."""
+    sweep = module_sweep(tmp_path, {"mlp": {"num_units": 16, "input_dim": 784, "num_classes": 10},
+                                    "cnn": {"_target_": "src.cnn.CNN", "channels": [4, 8, 16], "kernel_size": 5, "num_classes": 10},
+                                    "custom": {"_target_": "my_nets.TinyNet", "hidden": 32}})
+    names = ["784-16-8-10", "cnn 1-4-8-16-10 k5", "TinyNet"]
+    report.write_report([sweep], sweep / "hiplot.html")
+    rows = embedded_rows((sweep / "hiplot.html").read_text())
+    assert sorted(r["candidate"] for r in rows) == sorted(names)
+    assert {r["candidate"]: r["param_module"] for r in rows} == {n: n for n in names}  # the module axis names them too
+    svg = (sweep / "summary.svg").read_text()
+    assert all(name in svg for name in names) and "module=cnn" not in svg
+    report.print_outcome(sweep)
+    table = capsys.readouterr().out.splitlines()
+    header = next(line for line in table if "architecture" in line)
+    assert header.split()[0] == "architecture" and "module" not in header.split()
+    ranked = table[table.index(header) + 1:][:3]
+    assert [line.strip()[:len(name)] for line, name in zip(ranked, names[::-1])] == names[::-1]  # best (custom) first
+
+
+def test_your_own_modules_keywords_keep_their_columns_beside_its_class_name():
+    """A label names only what it encodes: your own module's `channels` keyword is not the CNN's, so a sweep of it keeps
+    its column and its values in the labels; the CNN's are named by its architecture."""
+    own = pd.DataFrame({"param_module__channels": [[4], [8]], "mean_test_accuracy": [0.5, 0.6], "std_test_accuracy": [0.0, 0.0],
+                        "rank_test_accuracy": [2, 1], "mean_fit_time": [1.0, 1.0]})
+    assert figures.candidate_labels(own, ["TinyNet", "TinyNet"]) == ["channels=[4]", "channels=[8]"]
+    table = results.ranked_table(own.assign(architecture="TinyNet"))
+    assert table.splitlines()[0].split()[:2] == ["architecture", "module__channels"]
+    cnns = [figures.module_architecture({"_target_": "src.cnn.CNN", "channels": c, "kernel_size": 3, "num_classes": 10}) for c in ([4], [8])]
+    assert cnns == ["cnn 1-4-10 k3", "cnn 1-8-10 k3"]
+    assert figures.candidate_labels(own, cnns) == cnns
+    assert "module__channels" not in results.ranked_table(own.assign(architecture=cnns)).splitlines()[0]
+    assert figures.module_architecture({"_target_": "src.cnn.CNN"}) == "cnn 1-8-16-10 k3"  # the CNN's defaults
+    assert figures.module_architecture({}) is None
+
 def test_summary_figure_is_saved_and_embedded(tiny_sweep):
     from matplotlib.image import imread
 

@@ -111,9 +111,11 @@ def named_by_architecture(df: pd.DataFrame, architectures: list[str | None]) -> 
     a row has one) share the column's value. Your own module's label (its class name) names neither its `channels` nor
     its `kernel_size` keyword: a sweep of them keeps their own columns."""
     labels = pd.Series(architectures, index=df.index, dtype=object)
-    rows = labels[labels.notna()]
-    return [c for c in NAMED_BY_ARCHITECTURE if c in df and len(rows)
-            and all(len({job_key(plain(v)) for v in df.loc[group.index, c]}) == 1 for _, group in rows.groupby(rows))]
+    has = labels.notna().to_numpy()
+    if not has.any():
+        return []
+    return [c for c in NAMED_BY_ARCHITECTURE if c in df and pd.DataFrame(
+        {"label": labels[has], "value": [job_key(plain(v)) for v in df[c][has]]}).groupby("label")["value"].nunique().max() == 1]
 
 
 MOST_PRINTED_SPLITS = 5  # a table with more splits (cv.repeats > 1) prints their mean and std only

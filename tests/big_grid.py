@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from src import compare, figures, results
+from src import compare, figures, model, results
 
-def big_frame(n: int = 500, folds: int = 3, epochs: int = 25, seed: int = 0) -> tuple[pd.DataFrame, list[dict]]:
-    """cv_results rows of n widths 8, 16, ... (scores rising with log width, fold noise 0.01), and each one's mean curves."""
+def big_frame(n: int = 500, folds: int = 3, epochs: int = 25, seed: int = 0, cost: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+    """cv_results rows of n widths 8, 16, ... (scores rising with log width, fold noise 0.01), and each one's mean curves;
+    with `cost`, each one's n_parameters too (as the report reads them from job.json: the figure gets its cost panel)."""
     rng = np.random.default_rng(seed)
     units = np.arange(8, 8 * n + 8, 8)[:n]
     base = 0.85 + 0.05 * np.log(units) / np.log(units.max())
@@ -21,13 +22,15 @@ def big_frame(n: int = 500, folds: int = 3, epochs: int = 25, seed: int = 0) -> 
     df["mean_train_accuracy"] = base + 0.02
     df["mean_fit_time"] = units / 1000
     df["status"] = "ok"
+    if cost:
+        df["n_parameters"] = [model.parameter_count(model.layer_sizes(int(u))) for u in units]
     df = results.rank(df)
     curves = [{"train_loss": (np.arange(1, epochs + 1), 2.3 / np.arange(1, epochs + 1) ** (0.5 + 0.1 * b), np.full(epochs, 0.01))} for b in base]
     return df, curves
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    df, curves = big_frame(n)
+    df, curves = big_frame(n, cost=True)  # with its cost panel, as a sweep's report draws it
     labels = figures.candidate_labels(df)
     comp = compare.compare(df)
     t = time.perf_counter()

@@ -39,6 +39,37 @@ def test_the_pareto_front_keeps_what_nothing_smaller_beats():
     assert figures.pareto_front([10, 10], [0.5, 0.6]).tolist() == [False, True]
 
 
+
+def brute_force_front(sizes, scores) -> list[bool]:
+    """The definition, pair by pair: i is on the front unless some j is no larger and no worse, and smaller or better."""
+    return [not any(p <= sizes[i] and s >= scores[i] and (p < sizes[i] or s > scores[i]) for p, s in zip(sizes, scores))
+            for i in range(len(sizes))]
+
+
+def test_the_pareto_front_is_the_definitions_on_random_data_with_ties():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 60, 300):
+        sizes, scores = rng.integers(1, 12, n).tolist(), rng.integers(0, 6, n) / 5  # few values: many ties in both
+        assert figures.pareto_front(sizes, scores).tolist() == brute_force_front(sizes, scores)
+    sizes, scores = rng.lognormal(10, 2, 500), rng.random(500)  # no ties
+    assert figures.pareto_front(sizes, scores).tolist() == brute_force_front(sizes, scores)
+
+
+def test_a_long_pareto_front_names_some_members_spread_along_it_the_smallest_and_best_among_them():
+    from matplotlib.figure import Figure
+
+    import big_grid
+    df, _ = big_grid.big_frame(500, cost=True)
+    labels = figures.candidate_labels(df)
+    ax = Figure().subplots()
+    figures.cost_panel(ax, df, labels, figures.candidate_colors(len(df), df["rank_test_accuracy"]), "accuracy")
+    front = df[figures.pareto_front(df["n_parameters"], df["mean_test_accuracy"])].sort_values("n_parameters")
+    named = [t.get_text() for t in ax.texts]
+    assert len(front) > figures.MOST_NAMED and len(named) == figures.MOST_NAMED and set(named) <= {labels[i] for i in front.index}
+    assert labels[front.index[0]] in named and labels[front.index[-1]] in named
+    assert f"{len(front)} of 500 on the Pareto front, {figures.MOST_NAMED} named" in ax.get_title()
+    assert "$" not in "".join(t.get_text() for t in ax.get_xticklabels())  # plain text, not mathtext (20k, 1M)
+
 def test_short_names_are_the_shortest_distinct_tails():
     assert figures.short_names(["/r/a/x/s", "/r/b/x/s", "/r/c/x/t"]) == {"/r/a/x/s": "a/x/s", "/r/b/x/s": "b/x/s", "/r/c/x/t": "c/x/t"}
     assert figures.short_names(["/runs/s1", "/runs/s2"]) == {"/runs/s1": "s1", "/runs/s2": "s2"}

@@ -44,19 +44,27 @@ class ConfigError(ValueError):
     """A configuration mistake; its message is the one line the user sees."""
 
 
-_passed: set[str] = set()  # every job's settings check() passed in this process (as JSON)
+@dataclass(frozen=True)
+class ModuleSize:
+    """A module other than the MLP, as _check_module measured it on the check's batch, for the memory check."""
+    parameters: int        # its trainable parameters
+    parameter_bytes: int   # their bytes
+    activations: int       # elements its layers (the modules without children) output for one sample
 
 
-def check(settings: dict) -> None:
+_passed: dict[str, ModuleSize | None] = {}  # every job's settings check() passed in this process (as JSON), and its module's size
+
+
+def check(settings: dict) -> ModuleSize | None:
     """Raise ConfigError naming the first bad key, its value and what is allowed; also check the device, the optimizer,
     the data set against the network and folds it is for (loaded and checked once per process: _check_data), and a
-    module other than the MLP on a batch of that data (_check_module).
+    module other than the MLP on a batch of that data (_check_module). Returns that module's size (None for the MLP).
 
     Settings that passed are not checked again in this process: the jobs of a command the preflight checked trust
     it, and a job started elsewhere (a cluster task, --config-path best_config) checks itself once."""
     key = json.dumps(settings, sort_keys=True, default=str)
     if key in _passed:
-        return
+        return _passed[key]
     try:
         schema.for_settings(settings).model_validate(settings)
     except ValidationError as e:
@@ -69,8 +77,8 @@ def check(settings: dict) -> None:
     _check_device(settings["device"])
     _check_optimizer(settings["optimizer"])
     _check_data(settings)
-    _check_module(settings)
-    _passed.add(key)
+    _passed[key] = _check_module(settings)
+    return _passed[key]
 
 
 def _check_device(device: str) -> None:
@@ -129,14 +137,15 @@ def _build(group: str, target: str, cls: type, kwargs: dict, build, errors: tupl
         raise ConfigError(f"{group} ({target} with {kwargs}): {message}") from None
 
 
-def _check_module(settings: dict) -> None:
+def _check_module(settings: dict) -> ModuleSize | None:
     """Build a module other than the MLP (module._target_: module=cnn, or your own) with its keys, as skorch will, and
     run it on two samples of the job's data: a class that cannot be imported, a keyword it refuses, or logits of the
-    wrong shape stop the command now, named, instead of failing every job."""
+    wrong shape stop the command now, named, instead of failing every job. Returns its size, measured on that batch
+    (for _check_memory: the module is built once); None for the MLP."""
     module = settings["module"]
     target = module.get("_target_")
     if target is None:  # the MLP: ModuleSchema has checked every key NeuralNet takes
-        return
+        return None
     where, _, name = target.rpartition(".")
     try:  # as hydra.utils.get_class finds it (src.estimator), without the lines Hydra logs when it fails
         cls = getattr(importlib.import_module(where), name) if where else None
@@ -155,16 +164,24 @@ def _check_module(settings: dict) -> None:
     hint = "; start from module=custom, which has no keys of its own" if "num_units" in module else ""  # the MLP's keys
     net = _build("module", target, cls, kwargs, lambda **kw: cls(**kw, **seeded), hint=hint)
     n_classes = kwargs.get("num_classes", int(y.max()) + 1)
+    outputs = []  # each layer's output elements on the batch of 2
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if isinstance(o, torch.Tensor) else 0))
+             for m in net.modules() if next(m.children(), None) is None]
     try:
         with torch.no_grad():
             out = net.eval()(torch.tensor(X[:2]))  # (2, n_features), as the estimator hands it a batch
     except Exception as e:
         raise ConfigError(f"module._target_={target}: fails on a batch of 2 samples of {of_data}: "
                           f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+    finally:
+        for h in hooks:
+            h.remove()
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, n_classes):
         raise ConfigError(f"module._target_={target}: returns {shape} for a batch of 2 samples of {of_data}; "
                           f"a module must return logits of shape (batch, {n_classes}), one per class")
+    trained = [p for p in net.parameters() if p.requires_grad]
+    return ModuleSize(sum(p.numel() for p in trained), sum(p.numel() * p.element_size() for p in trained), math.ceil(sum(outputs) / 2))
 
 
 def _data_name(dataset: dict) -> str:
@@ -255,8 +272,8 @@ def preflight(argv: list[str]) -> Checked:
             for job, (cfg, settings) in zip(jobs, job_settings(jobs)):
                 _check_architecture(job)
                 _check_relative_path(cfg, settings)
-                check(settings)  # most sweeps vary the network, not the data: each data set is checked once (_checked)
-                _check_memory(settings)
+                size = check(settings)  # most sweeps vary the network, not the data: each data set is checked once (_checked)
+                _check_memory(settings, size)
                 identities.append(identity(settings))
                 if folders is not None:
                     folders.add(job)
@@ -505,22 +522,47 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
         raise ConfigError(f"dataset: label {wrong} is outside 0..{num_classes - 1} (module.num_classes={num_classes})")
 
 
-def _check_memory(settings: dict) -> None:
-    """Refuse a candidate that would not fit in its device's available memory trained one fit at a time, with its
-    other folds' fits waiting to be scored (the fused engine's estimate, src.engine.fit_bytes); larger grids are
-    fine: they train stack by stack. Other modules than the MLP are not estimated before they run (src.vmapped
-    estimates a stack's memory on one forward pass, and splits it to fit)."""
-    if "_target_" in settings["module"]:
-        return
+def _check_memory(settings: dict, size: ModuleSize | None = None) -> None:
+    """Refuse a candidate that would not fit in its device's available memory trained one fit at a time: the MLP with
+    its other folds' fits waiting to be scored (the fused engine's estimate, src.engine.fit_bytes), another module
+    (`size`: as _check_module measured it) one fit alone (module_fit_bytes). Larger grids are fine: they train stack
+    by stack (src.vmapped splits a stack of other modules to fit)."""
     device = resolve_device(settings["device"])
-    need = fit_bytes(settings, len(data.load(settings)[1]), device)
     have = _available(device)
+    rows = len(data.load(settings)[1])
+    if size is not None:
+        folds = settings["cv"]["folds"]
+        batch = min(settings["train"]["batch_size"], rows * (folds - 1) // folds)  # a fold's training rows, at most
+        need = module_fit_bytes(size, settings["optimizer"], batch)
+        if need > have:
+            raise ConfigError(f"module._target_={settings['module']['_target_']}: one fit of it needs about {_amount(need)} (its "
+                              f"{size.parameters:,} parameters, their gradients and optimizer state, and its layers' outputs on a batch of "
+                              f"{batch}), more than the {_amount(have)} available on {device}; "
+                              "choose a smaller module, or a smaller train.batch_size")
+        return
+    need = fit_bytes(settings, rows, device)
     if need > have:
         m = settings["module"]
         key = "module.num_units" if m.get("hidden_sizes") is None else "module.hidden_sizes"
         raise ConfigError(f"{key}={m[key.split('.')[1]]}: training and scoring this width needs about {need / 2**30:.1f} GiB "
                           f"(its folds' parameters, gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
                           "choose a smaller width, or a smaller train.batch_size")
+
+
+def _amount(n_bytes: int) -> str:
+    """Bytes as the memory check writes them: 3.2 GiB, 41.5 MiB."""
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def module_fit_bytes(size: ModuleSize, optimizer: dict, batch: int) -> int:
+    """An estimate of one fit's memory (bytes) for a module other than the MLP, trained on batches of `batch` rows: its
+    parameters, their gradients and the optimizer's state (SGD's momentum buffer where momentum is set, two copies for
+    Adam's moments and any other optimizer), and three times its layers' outputs on a batch (the outputs, what autograd
+    saves of them for the backward pass, their gradients). Not counted: the framework's workspaces and temporaries
+    inside a layer (a conv's unfolded input on some backends), so it is a lower bound: what it refuses cannot fit."""
+    sgd = optimizer["_target_"].rsplit(".", 1)[-1] == "SGD"
+    state = int(bool(optimizer.get("momentum"))) if sgd else 2
+    return (2 + state) * size.parameter_bytes + 3 * size.activations * batch * 4  # float32 outputs
 
 
 @functools.lru_cache(maxsize=8)

@@ -372,3 +372,38 @@ def test_the_memory_check_counts_every_fold_a_width_holds_at_once(compose_cfg, m
     preflight(args)
     with pytest.raises(ConfigError, match=r"^module.num_units=512: training and scoring this width needs about [0-9.]+ GiB"):
         preflight([*args, "cv.repeats=2"])
+
+
+def test_the_memory_check_refuses_a_cnn_whose_one_fit_would_not_fit(monkeypatch, tmp_path):
+    """module=cnn: one fit's estimate is its weights twice (parameters, gradients; plain SGD keeps no state) and three
+    times its layers' outputs on a batch of 64, measured on the module the check builds, built once. Its layers' outputs
+    per sample, by hand from src.cnn's shapes: conv, relu (8x28x28 each), pool (8x14x14), conv, relu (16x14x14 each),
+    pool (16x7x7), head (10). Where the estimate fits it passes; a byte less, one line names the module and its need."""
+    from src import cnn
+
+    args = ["module=cnn", "dataset.limit=300", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    weights = 4 * sum(p.numel() for p in cnn.CNN().parameters())
+    need = 2 * weights + 3 * 64 * 4 * (2 * 8 * 28 * 28 + 8 * 14 * 14 + 2 * 16 * 14 * 14 + 16 * 7 * 7 + 10)
+    built = []
+    init = cnn.CNN.__init__
+    monkeypatch.setattr(cnn.CNN, "__init__", lambda self, *a, **kw: built.append(1) or init(self, *a, **kw))
+    config._passed.clear()
+    monkeypatch.setattr(config, "_available", lambda device: need)
+    preflight(args)
+    assert len(built) == 1  # the check's module, not a second one for the estimate
+    monkeypatch.setattr(config, "_available", lambda device: need - 1)
+    with pytest.raises(ConfigError, match=rf"^module._target_=src.cnn.CNN: one fit of it needs about {need / 2**20:.1f} MiB \(its 9,098 "
+                                          r"parameters, their gradients and optimizer state, and its layers' outputs on a batch of 64\), "
+                                          rf"more than the {(need - 1) / 2**20:.1f} MiB available on cpu; choose a smaller module"):
+        preflight(args)
+    monkeypatch.setattr(config, "_available", lambda device: need + weights)
+    with pytest.raises(ConfigError, match="one fit of it needs"):  # Adam's two moments: twice the weights more
+        preflight([*args, "optimizer=adam"])
+
+
+def test_the_memory_check_refuses_your_own_module_by_its_class(monkeypatch, tmp_path):
+    args = ["module=custom", "module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=10",
+            "dataset.limit=300", f"hydra.run.dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(config, "_available", lambda device: 2 * 4 * (784 * 10 + 10))  # its weights and gradients, no batch
+    with pytest.raises(ConfigError, match=r"^module._target_=torch.nn.Linear: one fit of it needs about .*its 7,850 parameters"):
+        preflight(args)

@@ -40,7 +40,10 @@ def context(precision: str, device: str | torch.device) -> contextlib.AbstractCo
     """The context a job's forward pass and loss (or a whole step) run in, on `device`: see the module's docstring."""
     kind = torch.device(device).type
     if precision == "bf16":
-        return torch.autocast(kind, dtype=torch.bfloat16)
+        # No cache of casts: a fused stack trains in one context, where the cache would keep a bfloat16 copy of each step's
+        # fresh leaf parameters (src.vmapped) until the training ends, and CUDA graphs want it off; each weight is cast once
+        # a step anyway.
+        return torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=False)
     if precision == "tf32" and kind == "cuda":
         return _tf32()
     return contextlib.nullcontext()

@@ -1,5 +1,6 @@
 """src/precision.py: train.precision's one context, and bf16 through both engines and the refit on the CPU (in process)."""
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_here
+from conftest import run_here
 from src import precision, refit, store
 
 # Two widths, 600 digits, 5 epochs at lr=0.1: fits that have learnt something (accuracy 0.4-0.7), so that rounding
@@ -120,11 +121,11 @@ def test_the_refit_trains_and_scores_in_the_jobs_precision(sweeps, monkeypatch, 
     assert seen and set(seen) == {"bf16"}  # the refit's training, and its scoring of the held-out set
 
 
-def test_a_finished_fp32_job_is_not_taken_for_a_bf16_one(tmp_path):
-    args = ["module.num_units=8", *TINY, "engine=fused", "cv.refit=false", f"hydra.sweep.dir={tmp_path}"]
-    assert run_here(*args, "-m").returncode == 0  # fp32, as before the key existed
-    both = run_here(*args, "train.precision=fp32,bf16", "-m")
+def test_a_finished_fp32_job_is_not_taken_for_a_bf16_one(sweeps, tmp_path):
+    folder = tmp_path / "s"
+    shutil.copytree(sweeps["fp32", "fused"][0], folder)  # finished fp32 jobs, recorded as before the key existed
+    both = run_here(*SWEEP, "engine=fused", f"hydra.sweep.dir={folder}", "train.precision=fp32,bf16", "-m")
     assert both.returncode == 0, both.stderr
-    assert (both.stdout + both.stderr).count("not trained again") == 1  # the fp32 job; the bf16 one trains
-    rows = store.read_cv_results(tmp_path)
-    assert rows["status"].tolist() == ["ok", "ok"] and rows["param_train__precision"].tolist().count("bf16") == 1
+    assert (both.stdout + both.stderr).count("not trained again") == 2  # the fp32 jobs; the bf16 ones train
+    rows = store.read_cv_results(folder)
+    assert rows["status"].tolist() == ["ok"] * 4 and rows["param_train__precision"].tolist().count("bf16") == 2

@@ -26,6 +26,10 @@ validation split), the softmax cross-entropy gradient, then each layer's receive
 into the flat gradient buffer) and intermediate pass, which are BatchedLinearFunction's own. It
 computes what autograd through BatchedLinearFunction computes (tests/test_fused.py checks it against
 autograd), in fewer operations and without the autograd engine's per-step bookkeeping.
+
+A stack trains in the context of its train.precision (src.precision). Under bf16 (autocast) the step's
+matrix products take bfloat16 inputs, as they do under autograd (the receiver passes are copied into the
+float32 gradient buffer), the logits come back in float32 for the loss, and theta and the optimizer stay float32.
 """
 import contextlib
 import functools

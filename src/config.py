@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from src import data, fused, launchers, schema
+from src import data, fused, launchers, precision, schema
 from src.cnn import CNN, IMAGE
 from src.data import DataError
 from src.devices import cores, resolve_device
@@ -75,6 +75,7 @@ def check(settings: dict) -> ModuleSize | None:
             msg = "no such key here (add new keys with +key=value only where the group accepts them)"
         raise ConfigError(f"{key}={err['input']!r}: {msg}") from None
     _check_device(settings["device"])
+    _check_precision(settings["train"].get("precision", "fp32"), settings["device"])
     _check_optimizer(settings["optimizer"])
     _check_data(settings)
     _passed[key] = _check_module(settings)
@@ -93,6 +94,13 @@ def _check_device(device: str) -> None:
                           "use one of those, or device=cuda")
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps: Apple's MPS is not available here; use device=auto or device=cpu")
+
+
+def _check_precision(wanted: str, device: str) -> None:
+    """The device has what train.precision asks for: bf16 natively on a GPU (src.precision.unsupported)."""
+    reason = precision.unsupported(wanted, resolve_device(device))
+    if reason:
+        raise ConfigError(f"train.precision={wanted}: {reason} (device={device}); use train.precision=fp32 or tf32")
 
 
 def _check_optimizer(optimizer: dict) -> None:
@@ -211,9 +219,13 @@ def identity(settings: dict) -> dict:
     Everything but NOT_IDENTITY, plus the data set's content hash (src.data.data_fingerprint), so that a changed
     data file is not resumed from. Of module.num_units and module.hidden_sizes only the one that builds the net is
     kept: hidden_sizes=null leaves a num_units job's identity (and job.json) as it was before hidden_sizes existed.
+    train.precision is kept unless it is fp32, for the same reason: an fp32 job is the job it was before the key
+    existed (and is resumed from its folder), and a bf16 or tf32 job is another one.
     """
-    unused = "module.hidden_sizes" if settings.get("module", {}).get("hidden_sizes") is None else "module.num_units"
-    out = without(settings, [*NOT_IDENTITY, unused])
+    unused = ["module.hidden_sizes" if settings.get("module", {}).get("hidden_sizes") is None else "module.num_units"]
+    if settings.get("train", {}).get("precision", "fp32") == "fp32":
+        unused.append("train.precision")
+    out = without(settings, [*NOT_IDENTITY, *unused])
     out["data_fingerprint"] = data.data_fingerprint(settings)
     return out
 

@@ -100,14 +100,15 @@ def shared_settings(settings: dict) -> fused.Shared:
     m, t = settings["module"], settings["train"]
     return fused.Shared(optimizer=settings["optimizer"]["_target_"], activation=m["activation"], input_dim=m["input_dim"],
                         num_classes=m["num_classes"], max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"],
-                        valid_batch_size=PREDICT_BATCH_SIZE)
+                        valid_batch_size=PREDICT_BATCH_SIZE, precision=t.get("precision", "fp32"))
 
 
 def vmapped_shared(job: Job) -> vmapped.Shared:
     """What the fits of a job's group share, in src.vmapped's terms: the estimator's module class among them."""
     t = job.settings["train"]
     return vmapped.Shared(module=job.search.estimator.module, optimizer=job.settings["optimizer"]["_target_"],
-                          max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"], valid_batch_size=PREDICT_BATCH_SIZE)
+                          max_epochs=t["max_epochs"], batch_size=t["batch_size"], shuffle=t["shuffle"], valid_batch_size=PREDICT_BATCH_SIZE,
+                          precision=t.get("precision", "fp32"))
 
 
 def fit_bytes(settings: dict, n_rows: int, device: str = "cpu") -> int:

@@ -13,6 +13,7 @@ from skorch.dataset import ValidSplit, get_len
 from skorch.history import History
 from skorch.utils import to_tensor
 
+from src import precision as precisions
 from src.model import NeuralNet, module_sizes, parameter_count
 from src.seeding import fit_generator, split_of, takes_generator
 
@@ -79,11 +80,29 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
     A fit's initial weights and then its per-epoch shuffling come from a torch.Generator seeded from
     (seed, repeat, fold) (src.seeding). The split is found from the `test_fold` fit parameter that the
     search passes (GridSearchCV hands each fit the slice of it for its training rows); without it, from seed alone.
+
+    `precision` (src.precision): skorch's three steps (a training batch's forward, loss and backward pass; a
+    validation batch; a prediction batch) run in its context, and infer hands the loss and the scores float32 logits.
     """
 
-    def __init__(self, module, *args, seed: int = 0, **kwargs):
+    def __init__(self, module, *args, seed: int = 0, precision: str = "fp32", **kwargs):
         super().__init__(module, *args, **kwargs)
-        self.seed = seed
+        self.seed, self.precision = seed, precision
+
+    def train_step_single(self, batch, **fit_params):
+        with precisions.context(self.precision, self.device):
+            return super().train_step_single(batch, **fit_params)
+
+    def validation_step(self, batch, **fit_params):
+        with precisions.context(self.precision, self.device):
+            return super().validation_step(batch, **fit_params)
+
+    def evaluation_step(self, batch, training=False):
+        with precisions.context(self.precision, self.device):
+            return super().evaluation_step(batch, training=training)
+
+    def infer(self, x, **fit_params):
+        return precisions.full(super().infer(x, **fit_params))
 
     def fit(self, X, y, test_fold=None, **fit_params):
         """Fit on (X, y); `test_fold` (per row, as scikit-learn's PredefinedSplit has it; a column per repeat) names the split."""
@@ -170,7 +189,7 @@ class PretrainedNet(SeededNeuralNetClassifier):
 
     def infer(self, x, **fit_params):
         rows = to_tensor(x, device=self.device)[:, 0]  # (B,) row numbers
-        return self.module_(self.fitted.X[rows], **fit_params)
+        return super().infer(self.fitted.X[rows], **fit_params)
 
 
 def module_class(module_params: dict) -> type[torch.nn.Module]:
@@ -277,12 +296,13 @@ def build_estimator(
     verbose: str = "fold",
     device: str = "cpu",
     seed: int = 0,
+    precision: str = "fp32",
     loggers: list[tuple[str, Callback]] | None = None,
 ) -> SeededNeuralNetClassifier:
     """A NeuralNetClassifier over the module (module_class: module_params' _target_, else NeuralNet), with skorch's `__`
     routing for module and optimizer params;
     `verbose`: quiet | fold | epoch (skorch's per-epoch table) | bar (and a progress bar); `loggers` are (name,
-    callback) pairs of src.loggers."""
+    callback) pairs of src.loggers; `precision`: src.precision's."""
     # run_search hands the "history" callback the store its fits' histories go to
     callbacks = [("diverged", StopOnNonFiniteLoss()), ("history", RecordHistory(FitHistories()))]
     callbacks += [("progress", ProgressBar())] if verbose == "bar" else []
@@ -307,6 +327,7 @@ def build_estimator(
         verbose=1 if verbose == "epoch" else 0,
         device=device,
         seed=seed,
+        precision=precision,
         **{f"module__{k}": v for k, v in module_params.items() if k != "_target_"},
         **{f"optimizer__{k}": v for k, v in optimizer_params.items()},
     )

@@ -26,6 +26,10 @@ validation split), the softmax cross-entropy gradient, then each layer's receive
 into the flat gradient buffer) and intermediate pass, which are BatchedLinearFunction's own. It
 computes what autograd through BatchedLinearFunction computes (tests/test_fused.py checks it against
 autograd), in fewer operations and without the autograd engine's per-step bookkeeping.
+
+A stack trains in the context of its train.precision (src.precision). Under bf16 (autocast) the step's
+matrix products take bfloat16 inputs, as they do under autograd (the receiver passes are copied into the
+float32 gradient buffer), the logits come back in float32 for the loss, and theta and the optimizer stay float32.
 """
 import contextlib
 import functools
@@ -45,6 +49,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from src import precision as precisions
 from src.estimator import PREDICT_BATCH_SIZE
 from src.layers import ACTIVATIONS, BatchedLinearFunction, draw_init
 from src.model import NeuralNet, layer_sizes, linear_keys
@@ -88,6 +93,7 @@ class Shared:
     batch_size: int = 64
     shuffle: bool = True
     valid_batch_size: int = PREDICT_BATCH_SIZE  # the estimator's batches for the validation split (only their count is recorded)
+    precision: str = "fp32"  # train.precision: a stack trains in src.precision.context (bf16: its products in bfloat16, theta float32)
 
 
 @dataclass
@@ -434,7 +440,7 @@ class Stack:
         yb = self.y[self.batch_idx].unsqueeze(-1)         # (M, B, 1)
         w = self.batch_w                                  # (M, B): 1/rows of the model's batch, 0 on padding
         hidden: list[tuple[torch.Tensor, torch.Tensor]] = []
-        logp = torch.log_softmax(self.forward(xb, hidden), -1)  # (M, B, num_classes)
+        logp = torch.log_softmax(precisions.full(self.forward(xb, hidden)), -1)  # (M, B, num_classes), float32
         pre, inputs = [z for z, _ in hidden], [xb, *(h for _, h in hidden)]  # hidden layer i's pre-activation; layer i's input
         self.loss_sum -= (logp.gather(-1, yb).squeeze(-1) * (w > 0)).sum(1)
         grad = logp.exp_().scatter_add_(-1, yb, self.minus_one).mul_(w.unsqueeze(-1))  # (softmax - onehot) / rows
@@ -508,7 +514,7 @@ class Stack:
                 part = r[start : start + idx.shape[1]]
                 idx[m, : len(part)], real[m, : len(part)] = part, 1
             idx, real = torch.from_numpy(idx).to(device), torch.from_numpy(real).to(device)
-            logp, yb = torch.log_softmax(self.forward(self.X[idx]), -1), self.y[idx]
+            logp, yb = torch.log_softmax(precisions.full(self.forward(self.X[idx])), -1), self.y[idx]
             loss -= (logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1) * real).sum(1)
             correct += ((logp.argmax(-1) == yb) * real).sum(1)
         n = torch.tensor([len(r) for r in rows], device=device, dtype=torch.float32)
@@ -516,7 +522,12 @@ class Stack:
 
     @torch.no_grad()
     def train(self, graph: bool = False) -> list[FitOutcome]:
-        """Train every model for max_epochs; a model whose training loss turns non-finite stops being recorded."""
+        """Train every model for max_epochs (in the context of train.precision); a model whose training loss turns
+        non-finite stops being recorded."""
+        with precisions.context(self.shared.precision, self.X.device):
+            return self._train(graph)
+
+    def _train(self, graph: bool) -> list[FitOutcome]:
         M, B = len(self.specs), self.shared.batch_size
         histories: list[list[dict]] = [[] for _ in range(M)]
         diverged: list[str | None] = [None] * M

@@ -16,7 +16,14 @@ pass is one batched matrix product. Its passes are also static methods (``output
 and ``receivers``), so that the fused engine's hand-written training step runs the very same code.
 ``LinearFunction``'s vmap rule is ``BatchedLinearFunction``, so that torch.func.vmap over a stack of any
 module's fits (src.vmapped) runs these passes too.
+
+Under autocast (train.precision=bf16, src.precision) the forward pass's products run in bfloat16, and the
+backward pass runs under the autocast state its forward pass ran under (forward_autocast), as
+torch.amp.custom_fwd/custom_bwd arrange it, so that its products take the same bfloat16 inputs; autograd
+hands each parameter its gradient in the parameter's own dtype (float32). (custom_fwd itself is not used:
+it serves one device type fixed when the class is written, and a forward pass whose first argument is ctx.)
 """
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +32,18 @@ import torch
 from torch import nn
 
 INITS = ("default", "randn")
+
+
+def forward_autocast(t: torch.Tensor) -> dict | None:
+    """The autocast state a forward pass on `t` runs under (the keywords of torch.autocast), or None when autocast is off:
+    its backward pass re-enters it (in_autocast), as torch.amp.custom_bwd does, for the device type of `t`."""
+    kind = t.device.type
+    return {"device_type": kind, "dtype": torch.get_autocast_dtype(kind)} if torch.is_autocast_enabled(kind) else None
+
+
+def in_autocast(state: dict | None) -> contextlib.AbstractContextManager:
+    """Re-enter the autocast state forward_autocast recorded (nothing when it was off)."""
+    return contextlib.nullcontext() if state is None else torch.autocast(**state)
 
 
 def draw_init(tensor: torch.Tensor, in_dim: int, init: str = "default", generator: torch.Generator | None = None) -> torch.Tensor:
@@ -66,18 +85,20 @@ class LinearFunction(torch.autograd.Function):
         input, weight, bias = inputs
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
+        ctx.autocast = forward_autocast(input)  # setup_context runs where forward ran
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         # grad_output (B, out_dim)
         input, weight = ctx.saved_tensors
         grad_input = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_input = grad_output @ weight.t()  # intermediate pass, (B, in_dim)
-        if ctx.needs_input_grad[1]:
-            grad_weight = input.t() @ grad_output  # receiver pass, (in_dim, out_dim)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_output.sum(0)  # receiver pass, (out_dim,)
+        with in_autocast(ctx.autocast):
+            if ctx.needs_input_grad[0]:
+                grad_input = grad_output @ weight.t()  # intermediate pass, (B, in_dim)
+            if ctx.needs_input_grad[1]:
+                grad_weight = input.t() @ grad_output  # receiver pass, (in_dim, out_dim)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_bias = grad_output.sum(0)  # receiver pass, (out_dim,)
         return grad_input, grad_weight, grad_bias
 
 
@@ -89,6 +110,7 @@ class BatchedLinearFunction(torch.autograd.Function):
         # input (M, B, in_dim), weight (M, in_dim, out_dim), bias (M, out_dim) -> (M, B, out_dim)
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
+        ctx.autocast = forward_autocast(input)
         return BatchedLinearFunction.outputs(input, weight, bias)
 
     @staticmethod
@@ -96,10 +118,11 @@ class BatchedLinearFunction(torch.autograd.Function):
         # grad_output (M, B, out_dim)
         input, weight = ctx.saved_tensors
         grad_input = None
-        if ctx.needs_input_grad[0]:
-            grad_input = BatchedLinearFunction.intermediate(grad_output, weight)
-        grad_weight, grad_bias = BatchedLinearFunction.receivers(
-            input, grad_output, weight=ctx.needs_input_grad[1], bias=ctx.has_bias and ctx.needs_input_grad[2])
+        with in_autocast(ctx.autocast):
+            if ctx.needs_input_grad[0]:
+                grad_input = BatchedLinearFunction.intermediate(grad_output, weight)
+            grad_weight, grad_bias = BatchedLinearFunction.receivers(
+                input, grad_output, weight=ctx.needs_input_grad[1], bias=ctx.has_bias and ctx.needs_input_grad[2])
         return grad_input, grad_weight, grad_bias
 
     @staticmethod
@@ -121,9 +144,13 @@ class BatchedLinearFunction(torch.autograd.Function):
         for the weight and the sum over the batch (M, out_dim) for the bias.
 
         `out` = (weight's, bias's) lets the caller receive them in place (the fused engine's flat gradient buffer).
+        Autocast does not cast a product given out=: under autocast the product is made in its dtype, then copied into `out`.
         """
         out_w, out_b = out if out is not None else (None, None)
-        grad_weight = torch.bmm(input.mT, grad_output, out=out_w) if weight else None
+        if out_w is not None and torch.is_autocast_enabled(input.device.type):
+            grad_weight = out_w.copy_(torch.bmm(input.mT, grad_output)) if weight else None
+        else:
+            grad_weight = torch.bmm(input.mT, grad_output, out=out_w) if weight else None
         grad_bias = torch.sum(grad_output, 1, out=out_b) if bias else None
         return grad_weight, grad_bias
 

@@ -15,6 +15,7 @@ from src import loggers
 from src.data import SCALINGS
 from src.layers import ACTIVATIONS, INITS
 from src.loggers import LOGGERS
+from src.precision import PRECISIONS
 
 ENGINES = ("auto", "fused", "gridsearch")     # engine= (src.engine.choose resolves auto)
 VERBOSITY = ("quiet", "fold", "epoch", "bar")  # train.verbose= (src.estimator.build_estimator)
@@ -70,6 +71,7 @@ class TrainSchema(_Group):
     valid_split: float | None = Field(gt=0, lt=1)
     threads: int | None = Field(default=None, ge=1)
     verbose: Literal[VERBOSITY]
+    precision: Literal[PRECISIONS] = "fp32"  # src.precision; a job recorded before the key existed is fp32
 
 
 class CVSchema(_Group):

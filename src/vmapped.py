@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from src import fused
+from src.precision import full
 from src.estimator import PREDICT_BATCH_SIZE
 from src.seeding import fit_generator, takes_generator
 
@@ -58,6 +59,7 @@ class Shared:
     batch_size: int = 64
     shuffle: bool = True
     valid_batch_size: int = PREDICT_BATCH_SIZE
+    precision: str = "fp32"  # train.precision: src.fused.Stack.train's context
 
 
 def build(module: type[nn.Module], kwargs: dict, generator: torch.Generator) -> nn.Module:
@@ -108,7 +110,7 @@ def fit_losses(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[
     """(the sum over fits of each one's cross-entropy weighted by w (1/rows, 0 on padding): its gradient with respect to
     a fit's parameters is that fit's gradient, the fits being independent; each fit's summed cross-entropy over its real
     rows (M,), for the epoch's train_loss). logits (M, B, classes), y and w (M, B)."""
-    nll = -torch.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (M, B)
+    nll = -torch.log_softmax(full(logits), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (M, B), float32 under autocast too
     return (nll * w).sum(), (nll.detach() * (w > 0)).sum(1)
 
 

@@ -155,6 +155,9 @@ INVALID = [
      "module.hidden_sizes=[256,128]: set either it or module.num_units=64, not both (num_units=N is the shorthand for hidden_sizes=[N,N//2])"),
     (["module.hidden_sizes=[512],[256,128]", "module.num_units=32,64", "-m"], "module.hidden_sizes=[512]: set either it or module.num_units=32"),
     (["+sweeps=depth", "module.num_units=64", "-m"], "module.hidden_sizes=[512]: set either it or module.num_units=64, not both"),
+    # train.precision (issue 17, item 5)
+    (["train.precision=fp16"], "train.precision='fp16': Input should be 'fp32', 'tf32' or 'bf16'"),
+    (["module.num_units=8,16", "train.precision=bf16,half", "-m"], "train.precision='half': Input should be 'fp32', 'tf32' or 'bf16'"),
 ]
 # module=cnn and your own module (issue 16): their schemas, and the module built and run on two samples of the data
 OWN_LINEAR = ["module._target_=torch.nn.Linear", "+module.in_features=784", "+module.out_features=10"]
@@ -196,6 +199,7 @@ def test_preflight_names_key_value_and_what_is_allowed(args, message):
 CLI_CASES = [INVALID[i] for i in (0, 10, 14, 17, 19, 20, 22, 25)] + [case for case in INVALID if case[0][0] in
                                                                      ("cv.repeats=0", "compare.rope=nan", "module.hidden_sizes=[]")]
 CLI_CASES += [case for case in INVALID if case[0][:2] == ["module.hidden_sizes=[512],[256,128]", "module.num_units=32,64"]]
+CLI_CASES += [case for case in INVALID if case[0] == ["train.precision=fp16"]]
 CLI_CASES += [MODULES[i] for i in (5, 7, 12)]  # a CNN on data that are not 28x28 images, a class not found, logits of the wrong shape
 
 
@@ -225,6 +229,25 @@ def test_a_cuda_index_beyond_the_visible_gpus_and_a_missing_mps_are_refused(monk
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # as on Linux
     with pytest.raises(ConfigError, match="^device=mps: Apple's MPS is not available here"):
         _check_device("mps")
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_and_accepted_where_it_runs(monkeypatch):
+    """train.precision=bf16 on a GPU without native bfloat16 (a V100: torch would emulate it, slower than float32) is
+    refused by the preflight, naming the key, before the data are loaded; on an Ampere GPU and on the CPU it passes."""
+    from src.config import ConfigError, _check_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(ConfigError) as err:
+        preflight(["device=cuda", "train.precision=bf16"])
+    assert str(err.value) == ("train.precision=bf16: Tesla V100-SXM2-16GB has no native bfloat16 (it needs compute capability 8.0 "
+                              "or later) (device=cuda); use train.precision=fp32 or tf32")
+    _check_precision("tf32", "cuda")
+    _check_precision("bf16", "cpu")  # torch autocasts to bfloat16 on the CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    _check_precision("bf16", "cuda")
 
 
 def test_the_check_composes_every_job_as_hydra_does():

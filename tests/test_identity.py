@@ -25,3 +25,16 @@ def test_the_keys_that_are_not_identity_change_no_job(compose_cfg):
         assert same_job(config.identity(config.settings_of(compose_cfg("dataset.limit=150", override))), base), override
     assert {o.split("=")[0].split(".")[0] for o in others} <= {k.split(".")[0] for k in NOT_IDENTITY}
     assert not same_job(config.identity(config.settings_of(compose_cfg("dataset.limit=150", "seed=1"))), base)
+
+
+def test_precision_is_part_of_a_jobs_identity_and_fp32_leaves_it_as_it_was(compose_cfg):
+    """An fp32 job's identity is the one recorded before train.precision existed (its folder is resumed from); a bf16 or
+    tf32 job computes other numbers, and is another job."""
+    def ident(*overrides):
+        return config.identity(config.settings_of(compose_cfg("dataset.limit=150", *overrides)))
+
+    base = ident()
+    assert "precision" not in base["train"] and same_job(ident("train.precision=fp32"), base)
+    bf16, tf32 = ident("train.precision=bf16"), ident("train.precision=tf32")
+    assert bf16["train"]["precision"] == "bf16" and tf32["train"]["precision"] == "tf32"
+    assert not same_job(bf16, base) and not same_job(tf32, base) and not same_job(bf16, tf32)

@@ -209,3 +209,52 @@ def test_autograd_through_vmap_is_the_batched_layers_backward(monkeypatch):
         linear_loss(lambda x, w, b: F.linear(x, w.t(), b))(wm, bm, xm).backward()
         for mine, theirs in ((w, wm), (b, bm), (x, xm)):
             torch.testing.assert_close(mine.grad[m], theirs.grad)
+
+
+# ---- autocast (train.precision=bf16, src.precision): bfloat16 products, float32 parameters and gradients --------------
+
+
+def under_autocast(fn, x, w, b):
+    """fn's output under CPU autocast to bfloat16, and the gradients of a float32 loss of it, taken after the
+    autocast region (as torch's AMP docs advise) so that the backward pass must bring its own autocast state."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fn(x, w, b)
+    out.float().tanh().sum().backward()
+    return out.detach(), [None if t is None else t.grad for t in (x, w, b)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_under_autocast_the_outputs_are_bfloat16_and_the_gradients_float32_as_F_linear_gives_them(bias):
+    ours = under_autocast(LinearFunction.apply, *tensors(bias=bias, dtype=torch.float32))
+    ref = under_autocast(lambda x, w, b: F.linear(x, w.t(), b), *tensors(bias=bias, dtype=torch.float32))
+    assert ours[0].dtype == ref[0].dtype == torch.bfloat16
+    torch.testing.assert_close(ours[0], ref[0])
+    for mine, theirs in zip(ours[1], ref[1]):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:  # each gradient in its tensor's own dtype, made from the same bfloat16 products
+            assert mine.dtype == theirs.dtype == torch.float32
+            torch.testing.assert_close(mine, theirs)
+
+
+def test_under_autocast_the_batched_layer_and_its_passes_into_a_float32_buffer_are_torchs_bmm():
+    """BatchedLinearFunction under autocast as torch.baddbmm under autocast; and its receiver pass into float32 buffers
+    (the fused engine's flat gradient, out=, which autocast does not cast) is autocast's product, stored in float32."""
+    from src.layers import BatchedLinearFunction
+
+    x, w, b = (t.detach().float().requires_grad_() for t in batched())
+    ours = under_autocast(BatchedLinearFunction.apply, x, w, b)
+    x2, w2, b2 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    ref = under_autocast(lambda x, w, b: torch.baddbmm(b.unsqueeze(1), x, w), x2, w2, b2)
+    assert ours[0].dtype == torch.bfloat16
+    torch.testing.assert_close(ours[0], ref[0])
+    for mine, theirs in zip(ours[1], ref[1]):
+        assert mine.dtype == torch.float32
+        torch.testing.assert_close(mine, theirs)
+    grad_output = torch.randn(3, 6, 4)  # float32, as the fused engine's softmax gradient is
+    out = (torch.full((3, 5, 4), float("nan")), torch.full((3, 4), float("nan")))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        into = BatchedLinearFunction.receivers(x.detach().bfloat16(), grad_output, out=out)
+        made = BatchedLinearFunction.receivers(x.detach().bfloat16(), grad_output)
+    assert into[0] is out[0] and into[1] is out[1] and out[0].dtype == torch.float32
+    torch.testing.assert_close(out[0], made[0].float(), rtol=0, atol=0)
+    torch.testing.assert_close(out[1], made[1].float(), rtol=0, atol=0)

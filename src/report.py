@@ -453,12 +453,6 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
         png, svg = figures.figure_bytes(figures.summary_figure(df, curves, labels, colors, archs, title=f"mlp-sweep: {name}",
                                                                comparison=comparison if compared else None))
     png_path, svg_path = summary_paths(out)
-    has_curves = any(h["epochs"] for h in histories)  # none when every job failed before its first epoch
-    links = [("Candidates", out)] + ([("Learning curves (mean over folds)", curves_path(out)), ("per fold", folds_path(out))] if has_curves else [])
-
-    def nav(this: Path) -> list[tuple[str, Path | None]]:
-        return [(text, None if path == this else path) for text, path in links]
-
     verdicts = comparison["verdict"].tolist() if compared else None
     css = [figures.css_rgb(c) for c in colors]
     if "param_module__hidden_sizes" in df:  # a list is no axis: its architecture, as the labels write it
@@ -466,13 +460,20 @@ def write_report(results_dirs: list[Path], out: Path, compare_settings: dict | N
                                                    for h, a in zip(df["param_module__hidden_sizes"], archs)])
     for col in set(results.named_by_architecture(df, archs)) & {"param_module__channels", "param_module"}:  # the CNN's, the module's
         df = df.assign(**{col: [a if a is not None else str(v) if isinstance(v, list) else v for v, a in zip(df[col], archs)]})
+    mean_lines, fold_lines = curve_lines(df, labels, folds, curves)
+    # none when every job failed before its first epoch, or diverged in it (a NaN loss is no point of a curve)
+    has_curves = any(line["epochs"] for line in mean_lines)
+    links = [("Candidates", out)] + ([("Learning curves (mean over folds)", curves_path(out)), ("per fold", folds_path(out))] if has_curves else [])
+
+    def nav(this: Path) -> list[tuple[str, Path | None]]:
+        return [(text, None if path == this else path) for text, path in links]
+
     candidates = candidates_experiment(df, labels, verdicts, css)
     block = figure_block(png, png_path, svg_path, plotted=hip.Displays.PARALLEL_PLOT in candidates.enabledDisplays,
                          unscored=any(s != "ok" for s in status))
     pages = {out: page(candidates, f"{name} · candidates · mlp-sweep", header(f"mlp-sweep report: {name}", nav(out), block))}
     if has_curves:
         key = legend(labels, css, status) + CURVES_HELP
-        mean_lines, fold_lines = curve_lines(df, labels, folds, curves)
         pages[curves_path(out)] = page(curves_experiment(mean_lines, dict(zip(labels, css))), f"{name} · learning curves · mlp-sweep",
                                        header(f"Learning curves, mean over folds: {name}", nav(curves_path(out)), key))
         pages[folds_path(out)] = page(curves_experiment(fold_lines, dict(zip(labels, css)), per_fold=True),

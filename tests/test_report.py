@@ -109,6 +109,8 @@ def module_sweep(folder, modules: dict[str, dict]):
         store.write_json(folder / str(k) / store.JOB, {"status": "ok", "error": None, "overrides": [f"module={choice}"],
                                                        "config": {"module": settings, "cv": {"scoring": ["accuracy"]}},
                                                        "n_parameters": 1000 * (k + 1)})
+        store.write_json(folder / str(k) / store.HISTORY, [{"fold": j, "params": {"module": choice},
+                                                            "epochs": [{"epoch": 1, "train_loss": 2.0 - k}]} for j in range(3)])
     store.aggregate(folder)
     return folder
 
@@ -124,6 +126,8 @@ def test_a_cnn_and_your_own_module_are_named_by_their_architecture(tmp_path, cap
     rows = embedded_rows((sweep / "hiplot.html").read_text())
     assert sorted(r["candidate"] for r in rows) == sorted(names)
     assert {r["candidate"]: r["param_module"] for r in rows} == {n: n for n in names}  # the module axis names them too
+    for curves in ("hiplot_curves.html", "hiplot_curves_folds.html"):  # and so do the curves pages' columns
+        assert {p["candidate"]: p["param_module"] for line in lines((sweep / curves).read_text()) for p in line} == {n: n for n in names}
     svg = (sweep / "summary.svg").read_text()
     assert all(name in svg for name in names) and "module=cnn" not in svg
     report.print_outcome(sweep)
@@ -208,6 +212,18 @@ def test_unscored_candidates_stay_off_the_top_of_score_axes(tiny_sweep, tmp_path
     assert unscored["status"] == "diverged" and unscored["rank_test_accuracy"] == "3"  # ranked last, as GridSearchCV does
     assert exp["parameters_definition"]["status"]["type"] == "categorical"
     assert exp["parameters_definition"]["status"]["colors"]["diverged"] != exp["parameters_definition"]["status"]["colors"]["ok"]
+
+
+def test_a_report_of_candidates_that_all_diverged_in_their_first_epoch_has_no_curves_pages(tiny_sweep, tmp_path):
+    # every fit's one epoch has a NaN loss (stored as null): no curve has a point, and HiPlot refuses an empty page
+    src = edited_copy(tiny_sweep, tmp_path / "all_diverged", mean_test_accuracy=math.nan, status="diverged")
+    for job in store.job_dirs(src):
+        folds = json.loads((job / store.HISTORY).read_text())
+        (job / store.HISTORY).write_text(json.dumps([{**f, "epochs": [{**f["epochs"][0], "train_loss": None}]} for f in folds]))
+    report.write_report([src], src / "hiplot.html")
+    page = (src / "hiplot.html").read_text()
+    assert len(embedded_rows(page)) == 3 and "hiplot_curves.html" not in page
+    assert not (src / "hiplot_curves.html").exists() and not (src / "hiplot_curves_folds.html").exists()
 
 
 def test_one_scored_candidate_keeps_its_score_axes(tiny_sweep, tmp_path):

@@ -142,7 +142,8 @@ def _build(group: str, target: str, cls: type, kwargs: dict, build, errors: tupl
             except errors:
                 continue
             raise ConfigError(f"{group}.{key}={kwargs[key]!r}: {message}") from None
-        raise ConfigError(f"{group} ({target} with {kwargs}): {message}") from None
+        given = f" with {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}" if kwargs else " with no keywords"
+        raise ConfigError(f"{group}._target_={target}: cannot be built{given} ({type(e).__name__}: {message})") from None
 
 
 def _check_module(settings: dict) -> ModuleSize | None:
@@ -155,8 +156,11 @@ def _check_module(settings: dict) -> ModuleSize | None:
     if target is None:  # the MLP: ModuleSchema has checked every key NeuralNet takes
         return None
     where, _, name = target.rpartition(".")
+    if not where:
+        raise ConfigError(f"module._target_={target}: names no Python module; give the module.path.ClassName of a torch.nn.Module "
+                          "class, importable from where you run the command (e.g. my_nets.TinyNet)")
     try:  # as hydra.utils.get_class finds it (src.estimator), without the lines Hydra logs when it fails
-        cls = getattr(importlib.import_module(where), name) if where else None
+        cls = getattr(importlib.import_module(where), name)
     except Exception as e:
         raise ConfigError(f"module._target_={target}: cannot be imported ({type(e).__name__}: {' '.join(str(e).split())})") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
@@ -189,6 +193,9 @@ def _check_module(settings: dict) -> ModuleSize | None:
         raise ConfigError(f"module._target_={target}: returns {shape} for a batch of 2 samples of {of_data}; "
                           f"a module must return logits of shape (batch, {n_classes}), one per class")
     trained = [p for p in net.parameters() if p.requires_grad]
+    if not trained:  # torch.optim refuses an empty parameter list: every fit would fail
+        raise ConfigError(f"module._target_={target}: has no trainable parameters (none with requires_grad), so the optimizer has "
+                          "nothing to train; give the module at least one nn.Parameter")
     return ModuleSize(sum(p.numel() for p in trained), sum(p.numel() * p.element_size() for p in trained), math.ceil(sum(outputs) / 2))
 
 
@@ -268,6 +275,7 @@ def preflight(argv: list[str]) -> Checked:
                 jobs, out_key = [overrides], "hydra.run.dir"
             else:
                 parsed = OverridesParser.create().parse_overrides(overrides)
+                _check_repeated_values(parsed)
                 fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
                 base = compose("config", overrides=fixed, return_hydra_config=True)
                 _check_launcher(OmegaConf.to_container(base.hydra.launcher, resolve=False))
@@ -301,11 +309,15 @@ def preflight(argv: list[str]) -> Checked:
                 raise ConfigError(launchers.missing(choice)) from None
             raise ConfigError(f"{group}={choice} is not known; choose one of {', '.join(e.options or [])}") from None
         except HydraException as e:
+            if str(e).startswith("Could not override 'module._target_'"):  # the MLP (module=mlp, the default) has no _target_
+                raise ConfigError("module._target_: the MLP (module=mlp, the default) has no such key; name your own module with "
+                                  "module=custom module._target_=your_package.YourNet") from None
             raise ConfigError(" ".join(str(e).split("\n")[:2])) from None
     scorings = list(dict.fromkeys(str(i["cv"]["scoring"]) for i in identities))
     if len(scorings) > 1:
         raise ConfigError(f"cv.scoring={' and '.join(scorings)}: every job of a sweep must be scored the same way, or their rows "
                           "cannot be ranked together; score them all with every metric instead, e.g. cv.scoring=[accuracy,f1_macro]")
+    _check_flag_place(argv)  # last: a bad value is the news, wherever -m stands
     if not multirun:
         return Checked(out_dir=Path(out_dir), resume=settings["resume"], identities=identities)
     return Checked(out_dir=Path(out_dir), multirun=True, resume=settings["resume"], identities=None if own_points else identities,
@@ -346,6 +358,26 @@ class JobFolders:
         self.seen[folder] = k
 
 
+def _check_flag_place(argv: list[str]) -> None:
+    """Refuse -m between two overrides: Hydra's parser takes the overrides as one list, and would refuse those after -m
+    (with its usage text) once this check had passed and the command had locked its folder."""
+    flags = [i for i, a in enumerate(argv) if a in ("-m", "--multirun")]
+    if flags and any(a not in ("-m", "--multirun") for a in argv[:flags[0]]) and any(a not in ("-m", "--multirun") for a in argv[flags[0] + 1:]):
+        flag, overrides = argv[flags[0]], [a for a in argv if a not in ("-m", "--multirun")]
+        raise ConfigError(f"{flag}: comes between the overrides ({argv[flags[0] - 1]} {flag} {argv[flags[0] + 1]}), where Hydra's parser "
+                          f"stops reading them; put it after them all: python -m src.sweep {' '.join(overrides)} {flag}")
+
+
+def _check_repeated_values(parsed: list) -> None:
+    """Refuse a sweep that names one value twice (module.num_units=8,8): its two jobs would be one job, trained twice."""
+    for o in parsed:
+        if o.is_sweep_override() and o.is_discrete_sweep():
+            values = list(o.sweep_string_iterator())
+            twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if twice is not None:
+                raise ConfigError(f"{o.input_line}: names {twice} twice, and its jobs would be one job trained twice; name each value once")
+
+
 def _check_architecture(job: list[str]) -> None:
     """Refuse a job whose overrides set both module.num_units and module.hidden_sizes: hidden_sizes would win silently."""
     given = {o.key_or_group: o.get_value_element_as_str() for o in OverridesParser.create().parse_overrides(job)}
@@ -374,7 +406,10 @@ def _check_distinct(jobs: list[list[str]], identities: list[dict]) -> None:
             continue
         j = first[key]
         a, b = ({o.key_or_group: o.input_line for o in parser.parse_overrides(jobs[i])} for i in (j, k))
-        differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name)) or ["the overrides"]
+        differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
+        if not differ:  # the same overrides twice: a named sweep (+sweeps=...) that names a value twice
+            raise ConfigError(f"{' '.join(jobs[k])}: jobs {j} and {k} of this sweep have these same overrides, one job trained twice; "
+                              "name each value of the sweep once")
         raise ConfigError(f"{', '.join(differ)}: jobs {j} ({' '.join(a.get(d, '') for d in differ).strip()}) and {k} "
                           f"({' '.join(b.get(d, '') for d in differ).strip()}) of this sweep compute the same result, as "
                           f"{', '.join(differ)} {'is' if len(differ) == 1 else 'are'} not part of what a job computes (or "
@@ -547,10 +582,14 @@ def _check_memory(settings: dict, size: ModuleSize | None = None) -> None:
         batch = min(settings["train"]["batch_size"], rows * (folds - 1) // folds)  # a fold's training rows, at most
         need = module_fit_bytes(size, settings["optimizer"], batch)
         if need > have:
-            raise ConfigError(f"module._target_={settings['module']['_target_']}: one fit of it needs about {_amount(need)} (its "
+            m = settings["module"]
+            cnn = m["_target_"] == "src.cnn.CNN"  # module=cnn: its size is module.channels's doing
+            named, smaller = (f"module.channels={m['channels']}", "fewer or narrower module.channels") if cnn else \
+                (f"module._target_={m['_target_']}", "a smaller module")
+            raise ConfigError(f"{named}: one fit of {'this CNN' if cnn else 'it'} needs about {_amount(need)} (its "
                               f"{size.parameters:,} parameters, their gradients and optimizer state, and its layers' outputs on a batch of "
                               f"{batch}), more than the {_amount(have)} available on {device}; "
-                              "choose a smaller module, or a smaller train.batch_size")
+                              f"choose {smaller}, or a smaller train.batch_size")
         return
     need = fit_bytes(settings, rows, device)
     if need > have:

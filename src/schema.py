@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sklearn.metrics import get_scorer_names
 
 from src import loggers
+from src.cnn import IMAGE
 from src.data import SCALINGS
 from src.layers import ACTIVATIONS, INITS
 from src.loggers import LOGGERS
@@ -48,6 +49,13 @@ class CNNSchema(_Group):  # module=cnn (src.cnn.CNN)
     num_classes: int = Field(ge=2)
     activation: Literal[tuple(ACTIVATIONS)]
     init: Literal[INITS]
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _within_the_image(cls, size: int) -> int:
+        if size > IMAGE[1]:  # legal for the padded conv, but each output then sees little more than padding, at a high cost
+            raise ValueError(f"is larger than the {IMAGE[1]}x{IMAGE[2]} images; use 1 to {IMAGE[1]} (3 or 5 are usual)")
+        return size
 
 
 class OwnModuleSchema(_Group):  # module=custom: any keyword of the module's class, checked by building it (_check_module)

@@ -78,3 +78,10 @@ class InPlaceStatsNet(nn.Module):
     def forward(self, X):
         self.seen.add_(X.detach().sum())
         return self.fc(X)
+
+
+class NoParameters(nn.Module):
+    """Logits of the right shape, and nothing to train: torch.optim refuses its empty parameter list."""
+
+    def forward(self, X):
+        return X[:, :10]

@@ -183,6 +183,18 @@ MODULES = [
     (["+module._target_=torch.nn.Flatten"], "module.num_units=128: torch.nn.Flatten takes no such keyword; it takes start_dim, end_dim; start from "
      "module=custom, which has no keys of its own"),
     (["module=mlp,cnn", "module.channels=[4,8]", "-m"], "Could not override 'module.channels'"),  # Hydra's own line: the MLP has no such key
+    # a hostile new user (issue 16's and 17's features from the command line)
+    (["module=cnn", "module.kernel_size=29"], "module.kernel_size=29: is larger than the 28x28 images; use 1 to 28"),
+    (["module._target_=my_nets.TinyNet"], "module._target_: the MLP (module=mlp, the default) has no such key; name your own module with "
+     "module=custom module._target_=your_package.YourNet"),
+    (["module=custom", "module._target_=TinyNet"], "module._target_=TinyNet: names no Python module; give the module.path.ClassName"),
+    (["module=custom", "module._target_=torch.nn.Linear"], "module._target_=torch.nn.Linear: cannot be built with no keywords (TypeError: "),
+    (["module=custom", "module._target_=small_modules.NoParameters"],
+     "module._target_=small_modules.NoParameters: has no trainable parameters (none with requires_grad), so the optimizer has nothing to train"),
+    (["module.num_units=8", "-m", "module.num_units=8,16"], "-m: comes between the overrides (module.num_units=8 -m module.num_units=8,16), "
+     "where Hydra's parser stops reading them; put it after them all: python -m src.sweep module.num_units=8 module.num_units=8,16 -m"),
+    (["module.hidden_sizes=[64,32],[64,32]", "-m"], "module.hidden_sizes=[64,32],[64,32]: names [64,32] twice, and its jobs would be one job"),
+    (["module.num_units=8,16,8", "-m"], "module.num_units=8,16,8: names 8 twice"),
 ]
 INVALID += MODULES
 
@@ -415,12 +427,13 @@ def test_the_memory_check_refuses_a_cnn_whose_one_fit_would_not_fit(monkeypatch,
     preflight(args)
     assert len(built) == 1  # the check's module, not a second one for the estimate
     monkeypatch.setattr(config, "_available", lambda device: need - 1)
-    with pytest.raises(ConfigError, match=rf"^module._target_=src.cnn.CNN: one fit of it needs about {need / 2**20:.1f} MiB \(its 9,098 "
+    with pytest.raises(ConfigError, match=rf"^module.channels=\[8, 16\]: one fit of this CNN needs about {need / 2**20:.1f} MiB \(its 9,098 "
                                           r"parameters, their gradients and optimizer state, and its layers' outputs on a batch of 64\), "
-                                          rf"more than the {(need - 1) / 2**20:.1f} MiB available on cpu; choose a smaller module"):
+                                          rf"more than the {(need - 1) / 2**20:.1f} MiB available on cpu; choose fewer or narrower module.channels, "
+                                          r"or a smaller train.batch_size$"):
         preflight(args)
     monkeypatch.setattr(config, "_available", lambda device: need + weights)
-    with pytest.raises(ConfigError, match="one fit of it needs"):  # Adam's two moments: twice the weights more
+    with pytest.raises(ConfigError, match="one fit of this CNN needs"):  # Adam's two moments: twice the weights more
         preflight([*args, "optimizer=adam"])
 
 

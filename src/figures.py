@@ -34,6 +34,7 @@ MANY = 20  # beyond this many candidates a figure calls out the TOP best-ranked 
 TOP = 10
 REST = (0.72, 0.72, 0.72)
 MOST_NAMED = 8  # the cost panel names at most this many candidates of its Pareto front, spread along it
+DPI = 100  # summary.png's resolution, and the one its layout is computed at
 MOST_TICKS = 12  # a numeric x axis with more values than this gets matplotlib's own ticks, not one per value
 
 
@@ -493,7 +494,7 @@ def summary_figure(df: pd.DataFrame, curves: list[dict | None], labels: list[str
     cost = has_cost(df, metric)
     panels = ["score", *(["cost"] if cost else []), *(["difference"] if compared else []), "curves"]
     widths = {"score": 1, "cost": 1, "difference": 0.85, "curves": 1.15}
-    fig = Figure(figsize=(7 * sum(widths[p] for p in panels), 5.4), layout="constrained")
+    fig = Figure(figsize=(7 * sum(widths[p] for p in panels), 5.4), dpi=DPI, layout="constrained")
     axes = dict(zip(panels, fig.subplots(1, len(panels), width_ratios=[widths[p] for p in panels])))
     score_panel(axes["score"], df, labels, colors, architectures, metric, n_folds, comparison)
     if cost:
@@ -510,9 +511,13 @@ def figure_bytes(fig: "Figure") -> tuple[bytes, bytes]:
     """The figure as (PNG, SVG) bytes; the SVG keeps its text as <text> elements, so titles stay searchable."""
     from matplotlib import rc_context
 
+    # Lay the figure out once, then save it with no layout engine at all: savefig draws a figure that has one (even
+    # set_layout_engine("none")'s placeholder) twice, once to lay it out and once to render; the SVG keeps the PNG's layout.
+    fig.get_layout_engine().execute(fig)
+    with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):  # else None means that engine
+        fig.set_layout_engine(None)
     png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    fig.set_layout_engine("none")  # keep the layout the PNG got: the SVG is the same figure, and that saves its recomputation
+    fig.savefig(png, format="png", dpi=DPI)
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "mlp-sweep"}):  # fixed ids: the same results give the same file
         fig.savefig(svg, format="svg", metadata={"Date": None})
     return png.getvalue(), svg.getvalue()

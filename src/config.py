@@ -104,9 +104,29 @@ def _check_precision(wanted: str, device: str) -> None:
 
 
 def _check_optimizer(optimizer: dict) -> None:
-    """Build the optimizer on a dummy parameter, as skorch will: a keyword it does not take, or a value it
-    refuses, stops the command now, named, instead of failing every job (once per optimizer config: _optimizer_checked)."""
+    """Build the optimizer, as skorch will: a keyword it does not take, or a value it refuses, stops the command now,
+    named, instead of failing every job (once per optimizer config: _optimizer_checked)."""
     _optimizer_checked(json.dumps(optimizer, sort_keys=True))
+
+
+NO_PARAMETERS = "optimizer got an empty parameter list"  # torch.optim.Optimizer's error for []
+FLAGS_CHECKED_LATER = ("foreach", "fused", "differentiable")  # torch's optimizers check these after taking parameters
+
+
+def _build_optimizer(cls: type, **kwargs) -> None:
+    """Build the optimizer class `cls` with `kwargs`, or raise what its constructor raises.
+
+    torch's own optimizers check each value before they take parameters (but for FLAGS_CHECKED_LATER), so they are
+    built on no parameters: ValueError(NO_PARAMETERS) then means every value passed. A parameter's first
+    add_param_group imports torch._dynamo (about 1 s), which a fused sweep needs nowhere else. Other optimizers, a
+    flag, a refused value, or words torch may change: built on a dummy parameter, which raises the real error."""
+    if cls.__module__.startswith("torch.optim.") and not any(kwargs.get(k) for k in FLAGS_CHECKED_LATER):
+        try:
+            cls([], **kwargs)
+        except ValueError as e:
+            if str(e) == NO_PARAMETERS:
+                return
+    cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,8 +139,7 @@ def _optimizer_checked(optimizer_json: str) -> None:
         cls = get_class(optimizer["_target_"])
     except Exception as e:  # Hydra wraps an ImportError or AttributeError in its own
         raise ConfigError(f"optimizer._target_={optimizer['_target_']}: cannot be imported ({e})") from None
-    _build("optimizer", optimizer["_target_"], cls, kwargs, lambda **kw: cls([torch.nn.Parameter(torch.zeros(1))], **kw),
-           (ValueError, TypeError, RuntimeError))
+    _build("optimizer", optimizer["_target_"], cls, kwargs, functools.partial(_build_optimizer, cls), (ValueError, TypeError, RuntimeError))
 
 
 def _build(group: str, target: str, cls: type, kwargs: dict, build, errors: tuple = (Exception,), hint: str = ""):

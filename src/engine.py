@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from src import data, estimator, fused, vmapped
-from src.estimator import PREDICT_BATCH_SIZE, Diverged
+from src.estimator import PREDICT_BATCH_SIZE, Diverged, PredictingNet
 from src.identity import NOT_IDENTITY, job_key, without
 from src.model import NeuralNet
 from src.results import SearchResult
@@ -229,7 +229,8 @@ def run(job: Job, trained: dict | BaseException | None = None, name: str | None 
 
 def fit_all(job: Job, name: str) -> None:
     """Fit a job's estimator on all its rows with engine `name`, as GridSearchCV's refit does: fit number K, after
-    the K folds (src.seeding); raises src.estimator.Diverged."""
+    the K folds (src.seeding); raises src.estimator.Diverged. The fused engine's fit replaces job.search.estimator
+    with a net that only predicts (src.estimator.PredictingNet: no optimizer is built)."""
     net, folds, X, y = job.search.estimator, job.settings["cv"]["folds"], job.X, job.y
     if name == "fused":
         spec = fit_spec(job, np.arange(len(y)), fold=folds)
@@ -239,6 +240,7 @@ def fit_all(job: Job, name: str) -> None:
             outcome = vmapped.train(X, y, [spec], vmapped_shared(job), device=net.device)[0]
         if outcome.diverged:
             raise Diverged(outcome.diverged, outcome.epochs)
+        job.search.estimator = net = PredictingNet(**net.get_params(deep=False))
         net.check_data(X, y)  # as fit() does: learns classes_ from y
         net.initialize().module_.load_state_dict(outcome.state_dict)
     else:

@@ -155,7 +155,20 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
         self.history.record(f"{prefix}_loss", (total / max(count, 1)).item())
 
 
-class PretrainedNet(SeededNeuralNetClassifier):
+class PredictingNet(SeededNeuralNetClassifier):
+    """A net whose weights were trained elsewhere (the fused engine): it predicts and scores, never steps, so it builds
+    no optimizer. A torch.optim optimizer's first add_param_group imports torch._dynamo (about 1 s, more on a loaded
+    machine), which a fused sweep otherwise needs nowhere. skorch adds the `optimizer` prefix to `prefixes_` when it
+    builds one; it is declared here, so that optimizer__lr and the like stay valid parameters (get_params, clone)."""
+
+    prefixes_ = [*SeededNeuralNetClassifier.prefixes_, "optimizer"]
+
+    def initialize_optimizer(self, *args, **kwargs):
+        self.optimizer_ = None  # as skorch's trim_for_prediction leaves it
+        return self
+
+
+class PretrainedNet(PredictingNet):
     """The estimator whose fits were trained elsewhere (the fused engine): fit() loads the fit of its fold.
 
     GridSearchCV then scores and records it exactly as it does a net it trained itself, and a fit

@@ -117,7 +117,6 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
     refit_job = job.prepare(settings, [], {}, swept=set())
     held_out = data.load_test(settings)
     start = time.perf_counter()
-    net = refit_job.search.estimator
     out = {"job": best.name if best != results_dir else None, "params": row["params"][0], "module": settings["module"],
            "cv": {c: float(row[c][0]) for c in row.columns if c.startswith("mean_test_")}, "refit": {"engine": name, "candidate": candidate}, "test": None,
            "data": data_record(settings, record["config"].get("data_fingerprint"), refit_job.X.shape[1])}
@@ -129,6 +128,7 @@ def refit_best(results_dir: Path, engine_name: str = "auto") -> dict | None:
         log.warning(f"refit: the best candidate ({best.name}) diverged when refit on all the training data: {e}")
         return out
     out["refit"].update(status="ok", seconds=time.perf_counter() - start, n_samples=len(refit_job.y))
+    net = refit_job.search.estimator  # fit_all's net (the fused engine's predicts only)
     buffer = io.BytesIO()
     net.save_params(f_params=buffer)  # the module's state_dict
     store.atomic_write(results_dir / BEST_MODEL, buffer.getvalue())

@@ -129,6 +129,8 @@ INVALID = [
     (["+optimizer.momentun=0.9"], "optimizer.momentun=0.9: torch.optim.SGD takes no such keyword; it takes lr, momentum, dampening"),
     (["+optimizer.nesterov=true"], "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
     (["optimizer=adam", "+optimizer.betas=[0.9,2]"], "optimizer.betas=[0.9, 2]: Invalid beta parameter at index 1: 2"),
+    # torch checks these flags after taking parameters: the check builds the optimizer on one (src.config._build_optimizer)
+    (["+optimizer.fused=true", "+optimizer.foreach=true"], "optimizer.foreach=True: `fused` and `foreach` cannot be `True` together."),
     (["dataset.limit=5"], "dataset.limit=5: a stratified subset of the 5000 samples cannot be drawn"),
     (["dataset.limit=25", "dataset.test_size=null"], "dataset.limit=25: leaves class 0 2 samples, fewer than cv.folds=3"),
     (["dataset.limit=25"], "dataset.test_size=0.2 of 25 samples holds out 5 and keeps 20; each part needs at least one sample of each of the 10 classes"),

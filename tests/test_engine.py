@@ -78,6 +78,23 @@ def test_a_diverging_candidate_in_a_fused_group_is_recorded_and_the_others_uncha
     assert [h["fold"] for h in history] == [0] and history[0]["epochs"][-1]["train_loss"] is None
 
 
+def test_a_fused_sweep_builds_no_torch_optimizer(tmp_path):
+    """Nothing in a fused sweep steps a torch.optim optimizer (the fused engine updates its stacks itself), so none is
+    built, in the preflight's check, the scoring or the refit: the first one's add_param_group imports torch._dynamo
+    (about 1 s)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    argv = ["module.num_units=8,16", *TINY, "engine=fused", f"hydra.sweep.dir={tmp_path / 's'}", "-m"]
+    code = (f"import runpy, sys; sys.argv = ['src.sweep', *{argv!r}]; runpy.run_module('src.sweep', run_name='__main__'); "
+            "print('torch._dynamo' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s" / "best_model.pt").exists() and proc.stdout.rstrip("\n").rsplit("\n", 1)[-1] == "False"
+
+
 def test_single_run_with_the_fused_engine(tmp_path):
     proc = run_here(*TINY, "module.num_units=8", "engine=fused", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr

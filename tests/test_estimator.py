@@ -51,6 +51,24 @@ def test_routing_reaches_module_and_optimizer():
     assert net.get_params()["module__num_units"] == 12
 
 
+def test_a_net_that_only_predicts_builds_no_optimizer_and_keeps_its_optimizer_params(data):
+    """src.estimator.PredictingNet (the fused engine's fits, scored or refit): skorch would refuse optimizer__lr without
+    the optimizer prefix that building an optimizer registers; the weights it loads predict as the trained net's do."""
+    from src.estimator import PredictingNet
+
+    trained = build_estimator({"num_units": 16}, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, max_epochs=2, verbose="quiet").fit(*data)
+    net = PredictingNet(**clone(trained).get_params(deep=False))
+    net.check_data(*data)
+    net.initialize().module_.load_state_dict(trained.module_.state_dict())
+    assert net.optimizer_ is None and clone(net).get_params()["optimizer__momentum"] == 0.9
+    np.testing.assert_array_equal(net.predict_proba(data[0]), trained.predict_proba(data[0]))
+    from src.model import NeuralNet
+
+    PredictingNet(NeuralNet, optimizer=torch.optim.SGD, module__num_units=16, optimizer__momentum=0.9).initialize()
+    with pytest.raises(ValueError, match="unexpected argument.* optimizr__momentum"):  # skorch still checks every other name
+        PredictingNet(NeuralNet, optimizer=torch.optim.SGD, module__num_units=16, optimizr__momentum=0.9).initialize()
+
+
 def test_histories_are_recorded_per_fit_with_their_fold(data):
     from src.estimator import FitHistories
 

@@ -513,7 +513,8 @@ def figure_bytes(fig: "Figure") -> tuple[bytes, bytes]:
 
     # Lay the figure out once, then save it with no layout engine at all: savefig draws a figure that has one (even
     # set_layout_engine("none")'s placeholder) twice, once to lay it out and once to render; the SVG keeps the PNG's layout.
-    fig.get_layout_engine().execute(fig)
+    if fig.get_layout_engine() is not None:  # None: laid out already (a figure saved before)
+        fig.get_layout_engine().execute(fig)
     with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):  # else None means that engine
         fig.set_layout_engine(None)
     png, svg = io.BytesIO(), io.BytesIO()

@@ -94,3 +94,28 @@ def test_log_axes_follow_the_ratio_rule_and_cut_exploding_values():
     low, high = figures.log_limits([1.0, 1.5, 2.0, 3.0, 1e30])  # one exploding loss: the top stops at the far-out fence
     q1, q3 = np.percentile(np.log10([1.0, 1.5, 2.0, 3.0, 1e30]), [25, 75])
     assert np.isclose(np.log10(high), q3 + 3 * (q3 - q1) + 0.05) and high < 1e10
+
+
+def test_figure_bytes_are_what_matplotlibs_own_constrained_save_gives():
+    """figure_bytes lays the figure out once and saves it without a layout engine (two draws, not four): the PNG and the
+    SVG are byte for byte what savefig gives the same figure with its constrained layout engine (the SVG in the PNG's layout)."""
+    import io
+    import sys
+    from pathlib import Path
+
+    from matplotlib import rc_context
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import big_grid
+    from src import compare
+
+    df, curves = big_grid.big_frame(6, cost=True)
+    args = (df, curves, figures.candidate_labels(df), figures.candidate_colors(6))
+    ours = figures.figure_bytes(figures.summary_figure(*args, title="t", comparison=compare.compare(df)))
+    fig = figures.summary_figure(*args, title="t", comparison=compare.compare(df))
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=figures.DPI)  # matplotlib lays it out in a draw of its own, then draws it
+    fig.set_layout_engine("none")  # the SVG in that layout, not one computed again at the SVG's 72 dpi
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "mlp-sweep"}):
+        fig.savefig(svg, format="svg", metadata={"Date": None})
+    assert ours == (png.getvalue(), svg.getvalue())

@@ -436,13 +436,14 @@ def cost_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, metric: st
     counts = pd.to_numeric(df["n_parameters"], errors="coerce")
     scored = df[df[mean].notna() & counts.notna()].assign(_p=counts)
     front = scored[pareto_front(scored["_p"], scored[mean])].sort_values(["_p", mean], ascending=[True, False])
-    from matplotlib.ticker import EngFormatter, FuncFormatter
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator
 
     # Plain tick labels (20k, 1M; 0.01 s), no minor ticks: the log axes' default 10^4 labels are mathtext, parsed once per
     # label and output (PNG, SVG), and minor ticks are laid out unlabelled; at 500 candidates spanning decades that was
     # half of the figure's draw time.
     if is_log_scaled(scored["_p"]):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 20k, 50k, 100k: a label or more within one decade
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     times = ax.twinx()  # drawn first, under the scores
     times.scatter(scored["_p"], scored["mean_fit_time"], marker="x", s=18, color="0.55", zorder=1, label="fit time per fold (s, right axis)")
@@ -464,7 +465,9 @@ def cost_panel(ax, df: pd.DataFrame, labels: list[str], colors: list, metric: st
     ax.scatter(front["_p"], front[mean], s=150, facecolors="none", edgecolors="black", lw=1.2, zorder=3)
     named = front.iloc[np.unique(np.linspace(0, len(front) - 1, min(len(front), MOST_NAMED)).round().astype(int))] if len(front) else front
     for i, row in named.iterrows():  # spread along the front, its smallest and its best always among them
-        ax.annotate(labels[i], (row["_p"], row[mean]), xytext=(6, -12), textcoords="offset points", fontsize=8)
+        right = i == named["_p"].idxmax() and len(named) > 1  # the largest's name to its left, clear of the right axis
+        ax.annotate(labels[i], (row["_p"], row[mean]), xytext=(-6 if right else 6, -12), textcoords="offset points", fontsize=8,
+                    ha="right" if right else "left")
     handles = ax.get_legend_handles_labels()[0] + times.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax.set_xlabel("trainable parameters")

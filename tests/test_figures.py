@@ -70,6 +70,28 @@ def test_a_long_pareto_front_names_some_members_spread_along_it_the_smallest_and
     assert f"{len(front)} of 500 on the Pareto front, {figures.MOST_NAMED} named" in ax.get_title()
     assert "$" not in "".join(t.get_text() for t in ax.get_xticklabels())  # plain text, not mathtext (20k, 1M)
 
+def test_a_cost_axis_within_one_decade_is_labelled_and_the_largest_name_stays_inside():
+    """The main command's four MLPs span 25k to 235k parameters: less than a decade of a log axis still gets several
+    labelled ticks (20k, 50k, 100k, 200k), and the largest candidate's name is written to its left, clear of the
+    fit-time axis on the right."""
+    from matplotlib.figure import Figure
+
+    import big_grid
+    df, _ = big_grid.big_frame(4, cost=True)
+    df["n_parameters"] = [25_818, 52_138, 106_762, 235_146]
+    df["mean_test_accuracy"] = [0.89, 0.90, 0.895, 0.905]  # the smallest, the second and the largest on the front
+    labels = figures.candidate_labels(df)
+    fig = Figure()
+    ax = fig.subplots()
+    figures.cost_panel(ax, df, labels, figures.candidate_colors(len(df), df["rank_test_accuracy"]), "accuracy")
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high and t.get_text()]
+    assert ax.get_xscale() == "log" and len(shown) >= 3, shown
+    largest = next(t for t in ax.texts if t.get_text() == labels[3])
+    assert largest.get_ha() == "right" and all(t.get_ha() == "left" for t in ax.texts if t is not largest)
+
+
 def test_short_names_are_the_shortest_distinct_tails():
     assert figures.short_names(["/r/a/x/s", "/r/b/x/s", "/r/c/x/t"]) == {"/r/a/x/s": "a/x/s", "/r/b/x/s": "b/x/s", "/r/c/x/t": "c/x/t"}
     assert figures.short_names(["/runs/s1", "/runs/s2"]) == {"/runs/s1": "s1", "/runs/s2": "s2"}

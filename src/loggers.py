@@ -7,6 +7,7 @@ engine trains outside skorch; its fits replay their per-epoch history to these c
 (src.estimator.PretrainedNet), so both engines log the same curves.
 """
 import importlib.util
+import tempfile
 from pathlib import Path
 
 from skorch.callbacks import MlflowLogger, TensorBoard
@@ -66,6 +67,23 @@ class MlflowPerFit(MlflowLogger):
         self.client = client
         self.initialize()  # skorch's MlflowLogger takes its run and client here; it ends the run after training
         super().on_train_begin(net, **kwargs)
+
+    def on_train_end(self, net, **kwargs):
+        """skorch's artifacts are the net's params, optimizer, criterion and history. A fit the fused engine trained
+        (src.estimator.PredictingNet) has no skorch optimizer, so its run gets the other three, and then skorch ends it."""
+        if not self.create_artifact or getattr(net, "optimizer_", None) is not None:
+            return super().on_train_end(net, **kwargs)
+        with tempfile.TemporaryDirectory(prefix="mlp_sweep_mlflow_") as folder:
+            files = {"f_params": "params.pth", "f_criterion": "criterion.pth", "f_history": "history.json"}
+            files = {key: Path(folder) / name for key, name in files.items()}
+            net.save_params(**files)
+            for path in files.values():
+                self.client_.log_artifact(self.run_.info.run_id, path)
+        self.create_artifact = False  # for skorch's on_train_end, which would save the optimizer too
+        try:
+            super().on_train_end(net, **kwargs)
+        finally:
+            self.create_artifact = True
 
 
 def build(logger: dict | None, job_dir: Path, job_name: str) -> list:

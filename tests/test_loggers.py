@@ -28,9 +28,10 @@ def test_tensorboard_gets_every_fits_curve(tmp_path, engine):
         assert train_losses(tmp_path, fold) == pytest.approx([e["train_loss"] for e in history[fold]["epochs"]])
 
 
-def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["gridsearch", "fused"])
+def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path, monkeypatch, engine):
     monkeypatch.chdir(tmp_path)
-    proc = run_here(*ARGS, "+logger=mlflow", f"hydra.sweep.dir={tmp_path / 's'}", "-m")
+    proc = run_here(*ARGS, "+logger=mlflow", f"engine={engine}", f"hydra.sweep.dir={tmp_path / 's'}", "-m")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs", "s"]  # nothing written into the current folder itself
     import mlflow
@@ -39,6 +40,11 @@ def test_mlflow_records_a_run_per_fit_in_a_local_store(tmp_path, monkeypatch):
     runs = mlflow.search_runs(experiment_names=["mlp-sweep"])
     assert sorted(runs["tags.mlflow.runName"]) == [f"s/0/fold{k}" for k in range(3)]
     assert (runs["status"] == "FINISHED").all() and runs["metrics.train_loss"].notna().all()
+    # skorch's artifacts; a fit the fused engine trained has no skorch optimizer to save
+    client = mlflow.MlflowClient()
+    expected = ["criterion.pth", "history.json", *(["optimizer.pth"] if engine == "gridsearch" else []), "params.pth"]
+    for run_id in runs["run_id"]:
+        assert sorted(a.path for a in client.list_artifacts(run_id)) == expected
 
 
 @pytest.mark.parametrize("name", ["tensorboard", "mlflow"])

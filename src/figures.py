@@ -61,6 +61,7 @@ def architecture(sizes) -> str:
 
 
 CNN_DEFAULTS = {name: p.default for name, p in inspect.signature(cnn.CNN).parameters.items()}
+CNN_TARGET = f"{cnn.CNN.__module__}.{cnn.CNN.__qualname__}"  # module=cnn's _target_
 
 
 def module_architecture(module: dict) -> str | None:
@@ -71,7 +72,7 @@ def module_architecture(module: dict) -> str | None:
     if sizes is not None:
         return architecture(sizes)
     target = module.get("_target_")
-    if target == f"{cnn.CNN.__module__}.{cnn.CNN.__qualname__}":
+    if target == CNN_TARGET:
         settings = CNN_DEFAULTS | module
         return f"cnn {architecture([cnn.IMAGE[0], *settings['channels'], settings['num_classes']])} k{int(settings['kernel_size'])}"
     return target.rsplit(".", 1)[-1] if isinstance(target, str) and target else None

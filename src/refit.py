@@ -175,7 +175,7 @@ def matrix_title(out: dict) -> str:
     module = out["module"]
     name = figures.module_architecture(module) or ""  # 784-256-128-10, cnn 1-8-16-10 k3, TinyNet
     # it names the MLP's and the CNN's layer params and the module; your own module's keywords (channels too) keep their own
-    named = results.NAMED_BY_ARCHITECTURE if model.module_sizes(module) or name.startswith("cnn ") else ("param_module",)
+    named = results.NAMED_BY_ARCHITECTURE if model.module_sizes(module) or module.get("_target_") == figures.CNN_TARGET else ("param_module",)
     others = {k: v for k, v in out["params"].items() if f"param_{k}" not in named}
     name += f" ({_label(others)})" if others else ""
     scores = ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items() if k != "n_samples")

@@ -589,9 +589,9 @@ def check_labels(y: np.ndarray, num_classes: int) -> None:
 
 
 def _check_memory(settings: dict, size: ModuleSize | None = None) -> None:
-    """Refuse a candidate that would not fit in its device's available memory trained one fit at a time: the MLP with
-    its other folds' fits waiting to be scored (the fused engine's estimate, src.engine.fit_bytes), another module
-    (`size`: as _check_module measured it) one fit alone (module_fit_bytes). Larger grids are fine: they train stack
+    """Refuse a candidate that would not fit in its device's available memory trained one fit at a time (its other
+    folds' fits wait on disk): the MLP by the fused engine's estimate (src.engine.fit_bytes), another module
+    (`size`: as _check_module measured it) by module_fit_bytes. Larger grids are fine: they train stack
     by stack (src.vmapped splits a stack of other modules to fit)."""
     device = resolve_device(settings["device"])
     have = _available(device)
@@ -615,7 +615,7 @@ def _check_memory(settings: dict, size: ModuleSize | None = None) -> None:
         m = settings["module"]
         key = "module.num_units" if m.get("hidden_sizes") is None else "module.hidden_sizes"
         raise ConfigError(f"{key}={m[key.split('.')[1]]}: training and scoring this width needs about {need / 2**30:.1f} GiB "
-                          f"(its folds' parameters, gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
+                          f"(one fit's parameters, gradients, optimizer state, activations), more than the {have / 2**30:.1f} GiB available on {device}; "
                           "choose a smaller width, or a smaller train.batch_size")
 
 

@@ -114,8 +114,8 @@ def vmapped_shared(job: Job) -> vmapped.Shared:
 def fit_bytes(settings: dict, n_rows: int, device: str = "cpu") -> int:
     """An estimate of the memory (bytes, on `device`) the fused engine needs for this job's candidate, trained one
     fit at a time: a stack of one (src.fused.stack_bytes, or src.vmapped.stack_bytes) on a fold's share of `n_rows`
-    cross-validation rows, and for the MLP on the CPU the trained fits of its other folds and repeats, which wait
-    there until the job scores them."""
+    cross-validation rows. The trained fits of its other folds and repeats wait on disk (train_jobs), and the job
+    scores one fit at a time."""
     folds, split = settings["cv"]["folds"], settings["train"]["valid_split"]
     n_train = n_rows * (folds - 1) // folds
     n_valid = int(n_train * split) if split else 0
@@ -126,9 +126,7 @@ def fit_bytes(settings: dict, n_rows: int, device: str = "cpu") -> int:
         shared = vmapped.Shared(module_class(settings), settings["optimizer"]["_target_"], batch_size=t["batch_size"])
         return vmapped.stack_bytes([spec], shared, data.load(settings)[0][:1])
     spec = _spec(settings, 0, np.empty(n_train - n_valid, dtype=np.int64), np.empty(n_valid, dtype=np.int64) if n_valid else None)
-    shared = shared_settings(settings)
-    waiting = 0 if device.startswith("cuda") else (folds * settings["cv"]["repeats"] - 1) * fused.params_bytes(spec, shared)
-    return fused.stack_bytes([spec], shared, device) + waiting
+    return fused.stack_bytes([spec], shared_settings(settings), device)
 
 
 def fit_specs(job: Job) -> list[fused.FitSpec | vmapped.FitSpec]:
@@ -198,6 +196,9 @@ def train_jobs(jobs: list[Job], devices: list[str] | None = None, **options) -> 
             waiting[owner] -= 1
             if not waiting[owner]:
                 done[owner] = fits.pop(owner)
+        for owner, outcome in zip((owners[i] for i in indices), outcomes):
+            if owner in fits and outcome.state_dict is not None:  # its job waits for a later stack: the fit waits on disk
+                outcome.spill()
         if done:
             yield done
 

@@ -269,9 +269,7 @@ class FittedFolds(SharedByClones):
     def hand_over(self, repeat: int, fold: int) -> dict:
         """The fit's state_dict, which the fit then no longer holds: once loaded into the net that scores it, its
         weights are freed with that net, one fold at a time, rather than when the job is recorded."""
-        fit = self.fits[repeat, fold]
-        state_dict, fit.state_dict = fit.state_dict, None
-        return state_dict
+        return self.fits[repeat, fold].take()  # src.fused.FitOutcome: read back from disk where it waited there
 
 
 class Diverged(Exception):

@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import queue
+import tempfile
 import threading
 import time
 import warnings
@@ -98,11 +99,37 @@ class Shared:
 
 @dataclass
 class FitOutcome:
-    """A trained fit: NeuralNet's state_dict, its per-epoch history as skorch records it, and divergence."""
-    state_dict: dict
+    """A trained fit: NeuralNet's state_dict, its per-epoch history as skorch records it, and divergence.
+
+    A fit whose job waits for another stack (its other folds) waits on disk (spill), and the job's scoring reads
+    it back (take), so that a job trained fold by fold holds one fold's weights, not all of them."""
+    state_dict: dict | None
     epochs: list[dict]
     diverged: str | None     # "training loss became nan in epoch 3", as src.estimator.StopOnNonFiniteLoss says
     seconds: float           # its share of its stack's training time
+    spilled: str | None = None  # the file its state_dict waits in (spill), removed once read back, or with the outcome
+
+    def spill(self) -> None:
+        """Move the state_dict to a temporary file (torch.save; the system's temporary folder)."""
+        handle, path = tempfile.mkstemp(prefix="fit-", suffix=".pt")
+        with os.fdopen(handle, "wb") as f:
+            torch.save(self.state_dict, f)
+        self.state_dict, self.spilled = None, path
+        weakref.finalize(self, _remove, path)  # a job that never scores it (it failed first) leaves no file behind
+
+    def take(self) -> dict:
+        """The state_dict, which the outcome then no longer holds (read back from its file if spilled)."""
+        if self.spilled is not None:
+            path, self.spilled = self.spilled, None
+            self.state_dict = torch.load(path, weights_only=True)
+            _remove(path)
+        state_dict, self.state_dict = self.state_dict, None
+        return state_dict
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 # The NeuralNet keywords the engine builds its models from: those a fit (FitSpec) or its group (Shared) carries.
@@ -252,8 +279,6 @@ def plan(specs: list[FitSpec], shared: Shared, *, layout: str = "auto", device: 
         by_shape.setdefault(stack_of(fit_sizes(spec, shared)), []).append(i)
     groups = list(by_shape.values())
     budget = budget - n_rows * (shared.input_dim * 4 + 8)  # X (float32) and y (int64) live on the device once
-    if not device.startswith("cuda") and specs:  # a job whose folds two stacks train holds its first folds' fits meanwhile
-        budget -= (len({(s.repeat, s.fold) for s in specs}) - 1) * max(params_bytes(s, shared) for s in specs)
     stacks = []
     while groups:
         members = groups.pop(0)

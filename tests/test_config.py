@@ -392,23 +392,23 @@ def test_check_data_names_the_keys(X, y, message):
         config.check_data(X, y, input_dim=2, num_classes=2 if "label" in message or "class" in message else 1, folds=3)
 
 
-def test_the_memory_check_counts_every_fold_a_width_holds_at_once(compose_cfg, monkeypatch, tmp_path):
-    """On the CPU a job's trained fits wait until the job scores them, so the preflight's estimate (src.engine.fit_bytes)
-    is one fit's training and the weights of its other folds and repeats, as torch counts them (on a GPU they wait on
-    the host). A width whose one fit fits but whose six (cv.repeats=2) do not is refused, with one line naming it."""
+def test_the_memory_check_counts_one_fit_since_the_other_folds_wait_on_disk(compose_cfg, monkeypatch, tmp_path):
+    """A job trained fold by fold keeps its other folds' and repeats' fits on disk until it scores them (src.engine.train_jobs),
+    so the preflight's estimate (src.engine.fit_bytes) is one fit's, on the CPU and on a GPU, with or without repeats.
+    A width whose one fit does not fit is refused, with one line naming it; a byte more and it passes."""
     from src import data, engine
-    from src.model import NeuralNet
 
     args = ["module.num_units=512", "dataset.limit=300", f"hydra.run.dir={tmp_path / 'run'}"]
     settings = config.settings_of(compose_cfg(*args))
-    rows, weights = len(data.load(settings)[1]), 4 * sum(p.numel() for p in NeuralNet(512).parameters())
-    three, gpu = engine.fit_bytes(settings, rows), engine.fit_bytes(settings, rows, "cuda")
+    rows = len(data.load(settings)[1])
+    one, gpu = engine.fit_bytes(settings, rows), engine.fit_bytes(settings, rows, "cuda")
     settings["cv"]["repeats"] = 2
-    assert engine.fit_bytes(settings, rows) == three + 3 * weights and engine.fit_bytes(settings, rows, "cuda") == gpu
-    monkeypatch.setattr(config, "_available", lambda device: three + weights)
-    preflight(args)
+    assert engine.fit_bytes(settings, rows) == one and engine.fit_bytes(settings, rows, "cuda") == gpu
+    monkeypatch.setattr(config, "_available", lambda device: one)
+    preflight([*args, "cv.repeats=2"])
+    monkeypatch.setattr(config, "_available", lambda device: one - 1)
     with pytest.raises(ConfigError, match=r"^module.num_units=512: training and scoring this width needs about [0-9.]+ GiB"):
-        preflight([*args, "cv.repeats=2"])
+        preflight(args)
 
 
 def test_the_memory_check_refuses_a_cnn_whose_one_fit_would_not_fit(monkeypatch, tmp_path):

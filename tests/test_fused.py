@@ -184,9 +184,8 @@ def test_a_stack_that_would_not_fit_is_split(data):
     _, train = folds(y)
     shared = fused.Shared(max_epochs=1)
     specs = [fused.FitSpec(64, "default", {"lr": 0.01 * (k + 1)}, 0, f, train[f]) for k in range(2) for f in range(3)]
-    waiting = 2 * fused.params_bytes(specs[0], shared)  # on the CPU a job's first two folds wait while another stack trains its third
-    two, three = (fused.stack_bytes(specs[:n], shared) + waiting for n in (2, 3))
-    assert two < three < fused.stack_bytes(specs, shared) + waiting
+    two, three = (fused.stack_bytes(specs[:n], shared) for n in (2, 3))
+    assert two < three < fused.stack_bytes(specs, shared)
     assert fused.plan(specs, shared, layout="padded") == [list(range(6))]
     assert fused.plan(specs, shared, layout="padded", budget=(two + three) / 2) == [[0], [1, 2], [3], [4, 5]]
     assert fused.plan(specs, shared, layout="width", budget=three) == [[0, 1, 2], [3, 4, 5]]
@@ -302,6 +301,42 @@ def test_stacks_are_handed_back_one_at_a_time_and_each_job_as_soon_as_it_is_trai
     assert [e[0] for e in events] == ["train", "job"] * 3
     assert [e[1] for e in events[::2]] == [(8,), (16,), (24,)]
     assert [e[1] for e in events[1::2]] == [0, 1, 2]  # each job named by its place in the group
+
+
+def test_a_job_trained_fold_by_fold_keeps_its_waiting_fits_on_disk(data, tmp_path, monkeypatch):
+    """Where a job's folds train in separate stacks, each fit that waits for the others waits in a file, not in memory;
+    scoring reads it back (FitOutcome.take) and removes the file. The weights are those of the fits trained at once."""
+    monkeypatch.setattr(fused.tempfile, "tempdir", str(tmp_path))
+    X, y = data
+    settings = {"module": {"num_units": 16, "init": "default", "activation": "relu", "input_dim": 784, "num_classes": 10},
+                "optimizer": {"_target_": SGD, "lr": 0.01}, "seed": 0,
+                "train": {"max_epochs": 1, "batch_size": 64, "shuffle": True, "valid_split": None}}
+    search = build_search(build_estimator(settings["module"], torch.optim.SGD, {"lr": 0.01}, max_epochs=1, verbose="quiet"), {}, folds=3)
+    job = Job(settings, X, y, search, {})
+    seen = []
+    for done in engine.train_jobs([job], devices=["cpu"], memory_budget=1):  # a stack per fit
+        seen.append(sorted(tmp_path.iterdir()))
+        fits = done[0]
+    assert [len(files) for files in seen] == [2]  # the job's first two folds waited on disk while the third trained
+    waited = [fit for fit in fits.values() if fit.spilled is not None]
+    assert len(waited) == 2 and all(fit.state_dict is None for fit in waited)
+    whole = engine.train_group([job])[0]
+    for key, fit in fits.items():
+        taken = fit.take()
+        for name, tensor in whole[key].take().items():
+            torch.testing.assert_close(taken[name], tensor, rtol=0, atol=0)
+        assert fit.state_dict is None and fit.spilled is None
+    assert not list(tmp_path.iterdir())  # every file read back and removed
+
+
+def test_a_spilled_fit_that_is_never_scored_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(fused.tempfile, "tempdir", str(tmp_path))
+    fit = fused.FitOutcome({"w": torch.ones(3)}, [], None, 0.0)
+    fit.spill()
+    assert len(list(tmp_path.iterdir())) == 1
+    del fit
+    gc.collect()
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_cpu_caps_a_stack_so_that_memory_does_not_grow_with_the_grid(data):

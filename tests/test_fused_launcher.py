@@ -150,3 +150,24 @@ def test_jobs_of_another_module_fuse_by_module_class_and_what_vmap_refuses_runs_
                 cfg.module = module
         jobs.append(cfg)
     assert launcher.plan(jobs) == [(True, [0, 1, 4]), (False, [2]), (True, [3])]
+
+
+def test_finished_jobs_keep_their_configs_in_their_folders(monkeypatch, tmp_path):
+    """What the launch returns to the sweeper holds no job's config: each JobReturn reads its job's cfg and hydra_cfg
+    from the files Hydra's job runner wrote (.hydra/), so that a sweep's memory does not grow with its jobs."""
+    from omegaconf import OmegaConf
+
+    from conftest import run_here
+
+    returned = []
+    real = launcher.launch
+    monkeypatch.setattr(launcher, "launch", lambda *a, **k: returned.extend(real(*a, **k)) or returned)
+    sweep_dir = tmp_path / "s"
+    proc = run_here("module.num_units=8,16", *TINY, "engine=fused", "cv.refit=false", f"hydra.sweep.dir={sweep_dir}", "-m")
+    assert proc.returncode == 0, proc.stderr
+    assert [type(r) for r in returned] == [launcher.FolderReturn] * 2
+    for num, (ret, units) in enumerate(zip(returned, (8, 16))):
+        assert "cfg" not in vars(ret) and "hydra_cfg" not in vars(ret)
+        assert ret.cfg == OmegaConf.load(sweep_dir / str(num) / ".hydra" / "config.yaml") and ret.cfg.module.num_units == units
+        assert ret.hydra_cfg.hydra.job.num == num and ret.overrides[0] == f"module.num_units={units}"
+        assert isinstance(ret.return_value, float)

@@ -95,7 +95,9 @@ def run_group(launcher, jobs: Sequence[DictConfig], members: list[int], fuse: bo
         returns[i] = run_job(hydra_context=launcher.hydra_context, task_function=task, config=jobs[i],
                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-        if rebuild:
+        if rebuild:  # this project's job: its configs wait in its folder, not in memory (a sweep's memory does not grow with its jobs)
+            returns[i] = FolderReturn.of(returns[i], jobs[i])
+            jobs[i] = None
             rebuild.due()
 
     for i, trained, waiting in train(jobs, members, swept) if fuse else []:  # each job recorded as soon as its fits are trained
@@ -106,6 +108,30 @@ def run_group(launcher, jobs: Sequence[DictConfig], members: list[int], fuse: bo
     if rebuild:
         rebuild.now()
     return returns
+
+
+class FolderReturn(JobReturn):
+    """A finished job's JobReturn whose configs (cfg, hydra_cfg) are read from the files Hydra's job runner wrote in
+    the job's folder (.hydra/config.yaml, hydra.yaml) when asked, rather than held: a 1,024-job sweep would otherwise
+    hold two copies of every job's config until it ends."""
+
+    @classmethod
+    def of(cls, ret: JobReturn, cfg: DictConfig) -> JobReturn:
+        """`ret`, as a FolderReturn where its job saved its configs (hydra.output_subdir set), else as it is."""
+        if cfg.hydra.output_subdir is None:
+            return ret
+        kept = cls.__new__(cls)
+        vars(kept).update({k: v for k, v in vars(ret).items() if k not in ("cfg", "hydra_cfg")})
+        kept.saved = Path(str(cfg.hydra.runtime.output_dir)) / str(cfg.hydra.output_subdir)
+        return kept
+
+    @property
+    def cfg(self) -> DictConfig:
+        return OmegaConf.load(self.saved / "config.yaml")
+
+    @property
+    def hydra_cfg(self) -> DictConfig:
+        return OmegaConf.load(self.saved / "hydra.yaml")
 
 
 def ours(cfg: DictConfig) -> bool:

@@ -197,8 +197,9 @@ def train_jobs(jobs: list[Job], devices: list[str] | None = None, **options) -> 
             if not waiting[owner]:
                 done[owner] = fits.pop(owner)
         for owner, outcome in zip((owners[i] for i in indices), outcomes):
-            if owner in fits and outcome.state_dict is not None:  # its job waits for a later stack: the fit waits on disk
-                outcome.spill()
+            waits = owner in fits or any(fit.spilled for fit in done.get(owner, {}).values())
+            if waits and outcome.state_dict is not None:  # its job waits for a later stack, or waited for this one:
+                outcome.spill()  # the fit waits on disk, and the job's scoring holds one fit at a time
         if done:
             yield done
 

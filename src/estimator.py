@@ -196,8 +196,21 @@ class PretrainedNet(PredictingNet):
         self.history_ = History(fit.epochs)
         if fit.diverged is not None:
             raise Diverged(fit.diverged, fit.epochs, self.fold_, self.repeat_)
-        self.module_.load_state_dict(self.fitted.hand_over(self.repeat_ or 0, self.fold_))
         self.notify("on_train_end", X=X, y=y)  # as a fit ends: RecordHistory stores its history, loggers close
+        return self
+
+    def initialize_module(self):
+        """The module of this fold's fit, holding its trained weights: built on the meta device (no init drawn, no
+        memory) and given the fit's tensors (load_state_dict with assign=True), so that one copy of the fit is in
+        memory, not two. A module left with a tensor the state_dict does not hold (a non-persistent buffer) is
+        built as usual, and the weights are copied into it."""
+        weights = self.fitted.hand_over(self.repeat_ or 0, self.fold_)
+        with torch.device("meta"):
+            super().initialize_module()
+        self.module_.load_state_dict(weights, assign=True)
+        if any(t.is_meta for t in (*self.module_.parameters(), *self.module_.buffers())):
+            super().initialize_module()
+            self.module_.load_state_dict(weights)
         return self
 
     def infer(self, x, **fit_params):

@@ -85,3 +85,15 @@ class NoParameters(nn.Module):
 
     def forward(self, X):
         return X[:, :10]
+
+
+class ScaledLinear(nn.Module):
+    """A module with a buffer its state_dict does not hold (persistent=False)."""
+
+    def __init__(self, scale: float = 2.0):
+        super().__init__()
+        self.linear = nn.Linear(784, 10)
+        self.register_buffer("scale", torch.tensor(scale), persistent=False)
+
+    def forward(self, x):
+        return self.linear(x) * self.scale

@@ -184,3 +184,26 @@ def make_own(module_params: dict, seed: int, fold: int):
     net = build_estimator(module_params, torch.optim.SGD, {"lr": 0.01}, verbose="quiet", seed=seed)
     net.fold_ = fold
     return net.initialize()
+
+
+
+@pytest.mark.parametrize("target", [None, "small_modules.ScaledLinear"])
+def test_a_pretrained_net_scores_the_fits_own_tensors(data, target):
+    """PretrainedNet (the fused engine's fits, scored by GridSearchCV) holds each fit's weights once: its module is
+    built on the meta device and given the fit's tensors themselves. A module with a buffer its state_dict lacks is
+    built as usual and the weights copied in. Either way it predicts as a net holding those weights does."""
+    from src.estimator import FittedFolds, PretrainedNet
+    from src.fused import FitOutcome
+
+    X, y = data
+    module = {"num_units": 16} if target is None else {"_target_": target}
+    reference = build_estimator(module, torch.optim.SGD, {"lr": 0.01}, max_epochs=1, verbose="quiet").fit(X, y)
+    state_dict = {k: v.clone() for k, v in reference.module_.state_dict().items()}
+    pointers = {k: v.data_ptr() for k, v in state_dict.items()}
+    fitted = FittedFolds({(0, 0): FitOutcome(state_dict, reference.history.to_list(), None, 0.0)}, torch.as_tensor(X))
+    net = PretrainedNet(**reference.get_params(deep=False), fitted=fitted)
+    net.fit(np.arange(len(X))[:, None], y, test_fold=np.ones(len(X), dtype=int))  # the rows of every fold but 0: fit (0, 0)
+    assert not any(t.is_meta for t in (*net.module_.parameters(), *net.module_.buffers()))
+    shared = {k: v.data_ptr() == pointers[k] for k, v in net.module_.state_dict().items()}
+    assert all(shared.values()) if target is None else not any(shared.values())
+    np.testing.assert_array_equal(net.predict_proba(np.arange(len(X))[:, None]), reference.predict_proba(X))

@@ -66,7 +66,7 @@ OPTIMIZERS = {
 LAYOUTS = ("auto", "width", "padded")
 _CAPTURE = threading.Lock()  # CUDA-graph captures of stacks trained in several threads (train(device=[...]))
 WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuBLAS workspaces, the first momentum step)
-CPU_STACK_BYTES = 1 << 29  # the largest stack on the CPU (stack_budget): 512 MiB; a job 8,192 wide trains its folds one by one
+CPU_STACK_BYTES = 1 << 28  # the largest stack on the CPU (stack_budget): 256 MiB; a job 4,096 wide trains its folds in two stacks, 8,192 one by one
 
 
 @dataclass(frozen=True)

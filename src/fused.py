@@ -115,14 +115,13 @@ class FitOutcome:
         with os.fdopen(handle, "wb") as f:
             torch.save(self.state_dict, f)
         self.state_dict, self.spilled = None, path
-        weakref.finalize(self, _remove, path)  # a job that never scores it (it failed first) leaves no file behind
+        self._removal = weakref.finalize(self, _remove, path)  # nor a job that never scores it, nor the process's end, leaves it behind
 
     def take(self) -> dict:
         """The state_dict, which the outcome then no longer holds (read back from its file if spilled)."""
         if self.spilled is not None:
-            path, self.spilled = self.spilled, None
-            self.state_dict = torch.load(path, weights_only=True)
-            _remove(path)
+            self.state_dict, self.spilled = torch.load(self.spilled, weights_only=True), None
+            self._removal()
         state_dict, self.state_dict = self.state_dict, None
         return state_dict
 

@@ -196,10 +196,9 @@ def train_jobs(jobs: list[Job], devices: list[str] | None = None, **options) -> 
             waiting[owner] -= 1
             if not waiting[owner]:
                 done[owner] = fits.pop(owner)
-        for owner, outcome in zip((owners[i] for i in indices), outcomes):
-            waits = owner in fits or any(fit.spilled for fit in done.get(owner, {}).values())
-            if waits and outcome.state_dict is not None:  # its job waits for a later stack, or waited for this one:
-                outcome.spill()  # the fit waits on disk, and the job's scoring holds one fit at a time
+        for i, outcome in zip(indices, outcomes):
+            if owners[i] in fits:  # its job waits for a later stack: the fit waits on disk, not in memory
+                outcome.spill()
         if done:
             yield done
 

@@ -202,13 +202,18 @@ class PretrainedNet(PredictingNet):
     def initialize_module(self):
         """The module of this fold's fit, holding its trained weights: built on the meta device (no init drawn, no
         memory) and given the fit's tensors (load_state_dict with assign=True), so that one copy of the fit is in
-        memory, not two. A module left with a tensor the state_dict does not hold (a non-persistent buffer) is
-        built as usual, and the weights are copied into it."""
+        memory, not two. A module that cannot be built there (its constructor reads a tensor's values), or is left
+        with a tensor the state_dict does not hold (a non-persistent buffer), is built as usual, and the weights are
+        copied into it."""
         weights = self.fitted.hand_over(self.repeat_ or 0, self.fold_)
-        with torch.device("meta"):
-            super().initialize_module()
-        self.module_.load_state_dict(weights, assign=True)
-        if any(t.is_meta for t in (*self.module_.parameters(), *self.module_.buffers())):
+        try:
+            with torch.device("meta"):
+                super().initialize_module()
+            self.module_.load_state_dict(weights, assign=True)
+            assigned = not any(t.is_meta for t in (*self.module_.parameters(), *self.module_.buffers()))
+        except Exception:  # built as usual below, where a real error raises again
+            assigned = False
+        if not assigned:
             super().initialize_module()
             self.module_.load_state_dict(weights)
         return self

@@ -97,3 +97,15 @@ class ScaledLinear(nn.Module):
 
     def forward(self, x):
         return self.linear(x) * self.scale
+
+
+class ValueInInit(nn.Module):
+    """A module whose constructor reads a tensor's value (which a tensor on the meta device has not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(784, 10)
+        self.scale = float(torch.ones(4).sum())
+
+    def forward(self, x):
+        return self.linear(x) * self.scale

@@ -187,11 +187,11 @@ def make_own(module_params: dict, seed: int, fold: int):
 
 
 
-@pytest.mark.parametrize("target", [None, "small_modules.ScaledLinear"])
+@pytest.mark.parametrize("target", [None, "small_modules.ScaledLinear", "small_modules.ValueInInit"])
 def test_a_pretrained_net_scores_the_fits_own_tensors(data, target):
     """PretrainedNet (the fused engine's fits, scored by GridSearchCV) holds each fit's weights once: its module is
-    built on the meta device and given the fit's tensors themselves. A module with a buffer its state_dict lacks is
-    built as usual and the weights copied in. Either way it predicts as a net holding those weights does."""
+    built on the meta device and given the fit's tensors themselves. A module with a buffer its state_dict lacks, or
+    whose constructor reads a tensor's value, is built as usual and the weights copied in. Either way it predicts as a net holding those weights does."""
     from src.estimator import FittedFolds, PretrainedNet
     from src.fused import FitOutcome
 

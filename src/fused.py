@@ -46,6 +46,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,8 +102,8 @@ class Shared:
 class FitOutcome:
     """A trained fit: NeuralNet's state_dict, its per-epoch history as skorch records it, and divergence.
 
-    A fit whose job waits for another stack (its other folds) waits on disk (spill), and the job's scoring reads
-    it back (take), so that a job trained fold by fold holds one fold's weights, not all of them."""
+    A fit whose job waits for a later stack (its other folds) waits on disk (spill), and the job's scoring reads
+    it back (take), so that a job trained fold by fold holds the stack it trains, not its earlier folds' fits too."""
     state_dict: dict | None
     epochs: list[dict]
     diverged: str | None     # "training loss became nan in epoch 3", as src.estimator.StopOnNonFiniteLoss says
@@ -115,7 +116,7 @@ class FitOutcome:
         with os.fdopen(handle, "wb") as f:
             torch.save(self.state_dict, f)
         self.state_dict, self.spilled = None, path
-        self._removal = weakref.finalize(self, _remove, path)  # nor a job that never scores it, nor the process's end, leaves it behind
+        self._removal = weakref.finalize(self, Path(path).unlink, missing_ok=True)  # nor a job that never scores it, nor the process's end, leaves it behind
 
     def take(self) -> dict:
         """The state_dict, which the outcome then no longer holds (read back from its file if spilled)."""
@@ -124,11 +125,6 @@ class FitOutcome:
             self._removal()
         state_dict, self.state_dict = self.state_dict, None
         return state_dict
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
 
 
 # The NeuralNet keywords the engine builds its models from: those a fit (FitSpec) or its group (Shared) carries.
